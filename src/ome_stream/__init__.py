@@ -1,0 +1,34 @@
+"""ome-stream: stream microscope frames into OME-Zarr and OME-TIFF."""
+
+from ._settings import (
+    AcquisitionSettings,
+    Channel,
+    Dimension,
+    OmeTiffFormat,
+    OmeZarrFormat,
+    Plate,
+    Position,
+    ScratchFormat,
+    StandardAxis,
+    dims_from_standard_axes,
+)
+from ._stream import BackpressureError, OMEStream, WriterError, create_stream
+from ._version import __version__
+
+__all__ = [
+    "AcquisitionSettings",
+    "BackpressureError",
+    "Channel",
+    "Dimension",
+    "OMEStream",
+    "OmeTiffFormat",
+    "OmeZarrFormat",
+    "Plate",
+    "Position",
+    "ScratchFormat",
+    "StandardAxis",
+    "WriterError",
+    "__version__",
+    "create_stream",
+    "dims_from_standard_axes",
+]

@@ -1,0 +1,56 @@
+"""The contract every storage backend fulfils.
+
+A backend receives frames already routed: a position index and a storage
+index (the frame's place in that position's array, in storage order). It
+never sees acquisition order. `open` runs on the caller's thread (so that,
+e.g., an existing path fails `create_stream`); every other call comes from
+the stream's single writer thread, in order, until `close` returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from .._settings import AcquisitionSettings
+
+
+class ArrayBackend(ABC):
+    """Writes routed frames and the metadata describing them."""
+
+    def __init__(self, settings: AcquisitionSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def open(self) -> None:
+        """Create the output (files, groups, arrays). Raise FileExistsError if
+        it exists and `settings.overwrite` is False."""
+
+    @abstractmethod
+    def write(
+        self,
+        position_index: int,
+        storage_index: tuple[int, ...],
+        frame: np.ndarray,
+        frame_metadata: dict[str, Any] | None,
+    ) -> None:
+        """Store one frame (and its metadata) at `storage_index`."""
+
+    @abstractmethod
+    def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
+        """Record that no frame will come for `storage_index`."""
+
+    @abstractmethod
+    def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
+        """Store acquisition-level metadata under `namespace` (replacing it).
+        Also called after `close`, when it must update the closed output."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Push buffered data towards the disk (optional)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Write everything still buffered and the final metadata. When this
+        returns, the output is complete and readable."""

@@ -1,0 +1,1 @@
+"""OME-TIFF: OME-XML built with ome-types, pages written with tifffile."""

@@ -1,0 +1,331 @@
+"""OME-XML (schema 2016-06) for the OME-TIFF writer, built with ome-types.
+
+Rules followed (OME-TIFF specification, ome.xsd):
+- one `Image` per position; `Pixels.DimensionOrder` is the order planes are
+  stored in (fastest first, always starting XY);
+- `TiffData` maps IFDs to planes; with one file per position each `TiffData`
+  names its file through `UUID` + `FileName` (multi-file OME-TIFF);
+- `Plane` attributes carry per-frame time, exposure and stage position with
+  explicit units; other per-frame keys live in a `MapAnnotation` the plane
+  references; acquisition-level metadata is a `MapAnnotation` with a namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ome_types import OME, model
+from ome_types.model import Map
+
+from ..._frame_metadata import plane_value
+from ..._settings import AcquisitionSettings, Channel, Dimension, Position
+from ..._settings.acquisition import OME_PIXEL_TYPES
+from ..._settings.units import ome_symbol
+
+MISSING_FRAMES_NAMESPACE = "ome-stream.org/missing-frames"
+
+
+@dataclass
+class PlaneRecord:
+    the_z: int
+    the_c: int
+    the_t: int
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ImageRecord:
+    """What the XML needs to know about one position's image."""
+
+    index: int
+    position: Position
+    sizes: dict[str, int]  # "T", "C", "Z" -> size
+    dimension_order: str
+    plane_count: int
+    planes: list[PlaneRecord] = field(default_factory=list)
+    missing: list[tuple[int, int, int]] = field(default_factory=list)  # (z, c, t)
+    file_name: str | None = None  # for multi-file OME-TIFF
+    file_uuid: str | None = None
+    acquisition_date: datetime | None = None
+
+
+def dimension_order(letters: list[str]) -> str:
+    """DimensionOrder for planes stored in `letters` order (slowest first)."""
+    fastest_first = list(reversed(letters))
+    rest = [ltr for ltr in "ZCT" if ltr not in fastest_first]
+    return "XY" + "".join(fastest_first + rest)
+
+
+def _unit(enum: Any, ngff: str | None) -> Any:
+    symbol = ome_symbol(ngff) if ngff else None
+    if symbol is None:
+        return None
+    try:
+        return enum(symbol)
+    except ValueError:
+        return None
+
+
+def _physical(dim: Dimension | None) -> tuple[float | None, Any]:
+    if dim is None or dim.scale is None or dim.type != "space":
+        return None, None
+    unit = _unit(model.UnitsLength, dim.unit) if dim.unit else model.UnitsLength.MICROMETER
+    if unit is None:
+        return None, None
+    return dim.scale, unit
+
+
+def _channels(
+    settings: AcquisitionSettings, image_index: int, size_c: int
+) -> list[model.Channel]:
+    channel_dim = next(
+        (d for d in settings.index_dimensions if d.type == "channel"), None
+    )
+    coords = channel_dim.coords if channel_dim is not None else None
+    channels = []
+    for c in range(size_c):
+        kwargs: dict[str, Any] = {"id": f"Channel:{image_index}:{c}", "samples_per_pixel": 1}
+        item = coords[c] if coords else None
+        if isinstance(item, Channel):
+            kwargs["name"] = item.name
+            if item.excitation_wavelength_nm:
+                kwargs["excitation_wavelength"] = float(item.excitation_wavelength_nm)
+                kwargs["excitation_wavelength_unit"] = model.UnitsLength.NANOMETER
+            if item.emission_wavelength_nm:
+                kwargs["emission_wavelength"] = float(item.emission_wavelength_nm)
+                kwargs["emission_wavelength_unit"] = model.UnitsLength.NANOMETER
+            if item.fluorophore:
+                kwargs["fluor"] = item.fluorophore
+            rgba = item.rgba()
+            if rgba is not None:
+                kwargs["color"] = model.Color((*rgba[:3], rgba[3] / 255))
+        elif item is not None:
+            kwargs["name"] = str(item)
+        channels.append(model.Channel(**kwargs))
+    return channels
+
+
+def _map_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class OmeXmlBuilder:
+    """Builds the OME document for a set of positions."""
+
+    def __init__(self, settings: AcquisitionSettings) -> None:
+        self.settings = settings
+        self._annotation_count = 0
+
+    def _next_annotation_id(self) -> str:
+        ann_id = f"Annotation:{self._annotation_count}"
+        self._annotation_count += 1
+        return ann_id
+
+    def build(
+        self,
+        images: list[ImageRecord],
+        global_metadata: dict[str, dict[str, Any]],
+        *,
+        uuid: str | None = None,
+    ) -> OME:
+        self._annotation_count = 0
+        annotations: list[Any] = []
+        ome_images = [self._image(img, annotations) for img in images]
+        for namespace, values in global_metadata.items():
+            annotations.append(
+                model.MapAnnotation(
+                    id=self._next_annotation_id(),
+                    namespace=namespace,
+                    value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]),
+                )
+            )
+        ome = OME(
+            uuid=uuid,
+            creator="ome-stream",
+            images=ome_images,
+            structured_annotations=model.StructuredAnnotations(map_annotations=annotations)
+            if annotations
+            else None,
+        )
+        if self.settings.plate is not None:
+            ome.plates = [self._plate(images)]
+        return ome
+
+    def _image(self, img: ImageRecord, annotations: list[Any]) -> model.Image:
+        settings = self.settings
+        y_dim, x_dim = settings.frame_dimensions
+        z_dim = next(
+            (d for d in settings.index_dimensions if _letter(d) == "Z"), None
+        )
+        t_dim = next(
+            (d for d in settings.index_dimensions if _letter(d) == "T"), None
+        )
+        pixels_kwargs: dict[str, Any] = {
+            "id": f"Pixels:{img.index}",
+            "dimension_order": img.dimension_order,
+            "type": OME_PIXEL_TYPES[settings.dtype],
+            "size_x": x_dim.count,
+            "size_y": y_dim.count,
+            "size_z": img.sizes["Z"],
+            "size_c": img.sizes["C"],
+            "size_t": img.sizes["T"],
+            "big_endian": False,
+            "interleaved": False,
+            "significant_bits": _significant_bits(settings.dtype),
+        }
+        for key, dim in (("x", x_dim), ("y", y_dim), ("z", z_dim)):
+            size, unit = _physical(dim)
+            if size is not None:
+                pixels_kwargs[f"physical_size_{key}"] = size
+                pixels_kwargs[f"physical_size_{key}_unit"] = unit
+        if t_dim is not None and t_dim.scale is not None and t_dim.type == "time":
+            unit = _unit(model.UnitsTime, t_dim.unit or "second")
+            if unit is not None:
+                pixels_kwargs["time_increment"] = t_dim.scale
+                pixels_kwargs["time_increment_unit"] = unit
+        tiff_data: dict[str, Any] = {"ifd": 0, "plane_count": img.plane_count}
+        if img.file_name is not None:
+            tiff_data["uuid"] = model.TiffData.UUID(
+                value=f"urn:uuid:{img.file_uuid}", file_name=img.file_name
+            )
+        pixels = model.Pixels(
+            **pixels_kwargs,
+            channels=_channels(settings, img.index, img.sizes["C"]),
+            tiff_data_blocks=[model.TiffData(**tiff_data)],
+            planes=[self._plane(p, annotations) for p in img.planes],
+        )
+        image_kwargs: dict[str, Any] = {
+            "id": f"Image:{img.index}",
+            "name": img.position.name,
+            "pixels": pixels,
+            "acquisition_date": img.acquisition_date,
+        }
+        stage = img.position
+        if any(v is not None for v in (stage.x_coord, stage.y_coord, stage.z_coord)):
+            image_kwargs["stage_label"] = model.StageLabel(
+                name=stage.name,
+                x=stage.x_coord,
+                x_unit=model.UnitsLength.MICROMETER,
+                y=stage.y_coord,
+                y_unit=model.UnitsLength.MICROMETER,
+                z=stage.z_coord,
+                z_unit=model.UnitsLength.MICROMETER,
+            )
+        if img.missing:
+            ann_id = self._next_annotation_id()
+            annotations.append(
+                model.MapAnnotation(
+                    id=ann_id,
+                    namespace=MISSING_FRAMES_NAMESPACE,
+                    description="Planes with no acquired data (skipped or never "
+                    "arrived); their pixels are zero.",
+                    value=Map(
+                        ms=[
+                            Map.M(k="missing_planes_zct", value=json.dumps(img.missing)),
+                            Map.M(k="missing_count", value=str(len(img.missing))),
+                        ]
+                    ),
+                )
+            )
+            image_kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
+        return model.Image(**image_kwargs)
+
+    def _plane(self, plane: PlaneRecord, annotations: list[Any]) -> model.Plane:
+        meta = plane.metadata
+        kwargs: dict[str, Any] = {
+            "the_z": plane.the_z,
+            "the_c": plane.the_c,
+            "the_t": plane.the_t,
+        }
+        micrometer = model.UnitsLength.MICROMETER
+        second = model.UnitsTime.SECOND
+        for key, attr, unit in (
+            ("delta_t", "delta_t", second),
+            ("exposure_time", "exposure_time", second),
+            ("position_x", "position_x", micrometer),
+            ("position_y", "position_y", micrometer),
+            ("position_z", "position_z", micrometer),
+        ):
+            value = plane_value(meta, key)
+            if value is not None:
+                kwargs[attr] = value
+                kwargs[f"{attr}_unit"] = unit
+        extra = {
+            k: v
+            for k, v in meta.items()
+            if k not in ("delta_t", "exposure_time", "position_x", "position_y", "position_z")
+            or plane_value(meta, k) is None
+        }
+        if extra:
+            ann_id = self._next_annotation_id()
+            annotations.append(
+                model.MapAnnotation(
+                    id=ann_id,
+                    value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in extra.items()]),
+                )
+            )
+            kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
+        return model.Plane(**kwargs)
+
+    def _plate(self, images: list[ImageRecord]) -> model.Plate:
+        plate = self.settings.plate
+        assert plate is not None
+        wells: dict[tuple[str, str], list[ImageRecord]] = {}
+        for img in images:
+            well = img.position.well
+            if well is not None:
+                wells.setdefault(well, []).append(img)
+        ome_wells = []
+        for (row, col), members in wells.items():
+            r = plate.row_names.index(row)
+            c = plate.column_names.index(col)
+            samples = []
+            for img in members:
+                pos = img.position
+                sample: dict[str, Any] = {
+                    "id": f"WellSample:{img.index}",
+                    "index": img.index,
+                    "image_ref": model.ImageRef(id=f"Image:{img.index}"),
+                }
+                if pos.x_coord is not None:
+                    sample["position_x"] = pos.x_coord
+                    sample["position_x_unit"] = model.UnitsLength.MICROMETER
+                if pos.y_coord is not None:
+                    sample["position_y"] = pos.y_coord
+                    sample["position_y_unit"] = model.UnitsLength.MICROMETER
+                samples.append(model.WellSample(**sample))
+            ome_wells.append(
+                model.Well(id=f"Well:{r}_{c}", row=r, column=c, well_samples=samples)
+            )
+        return model.Plate(
+            id="Plate:0",
+            name=plate.name,
+            rows=len(plate.row_names),
+            columns=len(plate.column_names),
+            row_naming_convention=_naming(plate.row_names),
+            column_naming_convention=_naming(plate.column_names),
+            wells=ome_wells,
+        )
+
+
+def _naming(names: list[str]) -> Any:
+    if all(n.isalpha() for n in names):
+        return model.NamingConvention.LETTER
+    if all(n.isdigit() for n in names):
+        return model.NamingConvention.NUMBER
+    return None
+
+
+def _significant_bits(dtype: str) -> int:
+    import numpy as np
+
+    return np.dtype(dtype).itemsize * 8
+
+
+def _letter(dim: Dimension) -> str | None:
+    from ..._settings import tiff_axis_letter
+
+    return tiff_axis_letter(dim)

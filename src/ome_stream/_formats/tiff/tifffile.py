@@ -1,0 +1,254 @@
+"""OME-TIFF backend: tifffile writes the pages, ome-types the OME-XML.
+
+Pages are written in the order frames arrive (TIFF is sequential), which for
+each position is its storage order. The OME-XML in the first page's
+ImageDescription is rewritten at close to describe exactly the planes in the
+file: an early close trims the outermost dimension to what was acquired and
+fills the rest of its last step with zero planes recorded as missing.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid as uuid_module
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ..._frame_metadata import FrameRecord
+from ..._settings import AcquisitionSettings, OmeTiffFormat, tiff_axis_letter
+from ..._settings.units import length_in_meters
+from ..backend import ArrayBackend
+from .ome_xml import ImageRecord, OmeXmlBuilder, PlaneRecord, dimension_order
+
+# Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
+_CLASSIC_TIFF_LIMIT = 2**32 - 2**26
+_COMPRESSION = {"lzw": "lzw", "deflate": "adobe_deflate"}
+
+
+@dataclass
+class _File:
+    path: Path
+    uuid: str
+    writer: tifffile.TiffWriter | None
+    pages: int = 0
+    records: list[FrameRecord] = field(default_factory=list)
+    missing: list[tuple[int, ...]] = field(default_factory=list)
+
+
+class TiffFileBackend(ArrayBackend):
+    """One OME-TIFF file per position (one file in all for a single position)."""
+
+    def __init__(self, settings: AcquisitionSettings) -> None:
+        super().__init__(settings)
+        fmt = settings.format
+        assert isinstance(fmt, OmeTiffFormat)
+        self.output_path = settings.output_path
+        self.paths = fmt.file_paths(settings.root_path, len(settings.positions))
+        self._files: list[_File] = []
+        dims = settings.storage_index_dimensions
+        self._letters = [tiff_axis_letter(d) or "?" for d in dims]
+        self._index_shape = [d.count for d in dims]
+        strides = []
+        stride = 1
+        for count in reversed(self._index_shape):
+            strides.append(stride)
+            stride *= count or 1
+        self._strides = list(reversed(strides))
+        self._inner_planes = stride if not self._index_shape else math.prod(
+            c or 1 for c in self._index_shape[1:]
+        )
+        self._global: dict[str, dict[str, Any]] = {}
+        self._created = datetime.now(timezone.utc)
+        self._builder = OmeXmlBuilder(settings)
+        self._compression = _COMPRESSION.get(settings.compression or "none")
+        self._write_kwargs = self._page_options()
+        self._closed = False
+
+    # ----------------------------------------------------------------- open
+
+    def _page_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "photometric": "minisblack",
+            "metadata": None,
+            "software": "ome-stream",
+        }
+        if self._compression:
+            options["compression"] = self._compression
+        else:
+            options["contiguous"] = True
+        resolution = self._resolution()
+        if resolution is not None:
+            options["resolution"] = resolution
+            options["resolutionunit"] = "CENTIMETER"
+        return options
+
+    def _resolution(self) -> tuple[float, float] | None:
+        """Pixels per centimeter from the frame axes' physical size."""
+        y_dim, x_dim = self.settings.frame_dimensions
+        per_cm = []
+        for dim in (x_dim, y_dim):
+            meters = length_in_meters(dim.unit or "micrometer")
+            if dim.scale is None or meters is None:
+                return None
+            per_cm.append(0.01 / (dim.scale * meters))
+        return per_cm[0], per_cm[1]
+
+    def _needs_bigtiff(self) -> bool:
+        frames = self.settings.num_frames
+        if frames is None:
+            return True
+        per_file = frames // len(self.paths)
+        return per_file * (self.settings.frame_nbytes + 512) > _CLASSIC_TIFF_LIMIT
+
+    def open(self) -> None:
+        settings = self.settings
+        targets = [self.output_path] if len(self.paths) > 1 else self.paths
+        for target in targets:
+            if target.exists() and not settings.overwrite:
+                raise FileExistsError(
+                    f"{target} already exists. Pass overwrite=True to replace it, "
+                    "or choose another root_path."
+                )
+        if len(self.paths) > 1:
+            self.output_path.mkdir(parents=True, exist_ok=True)
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+        bigtiff = self._needs_bigtiff()
+        for path in self.paths:
+            writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
+            self._files.append(_File(path, str(uuid_module.uuid4()), writer))
+
+    # ---------------------------------------------------------------- frames
+
+    def _flat_index(self, storage_index: tuple[int, ...]) -> int:
+        return sum(i * s for i, s in zip(storage_index, self._strides))
+
+    def write(
+        self,
+        position_index: int,
+        storage_index: tuple[int, ...],
+        frame: np.ndarray,
+        frame_metadata: dict[str, Any] | None,
+    ) -> None:
+        file = self._files[position_index]
+        self._check_sequential(file, storage_index)
+        self._write_page(file, frame)
+        if frame_metadata is not None:
+            file.records.append(FrameRecord(storage_index, frame_metadata))
+
+    def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
+        file = self._files[position_index]
+        self._check_sequential(file, storage_index)
+        self._write_page(file, self._blank())
+        file.missing.append(storage_index)
+
+    def _check_sequential(self, file: _File, storage_index: tuple[int, ...]) -> None:
+        if self._flat_index(storage_index) != file.pages:
+            raise RuntimeError(
+                f"internal error: plane {storage_index} arrived out of order for "
+                f"{file.path.name} (expected plane number {file.pages})"
+            )
+
+    def _blank(self) -> np.ndarray:
+        return np.zeros(self.settings.frame_shape, self.settings.dtype)
+
+    def _write_page(self, file: _File, frame: np.ndarray) -> None:
+        assert file.writer is not None
+        if file.pages == 0:
+            # The first page carries the OME-XML; rewritten with the truth at close.
+            description = self._xml_for(file, provisional=True)
+            file.writer.write(
+                frame, description=description.encode(), **self._write_kwargs
+            )
+        else:
+            file.writer.write(frame, **self._write_kwargs)
+        file.pages += 1
+
+    # -------------------------------------------------------------- metadata
+
+    def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
+        self._global[namespace] = metadata
+        if self._closed:
+            self._write_final_xml()
+
+    def _image_record(self, index: int, file: _File, provisional: bool) -> ImageRecord:
+        sizes = {"T": 1, "C": 1, "Z": 1}
+        counts = list(self._index_shape)
+        if counts and (counts[0] is None or not provisional):
+            outer_done = math.ceil(file.pages / self._inner_planes) if counts else 1
+            counts[0] = max(1, outer_done)
+        for letter, count in zip(self._letters, counts):
+            sizes[letter] = count or 1
+        plane_count = math.prod(sizes.values())
+        planes = []
+        for record in file.records:
+            zct = self._zct(record.storage_index)
+            planes.append(PlaneRecord(*zct, metadata=record.metadata))
+        missing = [self._zct(idx) for idx in file.missing]
+        multi = len(self._files) > 1
+        return ImageRecord(
+            index=index,
+            position=self.settings.positions[index],
+            sizes=sizes,
+            dimension_order=dimension_order(self._letters),
+            plane_count=plane_count,
+            planes=planes,
+            missing=missing,
+            file_name=file.path.name if multi else None,
+            file_uuid=file.uuid if multi else None,
+            acquisition_date=self._created,
+        )
+
+    def _zct(self, storage_index: tuple[int, ...]) -> tuple[int, int, int]:
+        found = dict(zip(self._letters, storage_index))
+        return found.get("Z", 0), found.get("C", 0), found.get("T", 0)
+
+    def _xml_for(self, file: _File, *, provisional: bool) -> str:
+        images = [
+            self._image_record(i, f, provisional) for i, f in enumerate(self._files)
+        ]
+        ome = self._builder.build(images, self._global, uuid=f"urn:uuid:{file.uuid}")
+        return str(ome.to_xml())
+
+    def _write_final_xml(self) -> None:
+        for file in self._files:
+            xml = self._xml_for(file, provisional=False)
+            tifffile.tiffcomment(file.path, comment=xml.encode("utf-8"))
+
+    # ----------------------------------------------------------------- close
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for file in self._files:
+                self._pad_last_step(file)
+        finally:
+            for file in self._files:
+                if file.writer is not None:
+                    file.writer.close()
+                    file.writer = None
+        self._write_final_xml()
+
+    def _pad_last_step(self, file: _File) -> None:
+        """Complete the outermost step with zero planes so the XML's sizes
+        and the page count agree; the padding is recorded as missing."""
+        target = max(1, math.ceil(file.pages / self._inner_planes)) * self._inner_planes
+        while file.pages < target:
+            index = self._unravel(file.pages)
+            self._write_page(file, self._blank())
+            file.missing.append(index)
+
+    def _unravel(self, flat: int) -> tuple[int, ...]:
+        index = []
+        for stride in self._strides:
+            value, flat = divmod(flat, stride)
+            index.append(value)
+        return tuple(index)

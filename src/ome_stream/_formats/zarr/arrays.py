@@ -1,0 +1,169 @@
+"""Zarr v3 array metadata (chunks, shards, codecs) and write-block buffering."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..._settings import AcquisitionSettings
+
+_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def _compression_codecs(compression: str | None, itemsize: int) -> list[dict[str, Any]]:
+    """Zarr v3 codec list after `bytes` (zarr v3 core spec, blosc/zstd codecs)."""
+    if compression in (None, "none"):
+        return []
+    if compression in ("blosc-zstd", "blosc-lz4"):
+        cname = compression.split("-", 1)[1]
+        return [
+            {
+                "name": "blosc",
+                "configuration": {
+                    "cname": cname,
+                    "clevel": 3 if cname == "zstd" else 5,
+                    "shuffle": "shuffle" if itemsize > 1 else "bitshuffle",
+                    "typesize": itemsize,
+                    "blocksize": 0,
+                },
+            }
+        ]
+    if compression == "zstd":
+        return [{"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    raise ValueError(f"compression {compression!r} is not a zarr codec")
+
+
+def chunk_shape(settings: AcquisitionSettings) -> tuple[int, ...]:
+    """Chunk shape in storage order: `chunk_size`, else 1 (index) / full (frame)."""
+    dims = settings.array_storage_dimensions
+    n_index = len(dims) - 2
+    shape = []
+    for axis, dim in enumerate(dims):
+        default = 1 if axis < n_index else (dim.count or 1)
+        size = dim.chunk_size or default
+        if dim.count is not None:
+            size = min(size, dim.count)
+        shape.append(size)
+    return tuple(shape)
+
+
+def shard_shape(settings: AcquisitionSettings) -> tuple[int, ...] | None:
+    """Shard shape in storage order (chunks x shard_size_chunks), or None."""
+    dims = settings.array_storage_dimensions
+    if not any(d.shard_size_chunks for d in dims):
+        return None
+    chunks = chunk_shape(settings)
+    return tuple(c * (d.shard_size_chunks or 1) for c, d in zip(chunks, dims))
+
+
+def array_metadata(
+    settings: AcquisitionSettings, shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """The zarr.json metadata of one position's array."""
+    dtype = np.dtype(settings.dtype)
+    codecs = [_BYTES, *_compression_codecs(settings.compression, dtype.itemsize)]
+    chunks = chunk_shape(settings)
+    shards = shard_shape(settings)
+    if shards is not None:
+        codecs = [
+            {
+                "name": "sharding_indexed",
+                "configuration": {
+                    "chunk_shape": list(chunks),
+                    "codecs": codecs,
+                    "index_codecs": [_BYTES, {"name": "crc32c"}],
+                    "index_location": "end",
+                },
+            }
+        ]
+    return {
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {
+            "name": "regular",
+            "configuration": {"chunk_shape": list(shards or chunks)},
+        },
+        "chunk_key_encoding": {"name": "default"},
+        "fill_value": 0,
+        "codecs": codecs,
+        "dimension_names": [d.name for d in settings.array_storage_dimensions],
+    }
+
+
+def write_block_shape(settings: AcquisitionSettings) -> tuple[int, ...]:
+    """Frames to gather per index axis so that each write covers whole chunks
+    (whole shards when sharded) and never reads-modifies-writes."""
+    outer = shard_shape(settings) or chunk_shape(settings)
+    return tuple(outer[:-2])
+
+
+@dataclass
+class _Block:
+    data: np.ndarray
+    expected: int
+    filled: int = 0
+    written: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+class BlockBuffer:
+    """Gathers frames into write blocks; hands back each block once complete.
+
+    Several blocks may be open at once (e.g. chunks along z while channels
+    interleave). Skipped frames count as filled: they stay zero (fill value).
+    """
+
+    def __init__(
+        self,
+        block_shape: tuple[int, ...],
+        index_shape: tuple[int | None, ...],
+        frame_shape: tuple[int, int],
+        dtype: np.dtype,
+    ) -> None:
+        self.block_shape = block_shape
+        self.index_shape = index_shape
+        self.frame_shape = frame_shape
+        self.dtype = dtype
+        self._blocks: dict[tuple[int, ...], _Block] = {}
+
+    def _expected(self, key: tuple[int, ...]) -> int:
+        sizes = []
+        for k, block, count in zip(key, self.block_shape, self.index_shape):
+            sizes.append(block if count is None else min(block, count - k * block))
+        return math.prod(sizes)
+
+    def add(
+        self, storage_index: tuple[int, ...], frame: np.ndarray | None
+    ) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """Add a frame (None: skipped). Returns (start, block) when complete."""
+        key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
+        block = self._blocks.get(key)
+        if block is None:
+            block = _Block(
+                data=np.zeros(self.block_shape + self.frame_shape, self.dtype),
+                expected=self._expected(key),
+            )
+            self._blocks[key] = block
+        offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
+        if frame is not None:
+            block.data[offset] = frame
+        block.filled += 1
+        if block.filled < block.expected:
+            return None
+        del self._blocks[key]
+        return self._start(key), block.data
+
+    def _start(self, key: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(k * b for k, b in zip(key, self.block_shape))
+
+    def drain(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """Every incomplete block (early close, unbounded tail), emptied."""
+        blocks = [(self._start(key), b.data) for key, b in self._blocks.items()]
+        self._blocks.clear()
+        return blocks
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(b.data.nbytes for b in self._blocks.values())

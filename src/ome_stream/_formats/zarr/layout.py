@@ -1,0 +1,130 @@
+"""Where each image goes inside an OME-Zarr store, and the group documents.
+
+- One position: the store root is the image group (array at `0`).
+- Several positions without a plate: the bioformats2raw layout (NGFF 0.5,
+  "bf2raw"): root `bioformats2raw.layout: 3`, `OME/zarr.json` listing the
+  series, one image group per position.
+- A plate: NGFF 0.5 "plate": `<row>/<column>/<field>` with plate and well
+  metadata; fields are numbered within each well, so names never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..._settings import AcquisitionSettings, Position
+from . import ngff
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ImageLocation:
+    position: Position
+    group_path: str  # relative to the store root; "" for the root itself
+
+    @property
+    def array_path(self) -> str:
+        return f"{self.group_path}/0" if self.group_path else "0"
+
+
+def series_name(position: Position) -> str:
+    """A path-safe, readable name for a position's image group."""
+    name = position.name
+    if position.grid_row is not None:
+        name = f"{name}_{position.grid_row}_{position.grid_column}"
+    safe = _UNSAFE.sub("_", name).strip("._") or "image"
+    return safe
+
+
+def image_locations(settings: AcquisitionSettings) -> list[ImageLocation]:
+    positions = settings.positions
+    if settings.plate is not None:
+        field_counter: dict[tuple[str, str], int] = defaultdict(int)
+        locations = []
+        for pos in positions:
+            row, col = pos.well or ("", "")
+            field = field_counter[(row, col)]
+            field_counter[(row, col)] += 1
+            locations.append(ImageLocation(pos, f"{row}/{col}/{field}"))
+        return locations
+    if len(positions) == 1:
+        return [ImageLocation(positions[0], "")]
+    used: set[str] = {"OME"}
+    locations = []
+    for pos in positions:
+        name = base = series_name(pos)
+        suffix = 1
+        while name in used:
+            name = f"{base}_{suffix}"
+            suffix += 1
+        used.add(name)
+        locations.append(ImageLocation(pos, name))
+    return locations
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Replace `path` with `document` so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def group_document(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+
+
+def prepare_store(root: Path, overwrite: bool) -> None:
+    """Make way for a new store at `root`."""
+    if not root.exists() and not root.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{root} already exists. Pass overwrite=True to replace it, or choose "
+            "another root_path."
+        )
+    if root.is_dir() and not root.is_symlink():
+        if any(root.iterdir()) and not (root / "zarr.json").exists():
+            raise FileExistsError(
+                f"{root} exists and is not a zarr store; refusing to delete it even "
+                "with overwrite=True. Remove it yourself or choose another path."
+            )
+        shutil.rmtree(root)
+    else:
+        root.unlink()
+
+
+def write_hierarchy(
+    root: Path, settings: AcquisitionSettings, locations: list[ImageLocation]
+) -> dict[str, dict[str, Any]]:
+    """Write every non-image group document; return them by group path."""
+    documents: dict[str, dict[str, Any]] = {}
+    if settings.plate is not None:
+        documents[""] = {"ome": ngff.plate_attributes(settings.plate, locations)}
+        wells: dict[str, list[str]] = defaultdict(list)
+        for loc in locations:
+            row, col, field = loc.group_path.split("/")
+            documents.setdefault(row, {})
+            wells[f"{row}/{col}"].append(field)
+        for well_path, fields in wells.items():
+            documents[well_path] = {"ome": ngff.well_attributes(fields)}
+    elif len(locations) > 1:
+        documents[""] = {"ome": ngff.bf2raw_attributes()}
+        documents["OME"] = {"ome": ngff.series_attributes(locations)}
+    for group_path, attributes in documents.items():
+        write_json_atomic(root / group_path / "zarr.json", group_document(attributes))
+    return documents

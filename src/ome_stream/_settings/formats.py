@@ -1,0 +1,123 @@
+"""Output format models: `OmeZarrFormat`, `OmeTiffFormat`, `ScratchFormat`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt
+
+from .base import SettingsModel
+
+ZARR_SUFFIXES = (".zarr",)
+TIFF_SUFFIXES = (".tif", ".tiff", ".tf2", ".tf8", ".btf")
+
+ZarrBackendName = Literal["tensorstore"]
+TiffBackendName = Literal["tifffile"]
+
+
+def _strip_suffixes(name: str, suffixes: tuple[str, ...]) -> str:
+    lower = name.lower()
+    for suffix in suffixes:
+        if lower.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name.lower().endswith(".ome"):
+        name = name[:-4]
+    return name
+
+
+class OmeZarrFormat(SettingsModel):
+    """OME-Zarr v0.5 (Zarr v3): one directory at `output_path`."""
+
+    name: Literal["ome-zarr"] = "ome-zarr"
+    backend: ZarrBackendName | Literal["auto"] = "auto"
+    suffix: str = ".ome.zarr"
+
+    def get_output_path(self, root_path: str, *, num_positions: int = 1) -> Path:
+        """The store directory: `root_path`, plus the suffix if it has none."""
+        if root_path.lower().endswith(ZARR_SUFFIXES):
+            return Path(root_path)
+        return Path(root_path + self.suffix)
+
+
+class OmeTiffFormat(SettingsModel):
+    """OME-TIFF: one file for one position, a directory of files otherwise.
+
+    With several positions the files are `<stem>_p000<suffix>`, … inside the
+    directory `<stem>`; every file carries the full OME-XML (the OME-TIFF
+    "redundant" multi-file layout) so any one of them opens the whole set.
+    """
+
+    name: Literal["ome-tiff"] = "ome-tiff"
+    backend: TiffBackendName | Literal["auto"] = "auto"
+    suffix: str = ".ome.tiff"
+
+    def get_output_path(self, root_path: str, *, num_positions: int = 1) -> Path:
+        """The single file, or the directory holding one file per position."""
+        if num_positions == 1:
+            if root_path.lower().endswith(TIFF_SUFFIXES):
+                return Path(root_path)
+            return Path(root_path + self.suffix)
+        return Path(_strip_suffixes(root_path, TIFF_SUFFIXES))
+
+    def file_paths(self, root_path: str, num_positions: int) -> list[Path]:
+        """One path per position, in position order."""
+        output = self.get_output_path(root_path, num_positions=num_positions)
+        if num_positions == 1:
+            return [output]
+        return [
+            output / f"{output.name}_p{index:03d}{self.suffix}"
+            for index in range(num_positions)
+        ]
+
+
+class ScratchFormat(SettingsModel):
+    """In-memory numpy arrays (for tests and live processing); nothing on disk."""
+
+    name: Literal["scratch"] = "scratch"
+    backend: Literal["scratch", "auto"] = "auto"
+    max_memory_bytes: PositiveInt = 4 * 2**30
+    suffix: str = ""
+
+    def get_output_path(self, root_path: str, *, num_positions: int = 1) -> Path:
+        return Path(root_path)
+
+
+FormatModel = Annotated[
+    OmeZarrFormat | OmeTiffFormat | ScratchFormat, Field(discriminator="name")
+]
+
+# Strings accepted for `format`: the format names, their short forms and the
+# backend names (each backend writes exactly one format).
+FORMAT_ALIASES: dict[str, dict[str, Any]] = {
+    "ome-zarr": {"name": "ome-zarr"},
+    "zarr": {"name": "ome-zarr"},
+    "tensorstore": {"name": "ome-zarr", "backend": "tensorstore"},
+    "ome-tiff": {"name": "ome-tiff"},
+    "tiff": {"name": "ome-tiff"},
+    "tifffile": {"name": "ome-tiff", "backend": "tifffile"},
+    "scratch": {"name": "scratch"},
+    "memory": {"name": "scratch"},
+}
+
+
+def format_from_suffix(root_path: str) -> str | None:
+    """'ome-zarr' / 'ome-tiff' from the path's suffix, or None."""
+    lower = root_path.lower().rstrip("/")
+    if lower.endswith(ZARR_SUFFIXES):
+        return "ome-zarr"
+    if lower.endswith(TIFF_SUFFIXES):
+        return "ome-tiff"
+    return None
+
+
+def path_suffix(root_path: str) -> str:
+    """The suffix of root_path including '.ome' (".ome.tiff"), or ''."""
+    name = Path(root_path.rstrip("/")).name
+    suffixes = Path(name).suffixes
+    if not suffixes:
+        return ""
+    if len(suffixes) >= 2 and suffixes[-2].lower() == ".ome":
+        return suffixes[-2] + suffixes[-1]
+    return suffixes[-1]

@@ -1,0 +1,373 @@
+"""The stream: `create_stream` and `OMEStream`.
+
+`append` checks the frame, routes it, copies it into a byte-bounded queue and
+returns; one writer thread drains the queue into the backend in order. A
+failure in that thread is kept and raised by the next `append`, `skip` or
+`close` (never only logged). `close` returns once every queued frame and all
+metadata are on disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import warnings
+import weakref
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ._formats import ArrayBackend, create_backend
+from ._frame_metadata import checked_metadata
+from ._routing import FrameRouter
+from ._settings import AcquisitionSettings
+
+RESERVED_NAMESPACES = ("ome", "ome_stream")
+
+
+class BackpressureError(TimeoutError):
+    """`append` could not queue a frame within `append_timeout` seconds."""
+
+
+class WriterError(RuntimeError):
+    """Writing to the output failed; the original error is the `__cause__`."""
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+
+
+class _ByteBoundedQueue:
+    """FIFO holding at most `max_bytes` of frames (one oversized item may pass
+    alone, so a frame bigger than the bound cannot deadlock)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self._items: deque[tuple[Any, int]] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+
+    def put(self, item: Any, nbytes: int, timeout: float | None) -> bool:
+        with self._not_full:
+            if not self._has_room(nbytes) and not self._not_full.wait_for(
+                lambda: self._has_room(nbytes), timeout=timeout
+            ):
+                return False
+            self._items.append((item, nbytes))
+            self.queued_bytes += nbytes
+            self._not_empty.notify()
+            return True
+
+    def _has_room(self, nbytes: int) -> bool:
+        return not self._items or self.queued_bytes + nbytes <= self.max_bytes
+
+    def get(self) -> tuple[Any, int]:
+        with self._not_empty:
+            self._not_empty.wait_for(lambda: bool(self._items))
+            return self._items[0]
+
+    def done(self, nbytes: int) -> None:
+        """Release the item `get` returned (it stays counted until written)."""
+        with self._lock:
+            self._items.popleft()
+            self.queued_bytes -= nbytes
+            self._not_full.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class OMEStream:
+    """An open acquisition: append frames, then close. Use `create_stream`."""
+
+    def __init__(
+        self,
+        settings: AcquisitionSettings,
+        backend: ArrayBackend,
+        router: FrameRouter,
+    ) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._router = router
+        self._frame_shape = settings.frame_shape
+        self._dtype = np.dtype(settings.dtype)
+        self._num_frames = router.num_frames
+        self._timeout = settings.append_timeout
+        self._queue = _ByteBoundedQueue(settings.max_queue_bytes)
+        self._next_frame = 0
+        self._frames_written = 0
+        self._frames_skipped = 0
+        self._error: BaseException | None = None
+        self._error_reported = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._drain, name="ome-stream-writer", daemon=True
+        )
+        self._thread.start()
+        _OPEN_STREAMS.add(self)
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def settings(self) -> AcquisitionSettings:
+        """The (copied) settings this stream writes."""
+        return self._settings
+
+    @property
+    def output_path(self) -> Path:
+        """The file or directory holding the data."""
+        return self._settings.output_path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def frames_appended(self) -> int:
+        """Frames accepted by `append` or `skip` so far."""
+        return self._next_frame
+
+    @property
+    def frames_written(self) -> int:
+        """Frames the writer thread has handed to the backend."""
+        return self._frames_written
+
+    @property
+    def frames_skipped(self) -> int:
+        return self._frames_skipped
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames waiting for the writer thread."""
+        return self._queue.queued_bytes
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        frame: np.ndarray,
+        frame_metadata: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue the next frame (acquisition order) with optional metadata.
+
+        Raises ValueError for a frame of the wrong shape or dtype, TypeError for
+        metadata JSON cannot hold, IndexError past the last frame,
+        BackpressureError when the queue stays full past `append_timeout`,
+        WriterError when writing has failed, RuntimeError after close.
+        """
+        self._check_usable()
+        if metadata is not None:
+            if frame_metadata is not None:
+                raise TypeError("Pass frame_metadata or metadata, not both.")
+            frame_metadata = metadata
+        if type(frame) is not np.ndarray:
+            frame = np.asarray(frame)
+        if frame.shape != self._frame_shape or frame.dtype != self._dtype:
+            self._raise_bad_frame(frame)
+        number = self._next_frame
+        if self._num_frames is not None and number >= self._num_frames:
+            raise IndexError(
+                f"Cannot append frame: would exceed the total of {self._num_frames} "
+                "frames in settings.dimensions. Make the first dimension unbounded "
+                "(count=None) to append an open-ended number of frames."
+            )
+        if frame_metadata is not None:
+            frame_metadata = checked_metadata(frame_metadata)
+        target = self._router.route(number)
+        item = ("frame", target.position_index, target.storage_index, frame.copy(),
+                frame_metadata)
+        self._put(item, frame.nbytes)
+        self._next_frame = number + 1
+
+    def _raise_bad_frame(self, frame: np.ndarray) -> None:
+        if frame.shape != self._frame_shape:
+            raise ValueError(
+                f"Frame shape {frame.shape} does not match the frame dimensions "
+                f"{self._frame_shape} (Y, X) of the settings. Append 2-D frames of "
+                "that shape, one at a time."
+            )
+        raise ValueError(
+            f"Frame dtype {frame.dtype} does not match settings dtype "
+            f"{self._dtype}. Convert it first, e.g. frame.astype({self._dtype.name!r})."
+        )
+
+    def skip(self, *, frames: int = 1) -> None:
+        """Declare that the next `frames` frames will never come.
+
+        They stay at the fill value (zeros) and are recorded as missing.
+        """
+        self._check_usable()
+        if not isinstance(frames, int) or frames <= 0:
+            raise ValueError(f"frames must be a positive integer, got {frames!r}.")
+        start = self._next_frame
+        if self._num_frames is not None and start + frames > self._num_frames:
+            raise IndexError(
+                f"Cannot skip {frames} frame(s): would exceed the total of "
+                f"{self._num_frames} frames ({start} already appended or skipped)."
+            )
+        targets = [
+            (t.position_index, t.storage_index)
+            for t in map(self._router.route, range(start, start + frames))
+        ]
+        self._put(("skip", targets), 0)
+        self._next_frame = start + frames
+
+    def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
+        """Store acquisition-level metadata under `namespace`, replacing any
+        earlier value. Zarr: the root group's attributes; OME-TIFF: a
+        MapAnnotation with that namespace. Allowed after close."""
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError("namespace must be a non-empty string.")
+        if namespace in RESERVED_NAMESPACES:
+            raise ValueError(
+                f"namespace {namespace!r} is reserved by ome-stream; choose another."
+            )
+        checked = checked_metadata(metadata, argument="metadata")
+        with self._close_lock:
+            if self._closed:
+                self._backend.set_global_metadata(namespace, checked)
+                return
+        self._check_usable()
+        self._put(("global", namespace, checked), 0)
+
+    def _put(self, item: Any, nbytes: int) -> None:
+        if not self._queue.put(item, nbytes, self._timeout):
+            self._check_usable()
+            raise BackpressureError(
+                f"The write queue stayed full ({self._queue.queued_bytes} bytes "
+                f"queued, max_queue_bytes={self._settings.max_queue_bytes}) for "
+                f"{self._timeout} s: the disk is slower than the acquisition. "
+                "Raise max_queue_bytes or append_timeout, or write to a faster disk."
+                " Nothing was lost; this frame was not queued."
+            )
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            self._error_reported = True
+            raise WriterError(
+                f"Writing to {self.output_path} failed: {self._error!r}. Frames "
+                f"written before the failure: {self._frames_written}. Close the "
+                "stream to finish the file with what was written."
+            ) from self._error
+        if self._closed:
+            raise RuntimeError("The stream is closed; create a new stream to write.")
+
+    # ------------------------------------------------------------ writer thread
+
+    def _drain(self) -> None:
+        backend = self._backend
+        while True:
+            item, nbytes = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self._error is None:
+                    kind = item[0]
+                    if kind == "frame":
+                        backend.write(item[1], item[2], item[3], item[4])
+                        self._frames_written += 1
+                    elif kind == "skip":
+                        for position_index, storage_index in item[1]:
+                            backend.skip(position_index, storage_index)
+                        self._frames_skipped += len(item[1])
+                    else:
+                        backend.set_global_metadata(item[1], item[2])
+            except BaseException as exc:  # kept and raised on the caller's thread
+                self._error = exc
+            finally:
+                self._queue.done(nbytes)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Write everything queued, finish the metadata, release the files.
+
+        Idempotent. Raises WriterError if writing failed (the output is still
+        finished with what was written).
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._queue.put(_STOP, 0, None)
+            self._thread.join()
+            try:
+                self._backend.close()
+            except BaseException as exc:
+                if self._error is None:
+                    self._error = exc
+            finally:
+                self._closed = True
+                _OPEN_STREAMS.discard(self)
+        if self._error is not None and not self._error_reported:
+            self._error_reported = True
+            raise WriterError(
+                f"Writing to {self.output_path} failed: {self._error!r}. The output "
+                f"was closed with the {self._frames_written} frames written before."
+            ) from self._error
+
+    def __enter__(self) -> OMEStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except WriterError:
+            pass  # do not hide the exception that is already propagating
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<OMEStream {state} {self.output_path} "
+            f"frames={self._next_frame}/{self._num_frames or '∞'}>"
+        )
+
+
+_OPEN_STREAMS: weakref.WeakSet[OMEStream] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    """Finish streams left open at interpreter exit so no queued frame is lost."""
+    for stream in list(_OPEN_STREAMS):
+        warnings.warn(
+            f"{stream!r} was not closed; closing it at exit. Use `with "
+            "create_stream(...) as stream:` or call stream.close().",
+            ResourceWarning,
+            stacklevel=1,
+        )
+        try:
+            stream.close()
+        except Exception as exc:  # nothing left to raise to at exit
+            warnings.warn(f"closing {stream!r} failed: {exc!r}", stacklevel=1)
+
+
+def create_stream(settings: AcquisitionSettings) -> OMEStream:
+    """Create the output described by `settings` and return a stream to it.
+
+    Raises FileExistsError if the output exists and `settings.overwrite` is
+    False; ValueError if dimensions or dtype are not set.
+    """
+    settings.validate_stream_ready()
+    settings = settings.model_copy(deep=True)
+    backend = create_backend(settings)
+    backend.open()
+    return OMEStream(settings, backend, FrameRouter(settings))
