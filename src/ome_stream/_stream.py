@@ -10,6 +10,7 @@ metadata are on disk.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import warnings
 import weakref
@@ -185,8 +186,13 @@ class OMEStream:
         if frame_metadata is not None:
             frame_metadata = checked_metadata(frame_metadata)
         target = self._router.route(number)
-        item = ("frame", target.position_index, target.storage_index, frame.copy(),
-                frame_metadata)
+        item = (
+            "frame",
+            target.position_index,
+            target.storage_index,
+            frame.copy(),
+            frame_metadata,
+        )
         self._put(item, frame.nbytes)
         self._next_frame = number + 1
 
@@ -328,10 +334,9 @@ class OMEStream:
         if exc is None:
             self.close()
             return
-        try:
+        # Do not hide the exception that is already propagating.
+        with contextlib.suppress(WriterError):
             self.close()
-        except WriterError:
-            pass  # do not hide the exception that is already propagating
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

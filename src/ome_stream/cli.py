@@ -78,7 +78,7 @@ def demo(
             task = progress.add_task(f"writing {name}", total=len(frames))
             with create_stream(settings) as stream:
                 for i, frame in enumerate(frames):
-                    t, rest = divmod(i, len(channels) * n_z)
+                    t = i // (len(channels) * n_z)
                     stream.append(frame, frame_metadata={"delta_t": t * 2.0})
                     progress.advance(task)
         seconds = time.perf_counter() - start

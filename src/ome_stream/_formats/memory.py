@@ -60,9 +60,7 @@ class MemoryBackend(ArrayBackend):
             return
         shape = list(array.shape)
         shape[axis] = max(needed, math.ceil(shape[axis] * 1.5), 4)
-        self._check_memory(
-            math.prod(shape) * len(self.arrays)
-        )
+        self._check_memory(math.prod(shape) * len(self.arrays))
         grown = np.zeros(shape, array.dtype)
         grown[tuple(slice(0, s) for s in array.shape)] = array
         self.arrays[position_index] = grown

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,7 +68,7 @@ class AcquisitionSettings(SettingsModel):
     root_path: str = ""
     dimensions: tuple[Dimension, ...] = ()
     dtype: str = ""
-    format: FormatModel = Field(default="auto", validate_default=True)  # type: ignore[assignment]
+    format: FormatModel = Field(default="auto", validate_default=True)
     compression: Compression | None = None
     storage_order: Literal["ome", "acquisition"] | list[str] = "ome"
     plate: Plate | None = None
@@ -113,13 +112,11 @@ class AcquisitionSettings(SettingsModel):
             raise ValueError(
                 f"dtype must be an integer or floating type, got {dtype.name!r}."
             )
-        return dtype.name
+        return str(dtype.name)
 
     @field_validator("dimensions")
     @classmethod
-    def _check_dimensions(
-        cls, dims: tuple[Dimension, ...]
-    ) -> tuple[Dimension, ...]:
+    def _check_dimensions(cls, dims: tuple[Dimension, ...]) -> tuple[Dimension, ...]:
         if not dims:
             return dims
         names = [d.name for d in dims]
@@ -263,7 +260,7 @@ class AcquisitionSettings(SettingsModel):
                     f"{dim.name!r} (type={dim.type!r}) maps to none of them. Name "
                     "it t, c or z (or type it time/channel/space), or use OME-Zarr."
                 )
-        repeated = sorted({ltr for ltr in letters if letters.count(ltr) > 1})
+        repeated = sorted({str(ltr) for ltr in letters if letters.count(ltr) > 1})
         if repeated:
             raise ValueError(
                 f"OME-TIFF allows one dimension per axis; several map to {repeated}."
@@ -393,7 +390,9 @@ class AcquisitionSettings(SettingsModel):
     def validate_stream_ready(self) -> None:
         """Raise if the settings are not complete enough to write."""
         if not self.dimensions:
-            raise ValueError("settings.dimensions must be set before creating a stream.")
+            raise ValueError(
+                "settings.dimensions must be set before creating a stream."
+            )
         if not self.dtype:
             raise ValueError("settings.dtype must be set before creating a stream.")
 

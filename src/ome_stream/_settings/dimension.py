@@ -146,9 +146,7 @@ class Dimension(SettingsModel):
         ]
 
 
-def _infer_type(
-    name: Any, coords: list[Any] | None, unit: Any
-) -> DimensionType | None:
+def _infer_type(name: Any, coords: list[Any] | None, unit: Any) -> DimensionType | None:
     from_coords: DimensionType | None = None
     if coords:
         if any(isinstance(c, Channel) for c in coords):
@@ -254,9 +252,7 @@ def dims_from_standard_axes(
     valid = [a.value for a in StandardAxis]
     unknown = [key for key in sizes if key not in valid]
     if unknown:
-        raise ValueError(
-            f"Standard axis names must be one of {valid}. Got: {unknown}."
-        )
+        raise ValueError(f"Standard axis names must be one of {valid}. Got: {unknown}.")
     chunk_shapes = chunk_shapes or {}
     shard_shapes = shard_shapes or {}
     dims = []

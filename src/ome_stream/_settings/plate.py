@@ -56,16 +56,15 @@ class Plate(SettingsModel):
         return names
 
     @classmethod
-    def from_standard_wells(cls, wells: int | tuple[int, int], name: str | None = None
-                            ) -> Plate:
+    def from_standard_wells(
+        cls, wells: int | tuple[int, int], name: str | None = None
+    ) -> Plate:
         """A plate of a standard well count (6 … 1536) or `(rows, columns)`.
 
         Rows are named A … Z, AA, AB …; columns "1" … "n".
         """
         if isinstance(wells, tuple):
-            if len(wells) != 2 or not all(
-                isinstance(n, int) and n > 0 for n in wells
-            ):
+            if len(wells) != 2 or not all(isinstance(n, int) and n > 0 for n in wells):
                 raise ValueError(
                     "A plate shape must be (n_rows, n_columns) with positive "
                     f"integers, got {wells!r}."

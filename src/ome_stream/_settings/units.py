@@ -124,9 +124,7 @@ _TIME_ALIASES: dict[str, str] = {
 }
 
 
-def _lookup_table(
-    names: dict[str, str], aliases: dict[str, str]
-) -> dict[str, str]:
+def _lookup_table(names: dict[str, str], aliases: dict[str, str]) -> dict[str, str]:
     table: dict[str, str] = {}
     for name, symbol in names.items():
         table[name] = name

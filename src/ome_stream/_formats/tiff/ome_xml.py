@@ -54,9 +54,14 @@ class ImageRecord:
 
 def dimension_order(letters: list[str]) -> str:
     """DimensionOrder for planes stored in `letters` order (slowest first)."""
-    fastest_first = list(reversed(letters))
-    rest = [ltr for ltr in "ZCT" if ltr not in fastest_first]
-    return "XY" + "".join(fastest_first + rest)
+    prefix = "XY" + "".join(reversed(letters))
+    # Absent axes have size 1, so any completion is right; take the first
+    # order the schema lists, as other OME-TIFF writers do.
+    return next(
+        order.value
+        for order in model.Pixels_DimensionOrder
+        if order.value.startswith(prefix)
+    )
 
 
 def _unit(enum: Any, ngff: str | None) -> Any:
@@ -72,7 +77,9 @@ def _unit(enum: Any, ngff: str | None) -> Any:
 def _physical(dim: Dimension | None) -> tuple[float | None, Any]:
     if dim is None or dim.scale is None or dim.type != "space":
         return None, None
-    unit = _unit(model.UnitsLength, dim.unit) if dim.unit else model.UnitsLength.MICROMETER
+    unit = (
+        _unit(model.UnitsLength, dim.unit) if dim.unit else model.UnitsLength.MICROMETER
+    )
     if unit is None:
         return None, None
     return dim.scale, unit
@@ -87,7 +94,10 @@ def _channels(
     coords = channel_dim.coords if channel_dim is not None else None
     channels = []
     for c in range(size_c):
-        kwargs: dict[str, Any] = {"id": f"Channel:{image_index}:{c}", "samples_per_pixel": 1}
+        kwargs: dict[str, Any] = {
+            "id": f"Channel:{image_index}:{c}",
+            "samples_per_pixel": 1,
+        }
         item = coords[c] if coords else None
         if isinstance(item, Channel):
             kwargs["name"] = item.name
@@ -139,14 +149,18 @@ class OmeXmlBuilder:
                 model.MapAnnotation(
                     id=self._next_annotation_id(),
                     namespace=namespace,
-                    value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]),
+                    value=Map(
+                        ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]
+                    ),
                 )
             )
         ome = OME(
             uuid=uuid,
             creator="ome-stream",
             images=ome_images,
-            structured_annotations=model.StructuredAnnotations(map_annotations=annotations)
+            structured_annotations=model.StructuredAnnotations(
+                map_annotations=annotations
+            )
             if annotations
             else None,
         )
@@ -157,12 +171,8 @@ class OmeXmlBuilder:
     def _image(self, img: ImageRecord, annotations: list[Any]) -> model.Image:
         settings = self.settings
         y_dim, x_dim = settings.frame_dimensions
-        z_dim = next(
-            (d for d in settings.index_dimensions if _letter(d) == "Z"), None
-        )
-        t_dim = next(
-            (d for d in settings.index_dimensions if _letter(d) == "T"), None
-        )
+        z_dim = next((d for d in settings.index_dimensions if _letter(d) == "Z"), None)
+        t_dim = next((d for d in settings.index_dimensions if _letter(d) == "T"), None)
         pixels_kwargs: dict[str, Any] = {
             "id": f"Pixels:{img.index}",
             "dimension_order": img.dimension_order,
@@ -224,7 +234,9 @@ class OmeXmlBuilder:
                     "arrived); their pixels are zero.",
                     value=Map(
                         ms=[
-                            Map.M(k="missing_planes_zct", value=json.dumps(img.missing)),
+                            Map.M(
+                                k="missing_planes_zct", value=json.dumps(img.missing)
+                            ),
                             Map.M(k="missing_count", value=str(len(img.missing))),
                         ]
                     ),
@@ -256,7 +268,14 @@ class OmeXmlBuilder:
         extra = {
             k: v
             for k, v in meta.items()
-            if k not in ("delta_t", "exposure_time", "position_x", "position_y", "position_z")
+            if k
+            not in (
+                "delta_t",
+                "exposure_time",
+                "position_x",
+                "position_y",
+                "position_z",
+            )
             or plane_value(meta, k) is None
         }
         if extra:
@@ -264,7 +283,9 @@ class OmeXmlBuilder:
             annotations.append(
                 model.MapAnnotation(
                     id=ann_id,
-                    value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in extra.items()]),
+                    value=Map(
+                        ms=[Map.M(k=k, value=_map_value(v)) for k, v in extra.items()]
+                    ),
                 )
             )
             kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]

@@ -59,8 +59,10 @@ class TiffFileBackend(ArrayBackend):
             strides.append(stride)
             stride *= count or 1
         self._strides = list(reversed(strides))
-        self._inner_planes = stride if not self._index_shape else math.prod(
-            c or 1 for c in self._index_shape[1:]
+        self._inner_planes = (
+            stride
+            if not self._index_shape
+            else math.prod(c or 1 for c in self._index_shape[1:])
         )
         self._global: dict[str, dict[str, Any]] = {}
         self._created = datetime.now(timezone.utc)

@@ -39,8 +39,10 @@ def _channel_window(dtype: np.dtype) -> v05.OmeroWindow:
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return v05.OmeroWindow(
-            min=float(info.min), max=float(info.max),
-            start=float(max(info.min, 0)), end=float(info.max),
+            min=float(info.min),
+            max=float(info.max),
+            start=float(max(info.min, 0)),
+            end=float(info.max),
         )
     return v05.OmeroWindow(min=0.0, max=1.0, start=0.0, end=1.0)
 
@@ -50,7 +52,7 @@ def _omero(settings: AcquisitionSettings, dims: tuple[Dimension, ...]) -> Any:
     if channel_dim is None or channel_dim.count is None:
         return None
     window = _channel_window(np.dtype(settings.dtype))
-    channels = channel_dim.coords or [None] * channel_dim.count
+    channels: list[Any] = channel_dim.coords or [None] * channel_dim.count
     entries = []
     for index, channel in enumerate(channels):
         label = channel.name if isinstance(channel, Channel) else str(index)
@@ -121,7 +123,7 @@ def well_attributes(field_paths: list[str]) -> dict[str, Any]:
 
 
 def bf2raw_attributes() -> dict[str, Any]:
-    return _dump(v05.Bf2Raw(bioformats2raw_layout=3))
+    return _dump(v05.Bf2Raw.model_validate({"bioformats2raw.layout": 3}))
 
 
 def series_attributes(locations: list[ImageLocation]) -> dict[str, Any]:

@@ -1,0 +1,381 @@
+"""The stream: lifecycle, skip, early close, queue bounds, and every error
+path, checking that data written before the error is intact."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from ome_stream import (
+    AcquisitionSettings,
+    BackpressureError,
+    Dimension,
+    WriterError,
+    create_stream,
+    dims_from_standard_axes,
+)
+from ome_stream._formats.memory import MemoryBackend
+from tests import _readers as readers
+from tests._cases import FRAME, make_frame
+
+SUFFIXES = [".ome.zarr", ".ome.tiff"]
+
+
+def _settings(
+    root: Path | str, sizes: dict[str, Any] | None = None, **kw: Any
+) -> AcquisitionSettings:
+    sizes = sizes or {"t": 2, "c": 3}
+    dims = dims_from_standard_axes({**sizes, "y": FRAME[0], "x": FRAME[1]})
+    return AcquisitionSettings(
+        root_path=str(root), dimensions=dims, dtype="uint16", **kw
+    )
+
+
+def _read(settings: AcquisitionSettings) -> np.ndarray:
+    path = settings.output_path
+    if path.name.endswith(".zarr"):
+        return readers.read_tensorstore(path / "0")
+    with tifffile.TiffFile(path) as tif:
+        return np.stack([p.asarray() for p in tif.pages])
+
+
+def _planes(data: np.ndarray) -> np.ndarray:
+    return data.reshape(-1, *FRAME)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_context_manager_closes_and_data_is_readable(
+    suffix: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path / f"a{suffix}")
+    with create_stream(settings) as stream:
+        assert not stream.closed
+        for i in range(6):
+            stream.append(make_frame(i))
+    assert stream.closed
+    assert stream.frames_written == 6
+    assert stream.output_path == settings.output_path
+    want = np.stack([make_frame(i) for i in range(6)])
+    np.testing.assert_array_equal(_planes(_read(settings)), want)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_metadata_keyword_is_accepted(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 1})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0), metadata={"temperature": 37.0})
+        with pytest.raises(TypeError, match="not both"):
+            stream.append(make_frame(1), {"a": 1}, metadata={"b": 2})
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_wrong_shape_raises_and_earlier_frames_survive(
+    suffix: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path / f"a{suffix}")
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        with pytest.raises(ValueError, match=r"Frame shape \(24, 41\) does not match"):
+            stream.append(np.zeros((24, 41), np.uint16))
+        with pytest.raises(ValueError, match="Frame shape"):
+            stream.append(np.zeros((2, *FRAME), np.uint16))
+        stream.append(make_frame(1))
+    planes = _planes(_read(settings))
+    np.testing.assert_array_equal(planes[0], make_frame(0))
+    np.testing.assert_array_equal(planes[1], make_frame(1))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_wrong_dtype_raises_with_fix(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"a{suffix}")
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        with pytest.raises(ValueError, match=r"astype\('uint16'\)"):
+            stream.append(make_frame(1).astype(np.float64))
+        stream.append(make_frame(1))
+    np.testing.assert_array_equal(_planes(_read(settings))[1], make_frame(1))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_too_many_frames_raises_and_file_is_complete(
+    suffix: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 2})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        stream.append(make_frame(1))
+        with pytest.raises(IndexError, match="exceed the total of 2 frames"):
+            stream.append(make_frame(2))
+    np.testing.assert_array_equal(
+        _planes(_read(settings)), np.stack([make_frame(0), make_frame(1)])
+    )
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_non_json_metadata_raises_at_append(suffix: str, tmp_path: Path) -> None:
+    import datetime
+
+    settings = _settings(tmp_path / f"a{suffix}")
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0), {"ok": 1})
+        with pytest.raises(TypeError, match="JSON-serializable at key 'when'"):
+            stream.append(make_frame(1), {"when": datetime.datetime.now()})
+        with pytest.raises(TypeError, match="NaN"):
+            stream.append(make_frame(1), {"value": float("nan")})
+        with pytest.raises(TypeError, match="must be a dict"):
+            stream.append(make_frame(1), ["not", "a", "dict"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="'storage_index' is reserved"):
+            stream.append(make_frame(1), {"storage_index": 3})
+        stream.append(make_frame(1), {"numpy": np.float32(1.5), "arr": np.arange(2)})
+    assert stream.frames_written == 2
+
+
+def test_numpy_metadata_is_stored_as_json_numbers(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "a.ome.zarr", {"t": 1})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0), {"gain": np.int64(3), "xy": np.array([1.5, 2.5])})
+    attrs = json.loads((settings.output_path / "zarr.json").read_text())["attributes"]
+    assert attrs["ome_stream"]["frame_metadata"] == [
+        {"gain": 3, "xy": [1.5, 2.5], "storage_index": [0]}
+    ]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_existing_output_needs_overwrite(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 1})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(7))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        create_stream(settings)
+    # the earlier data is untouched
+    np.testing.assert_array_equal(_planes(_read(settings))[0], make_frame(7))
+    again = settings.model_copy(update={"overwrite": True})
+    with create_stream(again) as stream:
+        stream.append(make_frame(8))
+    np.testing.assert_array_equal(_planes(_read(settings))[0], make_frame(8))
+
+
+def test_overwrite_refuses_to_delete_a_non_zarr_directory(tmp_path: Path) -> None:
+    target = tmp_path / "precious.zarr"
+    target.mkdir()
+    (target / "thesis.txt").write_text("do not delete")
+    settings = _settings(target, {"t": 1}, overwrite=True)
+    with pytest.raises(FileExistsError, match="not a zarr store"):
+        create_stream(settings)
+    assert (target / "thesis.txt").read_text() == "do not delete"
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_append_after_close_raises(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 1})
+    stream = create_stream(settings)
+    stream.append(make_frame(0))
+    stream.close()
+    stream.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.append(make_frame(1))
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.skip()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_skip_leaves_zero_frames_and_later_frames_land_in_place(
+    suffix: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 2, "c": 3})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        stream.skip(frames=2)
+        for i in range(3, 6):
+            stream.append(make_frame(i))
+        with pytest.raises(ValueError, match="positive"):
+            stream.skip(frames=0)
+        with pytest.raises(IndexError, match="Cannot skip 1 frame"):
+            stream.skip(frames=1)
+    planes = _planes(_read(settings))
+    np.testing.assert_array_equal(planes[0], make_frame(0))
+    assert not planes[1].any()
+    assert not planes[2].any()
+    for i in range(3, 6):
+        np.testing.assert_array_equal(planes[i], make_frame(i))
+    assert stream.frames_skipped == 2
+
+
+def test_tiff_skips_are_recorded_as_missing_planes(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "a.ome.tiff", {"t": 2, "c": 3})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        stream.skip(frames=2)
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    (annotation,) = ome.structured_annotations.map_annotations
+    values = {m.k: m.value for m in annotation.value.ms}
+    # skipped (c=1, c=2 at t=0); the stream closed after t=0, so nothing padded
+    assert json.loads(values["missing_planes_zct"]) == [[0, 1, 0], [0, 2, 0]]
+    assert ome.images[0].pixels.size_t == 1
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_early_close_gives_consistent_metadata(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"a{suffix}", {"t": 4, "c": 3})
+    with create_stream(settings) as stream:
+        for i in range(5):  # t=0 complete, t=1 has c=0, c=1
+            stream.append(make_frame(i))
+    data = _read(settings)
+    if suffix == ".ome.tiff":
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+        pixels = ome.images[0].pixels
+        # trimmed to what was acquired; the rest of t=1 padded and recorded
+        assert (pixels.size_t, pixels.size_c) == (2, 3)
+        assert pixels.tiff_data_blocks[0].plane_count == 6
+        assert data.shape == (6, *FRAME)
+        info = readers.bioformats_info(settings.output_path)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+        assert info.series[0].size_t == 2
+    else:
+        assert data.shape == (4, 3, *FRAME)  # declared shape kept, fill value 0
+    planes = _planes(data)
+    for i in range(5):
+        np.testing.assert_array_equal(planes[i], make_frame(i))
+    assert not planes[5:].any()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_empty_stream_is_still_a_valid_dataset(suffix: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path / f"empty{suffix}", {"t": 3, "c": 2})
+    create_stream(settings).close()
+    if suffix == ".ome.tiff":
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+        assert ome.images[0].pixels.size_t == 1
+        info = readers.bioformats_info(settings.output_path)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+    else:
+        readers.validate_yaozarrs(settings.output_path)
+        assert not _read(settings).any()
+
+
+# ------------------------------------------------------------ writer failure
+
+
+class _FailingBackend(MemoryBackend):
+    """Fails on the n-th write, like a disk filling up."""
+
+    fail_at = 3
+
+    def write(
+        self,
+        position_index: int,
+        storage_index: tuple[int, ...],
+        frame: np.ndarray,
+        frame_metadata: dict[str, Any] | None,
+    ) -> None:
+        if self.fail_at == 0:
+            raise OSError(28, "No space left on device")
+        self.fail_at -= 1
+        super().write(position_index, storage_index, frame, frame_metadata)
+
+
+def _memory_stream(
+    monkeypatch: pytest.MonkeyPatch, backend_cls: type, **kw: Any
+) -> Any:
+    import ome_stream._stream as stream_module
+
+    monkeypatch.setattr(stream_module, "create_backend", backend_cls)
+    return create_stream(_settings("", {"t": 10}, **kw))
+
+
+def test_writer_failure_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _memory_stream(monkeypatch, _FailingBackend)
+    for i in range(4):  # the 4th write fails in the writer thread
+        stream.append(make_frame(i))
+    deadline = time.monotonic() + 10
+    while stream.queued_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(WriterError, match="No space left on device") as info:
+        stream.append(make_frame(4))
+    assert isinstance(info.value.__cause__, OSError)
+    assert stream.frames_written == 3
+    stream.close()  # already reported: finishes quietly
+    arrays = stream._backend.arrays[0]
+    for i in range(3):
+        np.testing.assert_array_equal(arrays[i], make_frame(i))
+
+
+def test_writer_failure_raised_by_close_if_not_yet_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _memory_stream(monkeypatch, _FailingBackend)
+    for i in range(4):  # the 4th write fails, after append has returned
+        stream.append(make_frame(i))
+    with pytest.raises(WriterError, match="closed with the 3 frames written"):
+        stream.close()
+    assert stream.closed
+
+
+class _SlowBackend(MemoryBackend):
+    gate = threading.Event()
+
+    def write(self, *args: Any) -> None:
+        self.gate.wait(10)
+        super().write(*args)
+
+
+def test_full_queue_times_out_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame_bytes = make_frame(0).nbytes
+    _SlowBackend.gate = threading.Event()
+    stream = _memory_stream(
+        monkeypatch, _SlowBackend, max_queue_bytes=3 * frame_bytes, append_timeout=0.2
+    )
+    for i in range(3):  # the bound counts the frame being written too
+        stream.append(make_frame(i))
+    assert stream.queued_bytes == 3 * frame_bytes
+    with pytest.raises(BackpressureError, match="max_queue_bytes"):
+        stream.append(make_frame(3))
+    _SlowBackend.gate.set()
+    stream.append(make_frame(3))  # nothing was lost; the stream carries on
+    stream.close()
+    arrays = stream._backend.arrays[0]
+    for i in range(4):
+        np.testing.assert_array_equal(arrays[i], make_frame(i))
+
+
+def test_memory_format_keeps_arrays_and_metadata() -> None:
+    settings = AcquisitionSettings(
+        dimensions=[
+            Dimension(name="t", count=None),
+            Dimension(name="c", count=2),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        for i in range(5):
+            stream.append(make_frame(i), {"i": i})
+    backend = stream._backend
+    assert isinstance(backend, MemoryBackend)
+    (array,) = backend.arrays
+    assert array.shape == (3, 2, *FRAME)
+    np.testing.assert_array_equal(array[2, 0], make_frame(4))
+    assert [r.metadata["i"] for r in backend.frame_metadata[0]] == list(range(5))
+
+
+def test_global_metadata_reserved_namespaces(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "g.ome.zarr", {"t": 1})
+    with create_stream(settings) as stream:
+        for namespace in ("ome", "ome_stream", ""):
+            with pytest.raises(ValueError, match=r"reserved|non-empty"):
+                stream.set_global_metadata(namespace, {})
+        with pytest.raises(TypeError, match="JSON"):
+            stream.set_global_metadata("x", {"bad": object()})
+        stream.append(make_frame(0))
