@@ -559,7 +559,9 @@ def bioformats_info(
             file, ...) or its output cannot be parsed.
     """
     target = Path(path).resolve()
-    args = ["-nopix", "-noflat", "-omexml", "-no-upgrade"]
+    # -normalize only changes how showinf would *display* float planes; without
+    # it, showinf warns about float data even though nothing is displayed.
+    args = ["-nopix", "-noflat", "-omexml", "-no-upgrade", "-normalize"]
     if not validate:
         args.append("-novalid")
     run = _run_java(

@@ -304,3 +304,163 @@ def _to_tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:
     order = [names.index(a) for a in "tcz"]
     n = len(names)
     return np.transpose(data, [*order, n, n + 1])
+
+
+def test_tiff_metadata_as_bioformats_reads_it(tmp_path: Path) -> None:
+    case = CASES["5d"]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "m.ome.tiff"), dimensions=case.dims, dtype="uint16"
+    )
+    with create_stream(settings) as stream:
+        for i in range(case.n_frames()):
+            t = i // 12
+            stream.append(
+                make_frame(i),
+                frame_metadata={
+                    "delta_t": 1.5 * t,
+                    "exposure_time": 0.02,
+                    "position_x": 10.0 + i,
+                    "position_y": -5.0,
+                    "position_z": 0.5 * (i % 4),
+                    "camera": "sim",
+                    "binning": [1, 1],
+                },
+            )
+    info = readers.bioformats_info(settings.output_path)
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    (series,) = info.series
+    assert (series.size_t, series.size_c, series.size_z) == (2, 3, 4)
+    assert series.dimension_order == "XYZCT"
+    pixels = info.ome.images[0].pixels
+    assert [c.name for c in pixels.channels] == ["DAPI", "GFP", "mCherry"]
+    assert pixels.channels[0].emission_wavelength == 460
+    assert pixels.channels[0].emission_wavelength_unit.value == "nm"
+    assert pixels.physical_size_x == pytest.approx(0.1)
+    assert pixels.physical_size_x_unit.value == "µm"
+    assert pixels.physical_size_z == pytest.approx(0.5)
+    assert pixels.time_increment == pytest.approx(1.5)
+    assert pixels.time_increment_unit.value == "s"
+    planes = sorted(pixels.planes, key=lambda p: (p.the_t, p.the_c, p.the_z))
+    assert len(planes) == 24
+    plane = planes[13]  # t=1, c=0, z=1 -> frame 13
+    assert (plane.the_t, plane.the_c, plane.the_z) == (1, 0, 1)
+    assert plane.delta_t == pytest.approx(1.5)
+    assert plane.delta_t_unit.value == "s"
+    assert plane.exposure_time == pytest.approx(0.02)
+    assert plane.position_x == pytest.approx(23.0)
+    assert plane.position_x_unit.value == "µm"
+    assert plane.position_z == pytest.approx(0.5)
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    own_plane = next(p for p in ome.images[0].pixels.planes if p.the_t == 1 and
+                     p.the_c == 0 and p.the_z == 1)
+    values = {m.k: m.value for m in annotations[own_plane.annotation_refs[0].id].value.ms}
+    assert values == {"camera": "sim", "binning": "[1, 1]"}
+
+
+def test_tiff_stage_positions_and_resolution_tags(tmp_path: Path) -> None:
+    settings, _ = write_case(CASES["multi_position"], tmp_path / "mp.ome.tiff")
+    path = _tiff_paths(settings, CASES["multi_position"])[1]
+    info = readers.bioformats_info(path)
+    assert [s.name for s in info.series] == ["Pos0", "Pos1"]
+    stage = info.ome.images[1].stage_label
+    assert (stage.x, stage.y) == (100.0, 200.0)
+    assert stage.x_unit.value == "µm"
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        # 2 um pixels -> 5000 pixels per centimeter
+        assert page.tags["ResolutionUnit"].value == 3
+        x_res = page.tags["XResolution"].value
+        assert x_res[0] / x_res[1] == pytest.approx(5000)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"]
+)
+def test_tiff_every_bioformats_pixel_type(dtype: str, tmp_path: Path) -> None:
+    case = CASES["5d_transposed"]
+    settings, _ = write_case(case, tmp_path / "d.ome.tiff", dtype=dtype)
+    info = readers.bioformats_info(settings.output_path)
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    assert info.series[0].dtype == np.dtype(dtype)
+    want = _to_tczyx(case.acquisition_array(dtype), case.index_names())
+    np.testing.assert_array_equal(
+        readers.bioformats_pixels(settings.output_path, info=info), want
+    )
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate"])
+def test_tiff_compression_read_by_bioformats(compression: str, tmp_path: Path) -> None:
+    case = CASES["5d"]
+    settings, _ = write_case(case, tmp_path / "c.ome.tiff", compression=compression)
+    with tifffile.TiffFile(settings.output_path) as tif:
+        assert tif.pages[0].compression.name == {
+            "lzw": "LZW", "deflate": "ADOBE_DEFLATE"
+        }[compression]
+    want = _to_tczyx(case.acquisition_array("uint16"), case.index_names())
+    np.testing.assert_array_equal(readers.bioformats_pixels(settings.output_path), want)
+
+
+def test_tiff_bigtiff_only_when_the_data_can_pass_4gb(tmp_path: Path) -> None:
+    from ome_stream import Dimension
+
+    small, _ = write_case(CASES["5d"], tmp_path / "small.ome.tiff")
+    with tifffile.TiffFile(small.output_path) as tif:
+        assert not tif.is_bigtiff
+    unbounded, _ = write_case(CASES["unbounded_partial"], tmp_path / "u.ome.tiff")
+    with tifffile.TiffFile(unbounded.output_path) as tif:
+        assert tif.is_bigtiff
+    huge = AcquisitionSettings(
+        root_path=str(tmp_path / "huge.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=1000),  # 1000 x 2048^2 x 2 B = 8.4 GB declared
+            Dimension(name="y", count=2048),
+            Dimension(name="x", count=2048),
+        ],
+        dtype="uint16",
+    )
+    with create_stream(huge) as stream:
+        stream.append(np.ones((2048, 2048), np.uint16))  # closed early
+    with tifffile.TiffFile(huge.output_path) as tif:
+        assert tif.is_bigtiff
+        assert len(tif.pages) == 1
+    info = readers.bioformats_info(huge.output_path)
+    assert info.is_ome_tiff
+    assert info.series[0].size_t == 1
+
+
+def test_tiff_global_metadata_as_namespaced_annotation(tmp_path: Path) -> None:
+    case = CASES["multi_position"]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "g.ome.tiff"), dimensions=case.dims, dtype="uint16"
+    )
+    with create_stream(settings) as stream:
+        stream.set_global_metadata("microscope", {"objective": "60x", "na": 1.4})
+        for i in range(case.n_frames()):
+            stream.append(make_frame(i))
+    stream.set_global_metadata("after", {"note": "post close"})
+    for path in _tiff_paths(settings, case):  # every file carries the full XML
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(path))
+        by_ns = {a.namespace: a for a in ome.structured_annotations.map_annotations}
+        values = {m.k: m.value for m in by_ns["microscope"].value.ms}
+        assert values == {"objective": "60x", "na": "1.4"}
+        assert "after" in by_ns
+        assert len(ome.images) == 2
+        uuids = {img.pixels.tiff_data_blocks[0].uuid.file_name for img in ome.images}
+        assert uuids == {p.name for p in _tiff_paths(settings, case)}
+
+
+# ------------------------------------------------------------------ memory
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_memory_format_holds_the_same_pixels(name: str) -> None:
+    case = CASES[name]
+    settings, stream = write_case(case, Path(""), format="scratch")
+    arrays = stream._backend.arrays  # type: ignore[attr-defined]
+    expected = case.per_position(case.acquisition_array("uint16"))
+    assert len(arrays) == len(expected)
+    for got, want in zip(arrays, expected):
+        np.testing.assert_array_equal(got, want)
