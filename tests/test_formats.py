@@ -353,9 +353,14 @@ def test_tiff_metadata_as_bioformats_reads_it(tmp_path: Path) -> None:
     assert plane.position_z == pytest.approx(0.5)
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
     annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
-    own_plane = next(p for p in ome.images[0].pixels.planes if p.the_t == 1 and
-                     p.the_c == 0 and p.the_z == 1)
-    values = {m.k: m.value for m in annotations[own_plane.annotation_refs[0].id].value.ms}
+    own_plane = next(
+        p
+        for p in ome.images[0].pixels.planes
+        if p.the_t == 1 and p.the_c == 0 and p.the_z == 1
+    )
+    values = {
+        m.k: m.value for m in annotations[own_plane.annotation_refs[0].id].value.ms
+    }
     assert values == {"camera": "sim", "binning": "[1, 1]"}
 
 
@@ -376,7 +381,8 @@ def test_tiff_stage_positions_and_resolution_tags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"]
+    "dtype",
+    ["int8", "uint8", "int16", "uint16", "int32", "uint32", "float32", "float64"],
 )
 def test_tiff_every_bioformats_pixel_type(dtype: str, tmp_path: Path) -> None:
     case = CASES["5d_transposed"]
@@ -396,9 +402,10 @@ def test_tiff_compression_read_by_bioformats(compression: str, tmp_path: Path) -
     case = CASES["5d"]
     settings, _ = write_case(case, tmp_path / "c.ome.tiff", compression=compression)
     with tifffile.TiffFile(settings.output_path) as tif:
-        assert tif.pages[0].compression.name == {
-            "lzw": "LZW", "deflate": "ADOBE_DEFLATE"
-        }[compression]
+        assert (
+            tif.pages[0].compression.name
+            == {"lzw": "LZW", "deflate": "ADOBE_DEFLATE"}[compression]
+        )
     want = _to_tczyx(case.acquisition_array("uint16"), case.index_names())
     np.testing.assert_array_equal(readers.bioformats_pixels(settings.output_path), want)
 
@@ -458,7 +465,7 @@ def test_tiff_global_metadata_as_namespaced_annotation(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_memory_format_holds_the_same_pixels(name: str) -> None:
     case = CASES[name]
-    settings, stream = write_case(case, Path(""), format="scratch")
+    _, stream = write_case(case, Path(""), format="scratch")
     arrays = stream._backend.arrays  # type: ignore[attr-defined]
     expected = case.per_position(case.acquisition_array("uint16"))
     assert len(arrays) == len(expected)

@@ -13,6 +13,12 @@ from ._settings import (
     dims_from_standard_axes,
 )
 from ._stream import BackpressureError, OMEStream, WriterError, create_stream
+from ._useq import (
+    IrregularSequenceError,
+    UseqSettings,
+    dims_from_useq,
+    useq_to_acquisition_settings,
+)
 from ._version import __version__
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "BackpressureError",
     "Channel",
     "Dimension",
+    "IrregularSequenceError",
     "OMEStream",
     "OmeTiffFormat",
     "OmeZarrFormat",
@@ -27,8 +34,11 @@ __all__ = [
     "Position",
     "ScratchFormat",
     "StandardAxis",
+    "UseqSettings",
     "WriterError",
     "__version__",
     "create_stream",
     "dims_from_standard_axes",
+    "dims_from_useq",
+    "useq_to_acquisition_settings",
 ]

@@ -144,6 +144,7 @@ class OMEStream:
 
     @property
     def frames_skipped(self) -> int:
+        """Frames declared missing with `skip`."""
         return self._frames_skipped
 
     @property
@@ -228,6 +229,7 @@ class OMEStream:
         ]
         self._put(("skip", targets), 0)
         self._next_frame = start + frames
+        self._frames_skipped += frames
 
     def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         """Store acquisition-level metadata under `namespace`, replacing any
@@ -286,7 +288,6 @@ class OMEStream:
                     elif kind == "skip":
                         for position_index, storage_index in item[1]:
                             backend.skip(position_index, storage_index)
-                        self._frames_skipped += len(item[1])
                     else:
                         backend.set_global_metadata(item[1], item[2])
             except BaseException as exc:  # kept and raised on the caller's thread

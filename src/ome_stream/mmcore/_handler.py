@@ -1,0 +1,336 @@
+"""`OMEStreamHandler`: turns a pymmcore-plus MDA run into an OME dataset.
+
+Use it as `core.mda.run(seq, output=OMEStreamHandler(path))` (pymmcore-plus
+connects the methods below by name and calls them on its relay thread) or
+`handler.attach(core)` (connected directly to every MDA signal).
+
+Frames are placed by `event.index`, not by arrival order: an event that
+produced no frame (a failed snap, `SkipEvent`, an engine yielding nothing)
+leaves a recorded gap and later frames still land where they belong.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._settings import AcquisitionSettings, Dimension
+from .._stream import OMEStream, create_stream
+from .._useq import IrregularSequenceError, useq_to_acquisition_settings
+
+logger = logging.getLogger("ome_stream.mmcore")
+
+MDA_SIGNALS = (
+    "sequenceStarted",
+    "eventStarted",
+    "frameReady",
+    "sequenceCanceled",
+    "sequenceFinished",
+)
+# FrameMetaV1 keys that become OME plane fields (with unit conversion) or are
+# pymmcore-plus bookkeeping; everything else is kept as it came.
+_CONVERTED_KEYS = ("runner_time_ms", "exposure_ms", "position", "format", "version")
+
+
+@dataclass
+class HandlerError:
+    """An exception raised inside one of the handler's callbacks."""
+
+    callback: str
+    error: BaseException
+
+
+@dataclass
+class _Run:
+    stream: OMEStream
+    frame_numbers: dict[tuple[tuple[str, int], ...], int] | None
+    expected_frames: int | None
+    canceled: bool = False
+    out_of_order: list[dict[str, int]] = field(default_factory=list)
+
+
+def _index_key(index: Mapping[Any, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        sorted((str(getattr(k, "value", k)), int(v)) for k, v in index.items())
+    )
+
+
+class OMEStreamHandler:
+    """Writes every frame of an MDA run to OME-Zarr or OME-TIFF at `path`.
+
+    Options: `format` ("ome-zarr", "ome-tiff" or a backend name; default from
+    the suffix of `path`), `chunk_shapes` / `shard_shapes` (by axis letter,
+    e.g. {"z": 16}), `compression`, `overwrite`, `storage_order`, and any other
+    `AcquisitionSettings` field (e.g. `max_queue_bytes`).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        format: str | dict[str, Any] | None = None,
+        chunk_shapes: Mapping[str, int] | None = None,
+        shard_shapes: Mapping[str, int] | None = None,
+        compression: str | None = None,
+        overwrite: bool = False,
+        **settings: Any,
+    ) -> None:
+        self.path = Path(path)
+        self._format = format
+        self._chunk_shapes = dict(chunk_shapes or {})
+        self._shard_shapes = dict(shard_shapes or {})
+        self._options: dict[str, Any] = {"overwrite": overwrite, **settings}
+        if compression is not None:
+            self._options["compression"] = compression
+        self._run: _Run | None = None
+        self._lock = threading.Lock()
+        self._disconnect: list[Callable[[], None]] = []
+        self.errors: list[HandlerError] = []
+        self.settings: AcquisitionSettings | None = None
+
+    # ----------------------------------------------------------- properties
+
+    @property
+    def stream(self) -> OMEStream | None:
+        """The stream of the current (or last) run."""
+        return None if self._run is None else self._run.stream
+
+    @property
+    def output_path(self) -> Path | None:
+        return None if self.settings is None else self.settings.output_path
+
+    # ------------------------------------------------------------- wiring
+
+    def attach(self, core_or_runner: Any) -> Callable[[], None]:
+        """Connect to every MDA signal of a `CMMCorePlus` or `MDARunner`.
+
+        Callbacks then run synchronously on the runner's thread (and see
+        `eventStarted`, which `output=` handlers never receive). Returns a
+        function that disconnects them; `detach()` does the same.
+        """
+        runner = getattr(core_or_runner, "mda", core_or_runner)
+        events = runner.events
+        for name in MDA_SIGNALS:
+            signal = getattr(events, name)
+            callback = getattr(self, name)
+            signal.connect(callback)
+            self._disconnect.append(partial(signal.disconnect, callback))
+        return self.detach
+
+    def detach(self) -> None:
+        while self._disconnect:
+            self._disconnect.pop()()
+
+    def _guard(self, name: str, function: Callable[[], None]) -> None:
+        # pymmcore-plus stops calling an `output=` handler for the rest of the
+        # run once a callback raises; record and log instead, so one bad frame
+        # never ends the writing of the others.
+        try:
+            with self._lock:
+                function()
+        except Exception as exc:
+            self.errors.append(HandlerError(name, exc))
+            logger.exception("ome-stream handler: %s failed", name)
+
+    # ------------------------------------------------------- MDA callbacks
+
+    def sequenceStarted(self, sequence: Any, metadata: Any = None) -> None:
+        self._guard("sequenceStarted", lambda: self._start(sequence, metadata or {}))
+
+    def eventStarted(self, event: Any) -> None:
+        """Nothing to do: frames are placed by their own `event.index`."""
+
+    def frameReady(self, image: Any, event: Any, metadata: Any = None) -> None:
+        self._guard("frameReady", lambda: self._frame(image, event, metadata or {}))
+
+    def sequenceCanceled(self, sequence: Any) -> None:
+        def cancel() -> None:
+            if self._run is not None:
+                self._run.canceled = True
+
+        self._guard("sequenceCanceled", cancel)
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        self._guard("sequenceFinished", self._finish)
+
+    # -------------------------------------------------------------- work
+
+    def _start(self, sequence: Any, summary: Mapping[str, Any]) -> None:
+        if self._run is not None and not self._run.stream.closed:
+            logger.warning("sequenceStarted while a run is open; closing it first")
+            self._finish()
+        infos = summary.get("image_infos") or ()
+        info: Mapping[str, Any] = infos[0] if infos else {}
+        width = int(info.get("width", 0))
+        height = int(info.get("height", 0))
+        if not width or not height:
+            raise ValueError(
+                "The MDA summary metadata has no image size (image_infos[0] width "
+                "and height); the engine's setup_sequence must report it."
+            )
+        n_cameras = int(info.get("num_camera_adapter_channels", 1) or 1)
+        if n_cameras > 1:
+            raise NotImplementedError(
+                f"Multi-camera runs ({n_cameras} cameras) are not supported yet; "
+                "select a single camera."
+            )
+        pixel_size = info.get("pixel_size_um") or None
+        dims, plate, frame_numbers = self._layout(sequence, width, height, pixel_size)
+        settings = AcquisitionSettings(
+            root_path=str(self.path),
+            dimensions=dims,
+            plate=plate,
+            dtype=str(info.get("dtype", "uint16")),
+            **self._format_option(),
+            **self._options,
+        )
+        stream = create_stream(settings)
+        self.settings = stream.settings
+        self._run = _Run(stream, frame_numbers, settings.num_frames)
+        if summary:
+            stream.set_global_metadata(
+                "pymmcore_plus", {"summary_metadata": _to_builtins(summary)}
+            )
+
+    def _format_option(self) -> dict[str, Any]:
+        return {} if self._format is None else {"format": self._format}
+
+    def _layout(
+        self, sequence: Any, width: int, height: int, pixel_size: float | None
+    ) -> tuple[list[Dimension], Any, dict[tuple[tuple[str, int], ...], int] | None]:
+        # pymmcore-plus passes a placeholder (whose `sizes` only warns) when
+        # the run is a generator or an event list of unknown shape.
+        placeholder = type(sequence).__name__ == "GeneratorMDASequence"
+        sizes = {} if placeholder else getattr(sequence, "sizes", None) or {}
+        if any(sizes.values()):
+            try:
+                converted = useq_to_acquisition_settings(
+                    sequence,
+                    width,
+                    height,
+                    pixel_size_um=pixel_size,
+                    chunk_shapes=self._chunk_shapes or None,
+                    shard_shapes=self._shard_shapes or None,
+                )
+            except IrregularSequenceError as exc:
+                logger.warning(
+                    "%s; writing every frame along an unbounded axis instead, with "
+                    "its event index in the frame metadata",
+                    exc,
+                )
+            else:
+                dims = converted["dimensions"]
+                numbers = None
+                if dims[0].count is not None:
+                    numbers = {
+                        _index_key(event.index): number
+                        for number, event in enumerate(sequence)
+                    }
+                return dims, converted["plate"], numbers
+        y_chunk = self._chunk_shapes.get("y")
+        x_chunk = self._chunk_shapes.get("x")
+        scale = pixel_size if pixel_size and pixel_size > 0 else None
+        dims = [
+            Dimension(name="t", count=None, type="time"),
+            Dimension(
+                name="y", count=height, chunk_size=y_chunk, unit="um", scale=scale
+            ),
+            Dimension(
+                name="x", count=width, chunk_size=x_chunk, unit="um", scale=scale
+            ),
+        ]
+        return dims, None, None
+
+    def _frame(self, image: Any, event: Any, metadata: Mapping[str, Any]) -> None:
+        run = self._run
+        if run is None:
+            raise RuntimeError("frameReady before sequenceStarted; frame dropped")
+        stream = run.stream
+        frame_metadata = _frame_metadata(event, metadata)
+        frame = np.asarray(image)
+        if run.frame_numbers is None:
+            stream.append(frame, frame_metadata=frame_metadata)
+            return
+        key = _index_key(event.index)
+        number = run.frame_numbers.get(key)
+        if number is None:
+            raise ValueError(f"event index {dict(key)} is not part of the sequence")
+        gap = number - stream.frames_appended
+        if gap < 0:
+            run.out_of_order.append(dict(key))
+            raise ValueError(
+                f"frame for event {dict(key)} arrived after later frames were "
+                "written; it cannot be placed and was dropped"
+            )
+        if gap:
+            stream.skip(frames=gap)
+        stream.append(frame, frame_metadata=frame_metadata)
+
+    def _finish(self) -> None:
+        run = self._run
+        if run is None:
+            logger.info("sequenceFinished without sequenceStarted: nothing to close")
+            return
+        stream = run.stream
+        if stream.closed:
+            return
+        stream.close()
+        appended = stream.frames_appended
+        status = {
+            "finish_reason": "canceled" if run.canceled else "finished",
+            "frames_expected": run.expected_frames,
+            "frames_written": stream.frames_written,
+            "frames_skipped": stream.frames_skipped,
+            "frames_never_arrived": (
+                None if run.expected_frames is None else run.expected_frames - appended
+            ),
+            "frames_out_of_order_dropped": run.out_of_order,
+            "handler_errors": [f"{e.callback}: {e.error!r}" for e in self.errors],
+        }
+        stream.set_global_metadata("acquisition_status", status)
+
+
+def _to_builtins(value: Any) -> Any:
+    from pymmcore_plus.metadata import to_builtins
+
+    return to_builtins(value)
+
+
+def _frame_metadata(event: Any, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """FrameMetaV1 as the stream's per-frame metadata.
+
+    runner_time_ms -> delta_t (s), exposure_ms -> exposure_time (s), stage
+    position -> position_x/y/z (um); every other key is kept.
+    """
+    result: dict[str, Any] = {}
+    runner_time = metadata.get("runner_time_ms")
+    if isinstance(runner_time, (int, float)):
+        result["delta_t"] = runner_time / 1000.0
+    exposure = metadata.get("exposure_ms")
+    if isinstance(exposure, (int, float)):
+        result["exposure_time"] = exposure / 1000.0
+    position = metadata.get("position") or {}
+    for axis in ("x", "y", "z"):
+        value = position.get(axis)
+        if isinstance(value, (int, float)):
+            result[f"position_{axis}"] = float(value)
+    for key, value in metadata.items():
+        if key in _CONVERTED_KEYS:
+            continue
+        if key == "mda_event":
+            continue
+        result[key] = _to_builtins(value)
+    result["event_index"] = {
+        str(getattr(k, "value", k)): int(v) for k, v in event.index.items()
+    }
+    channel = getattr(event, "channel", None)
+    if channel is not None:
+        result["channel"] = channel.config
+    return result

@@ -1,0 +1,299 @@
+"""The pymmcore-plus handler: real MDA runs on the simulated microscope, and
+deterministic runs with a scripted engine on a bare MDARunner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import useq
+from pymmcore_plus.mda import MDARunner, SkipEvent
+
+from ome_stream.mmcore import OMEStreamHandler, simulated_core
+from tests import _readers as readers
+
+SHAPE = (32, 48)
+
+
+# --------------------------------------------------------- scripted engine
+
+
+def frame_for(event: useq.MDAEvent) -> np.ndarray:
+    """A frame that encodes its event index (t, p, c, z) in every pixel."""
+    index = event.index
+    code = (
+        1000 * index.get("t", 0)
+        + 100 * index.get("p", 0)
+        + 10 * index.get("c", 0)
+        + index.get("z", 0)
+        + 1
+    )
+    return np.full(SHAPE, code, np.uint16)
+
+
+class ScriptedEngine:
+    """An MDA engine with no hardware: fails, skips or drops chosen events."""
+
+    def __init__(
+        self,
+        *,
+        fail_snap: Iterable[int] = (),
+        skip: Iterable[int] = (),
+        yield_none: Iterable[int] = (),
+        raise_at: int | None = None,
+    ) -> None:
+        self.fail_snap = set(fail_snap)
+        self.skip = set(skip)
+        self.yield_none = set(yield_none)
+        self.raise_at = raise_at
+        self.count = -1
+
+    def setup_sequence(self, sequence: useq.MDASequence) -> dict[str, Any]:
+        return {
+            "format": "summary-dict",
+            "version": "1.0",
+            "image_infos": [
+                {
+                    "camera_label": "Cam",
+                    "width": SHAPE[1],
+                    "height": SHAPE[0],
+                    "dtype": "uint16",
+                    "pixel_size_um": 0.5,
+                    "plane_shape": SHAPE,
+                }
+            ],
+        }
+
+    def event_iterator(
+        self, events: Iterable[useq.MDAEvent]
+    ) -> Iterator[useq.MDAEvent]:
+        return iter(events)
+
+    def setup_event(self, event: useq.MDAEvent) -> None:
+        self.count += 1
+        if self.count == self.raise_at:
+            raise RuntimeError("hardware boom")
+        if self.count in self.skip:
+            raise SkipEvent(num_frames=1, reason="autofocus failed")
+
+    def exec_event(self, event: useq.MDAEvent) -> Iterator[Any]:
+        if self.count in self.fail_snap:
+            return  # like MDAEngine after "Failed to snap image": no frame
+        if self.count in self.yield_none:
+            yield None
+            return
+        meta = {
+            "exposure_ms": 10.0,
+            "runner_time_ms": 5.0 * self.count,
+            "position": {"x": 1.0, "y": 2.0, "z": 3.0},
+            "camera_device": "Cam",
+            "property_values": ({"dev": "Filter", "prop": "Label", "val": "GFP"},),
+        }
+        yield frame_for(event), event, meta
+
+    def teardown_event(self, event: useq.MDAEvent) -> None:
+        pass
+
+    def teardown_sequence(self, sequence: useq.MDASequence) -> None:
+        pass
+
+
+def run_scripted(
+    seq: Any, path: Path, engine: ScriptedEngine, attach: bool = False
+) -> OMEStreamHandler:
+    runner = MDARunner()
+    runner.set_engine(engine)
+    handler = OMEStreamHandler(path)
+    if attach:
+        handler.attach(runner)
+        runner.run(seq)
+        handler.detach()
+    else:
+        runner.run(seq, output=handler)
+    return handler
+
+
+SEQ = useq.MDASequence(
+    axis_order="tpcz",
+    time_plan={"interval": 0, "loops": 2},
+    stage_positions=[(0, 0, 0), {"x": 100, "y": 50, "z": 1, "name": "pos1"}],
+    channels=["DAPI", "FITC"],
+    z_plan={"range": 2, "step": 1},
+)
+
+
+def expected_tczyx(
+    seq: useq.MDASequence, missing: set[int] = frozenset()
+) -> dict[int, np.ndarray]:
+    """Per position, the (t, c, z, y, x) data an index-placing writer stores."""
+    sizes = seq.sizes
+    out = {
+        p: np.zeros((sizes["t"], sizes["c"], sizes["z"], *SHAPE), np.uint16)
+        for p in range(sizes["p"])
+    }
+    for number, event in enumerate(seq):
+        if number in missing:
+            continue
+        i = event.index
+        out[i["p"]][i["t"], i["c"], i["z"]] = frame_for(event)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+@pytest.mark.parametrize("attach", [False, True])
+def test_failed_snaps_skips_and_none_leave_gaps_in_place(
+    suffix: str, attach: bool, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(fail_snap={3}, skip={7, 8}, yield_none={20})
+    handler = run_scripted(SEQ, tmp_path / f"run{suffix}", engine, attach=attach)
+    assert handler.errors == []
+    want = expected_tczyx(SEQ, missing={3, 7, 8, 20})
+    out = handler.output_path
+    assert out is not None
+    if suffix == ".ome.zarr":
+        for p, name in enumerate(["0", "pos1"]):
+            np.testing.assert_array_equal(
+                readers.read_tensorstore(out / name / "0"), want[p]
+            )
+        readers.validate_yaozarrs(out)
+        status = json.loads((out / "zarr.json").read_text())["attributes"][
+            "acquisition_status"
+        ]
+        assert status["frames_written"] == 20
+        assert status["frames_skipped"] == 4
+    else:
+        for p in range(2):
+            path = out / f"{out.name}_p{p:03d}.ome.tiff"
+            got = readers.bioformats_pixels(path, series=p)
+            np.testing.assert_array_equal(got, want[p])
+
+
+def test_frame_metadata_keeps_hardware_state(tmp_path: Path) -> None:
+    handler = run_scripted(SEQ, tmp_path / "m.ome.zarr", ScriptedEngine())
+    out = handler.output_path
+    assert out is not None
+    records = json.loads((out / "pos1" / "zarr.json").read_text())["attributes"][
+        "ome_stream"
+    ]["frame_metadata"]
+    assert len(records) == 12
+    first = records[0]
+    assert first["exposure_time"] == pytest.approx(0.01)
+    assert first["position_x"] == 1.0
+    assert first["camera_device"] == "Cam"
+    assert first["property_values"] == [
+        {"dev": "Filter", "prop": "Label", "val": "GFP"}
+    ]
+    assert first["channel"] == "DAPI"
+    assert first["event_index"] == {"t": 0, "p": 1, "c": 0, "z": 0}
+    assert first["storage_index"] == [0, 0, 0]
+    root = json.loads((out / "zarr.json").read_text())["attributes"]
+    assert root["pymmcore_plus"]["summary_metadata"]["image_infos"][0]["width"] == 48
+
+
+def test_error_in_engine_closes_dataset_truthfully(tmp_path: Path) -> None:
+    engine = ScriptedEngine(raise_at=5)
+    runner = MDARunner()
+    runner.set_engine(engine)
+    handler = OMEStreamHandler(tmp_path / "e.ome.tiff")
+    handler.attach(runner)
+    with pytest.raises(RuntimeError, match="hardware boom"):
+        runner.run(SEQ)
+    out = handler.output_path
+    assert out is not None
+    assert handler.stream is not None
+    assert handler.stream.closed
+    info = readers.bioformats_info(out / f"{out.name}_p000.ome.tiff")
+    assert info.is_ome_tiff
+    assert info.warnings == []
+
+
+def test_cancel_closes_with_what_was_acquired(tmp_path: Path) -> None:
+    runner = MDARunner()
+    engine = ScriptedEngine()
+    runner.set_engine(engine)
+    handler = OMEStreamHandler(tmp_path / "c.ome.zarr")
+    handler.attach(runner)
+    runner.events.frameReady.connect(
+        lambda *a: runner.cancel() if engine.count == 4 else None
+    )
+    runner.run(SEQ)
+    out = handler.output_path
+    assert out is not None
+    status = json.loads((out / "zarr.json").read_text())["attributes"][
+        "acquisition_status"
+    ]
+    assert status["finish_reason"] == "canceled"
+    assert status["frames_written"] == 5
+    assert status["frames_never_arrived"] == 19
+    readers.validate_yaozarrs(out)
+
+
+def test_generator_runs_fall_back_to_an_unbounded_axis(tmp_path: Path) -> None:
+    events = (useq.MDAEvent(index={"t": i}) for i in range(5))
+    handler = run_scripted(events, tmp_path / "g.ome.zarr", ScriptedEngine())
+    out = handler.output_path
+    assert out is not None
+    data = readers.read_tensorstore(out / "0")
+    assert data.shape == (5, *SHAPE)
+    np.testing.assert_array_equal(data[:, 0, 0], [1, 1001, 2001, 3001, 4001])
+
+
+def test_sequence_finished_without_start_is_harmless(tmp_path: Path) -> None:
+    handler = OMEStreamHandler(tmp_path / "never.ome.zarr")
+    handler.sequenceFinished(SEQ)
+    assert handler.errors == []
+    assert not (tmp_path / "never.ome.zarr").exists()
+
+
+def test_exception_in_callback_is_recorded_and_later_frames_still_written(
+    tmp_path: Path,
+) -> None:
+    handler = run_scripted(SEQ, tmp_path / "x.ome.zarr", ScriptedEngine())
+    handler.frameReady(np.zeros((3, 3), np.uint16), next(iter(SEQ)), {})  # after close
+    assert len(handler.errors) == 1
+    out = handler.output_path
+    assert out is not None
+    want = expected_tczyx(SEQ)
+    np.testing.assert_array_equal(readers.read_tensorstore(out / "0" / "0"), want[0])
+
+
+# ------------------------------------------------------ simulated microscope
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_real_mda_on_simulated_microscope(suffix: str, tmp_path: Path) -> None:
+    core = simulated_core(image_shape=SHAPE)
+    handler = OMEStreamHandler(tmp_path / f"sim{suffix}")
+    core.mda.run(SEQ, output=handler)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        readers.validate_ome_zarr_models(out)
+        scenes = readers.read_bioio(out)
+        assert [s.channel_names for s in scenes] == [["DAPI", "FITC"]] * 2
+        assert scenes[0].shape == (2, 2, 3, *SHAPE)
+        assert scenes[0].physical_pixel_sizes[1:] == pytest.approx((0.65, 0.65))
+        meta = json.loads((out / "pos1" / "zarr.json").read_text())["attributes"]
+        assert meta["ome_stream"]["position"]["x_coord"] == 100
+        assert meta["ome_stream"]["frame_metadata"][0]["position_x"] == pytest.approx(
+            100
+        )
+    else:
+        path = out / f"{out.name}_p001.ome.tiff"
+        info = readers.bioformats_info(path)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+        image = info.ome.images[1]
+        assert image.name == "pos1"
+        assert [c.name for c in image.pixels.channels] == ["DAPI", "FITC"]
+        assert image.pixels.physical_size_x == pytest.approx(0.65)
+        assert image.stage_label.x == pytest.approx(100)
+        plane = image.pixels.planes[0]
+        assert plane.position_x == pytest.approx(100)
+        assert plane.position_x_unit.value == "µm"
