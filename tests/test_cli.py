@@ -43,3 +43,55 @@ def test_demo_rejects_unknown_format(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", str(tmp_path), "--format", "hdf5"])
     assert result.exit_code != 0
     assert "zarr, tiff or both" in result.output
+
+
+def test_info_summarises_both_formats(tmp_path: Path) -> None:
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+
+    for suffix in (".ome.zarr", ".ome.tiff"):
+        settings = AcquisitionSettings(
+            root_path=str(tmp_path / f"d{suffix}"),
+            dimensions=dims_from_standard_axes(
+                {"t": 2, "c": ["DAPI", "GFP"], "y": 8, "x": 8}
+            ),
+            dtype="uint8",
+        )
+        with create_stream(settings) as stream:
+            stream.append(np.ones((8, 8), np.uint8), {"delta_t": 0.0})
+            stream.skip(frames=1)
+            stream.append(np.ones((8, 8), np.uint8), {"delta_t": 1.0})
+            stream.set_global_metadata("lab", {"room": "B12"})
+        result = CliRunner().invoke(app, ["info", str(settings.output_path)])
+        assert result.exit_code == 0, result.output
+        assert "DAPI, GFP" in result.output
+        assert "t=2 c=2 y=8 x=8" in result.output
+        assert "B12" in result.output
+        row = next(line for line in result.output.splitlines() if "DAPI" in line)
+        assert row.split("│")[-2].strip() == "2" if suffix == ".ome.zarr" else "1"
+
+
+def test_info_on_something_else_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    result = CliRunner().invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "neither an OME-Zarr store nor OME-TIFF" in " ".join(result.output.split())
+
+
+def test_acquire_runs_a_sequence_file_on_the_simulated_microscope(
+    tmp_path: Path,
+) -> None:
+    seq_file = tmp_path / "seq.yaml"
+    seq_file.write_text(
+        "axis_order: tcz\n"
+        "time_plan: {interval: 0, loops: 2}\n"
+        "channels: [DAPI, Cy5]\n"
+        "z_plan: {range: 2, step: 1}\n"
+    )
+    out = tmp_path / "acq.ome.zarr"
+    result = CliRunner().invoke(app, ["acquire", str(seq_file), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "DAPI, Cy5" in result.output
+    readers.validate_yaozarrs(out)
+    data = readers.read_tensorstore(out / "0")
+    assert data.shape == (2, 2, 3, 256, 256)
+    assert data.all(axis=(3, 4)).all()  # every plane acquired (camera offset > 0)

@@ -4,6 +4,7 @@ deterministic runs with a scripted engine on a bare MDARunner."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ class ScriptedEngine:
         skip: Iterable[int] = (),
         yield_none: Iterable[int] = (),
         raise_at: int | None = None,
+        cameras: int = 1,
     ) -> None:
+        self.cameras = cameras
         self.fail_snap = set(fail_snap)
         self.skip = set(skip)
         self.yield_none = set(yield_none)
@@ -53,20 +56,25 @@ class ScriptedEngine:
         self.count = -1
 
     def setup_sequence(self, sequence: useq.MDASequence) -> dict[str, Any]:
-        return {
-            "format": "summary-dict",
-            "version": "1.0",
-            "image_infos": [
-                {
-                    "camera_label": "Cam",
-                    "width": SHAPE[1],
-                    "height": SHAPE[0],
-                    "dtype": "uint16",
-                    "pixel_size_um": 0.5,
-                    "plane_shape": SHAPE,
-                }
-            ],
+        info = {
+            "camera_label": "Cam",
+            "width": SHAPE[1],
+            "height": SHAPE[0],
+            "dtype": "uint16",
+            "pixel_size_um": 0.5,
+            "plane_shape": SHAPE,
         }
+        infos = [info]
+        if self.cameras > 1:
+            infos = [
+                {
+                    **info,
+                    "camera_label": "Multi Camera",
+                    "num_camera_adapter_channels": self.cameras,
+                },
+                *({**info, "camera_label": f"Cam{i}"} for i in range(self.cameras)),
+            ]
+        return {"format": "summary-dict", "version": "1.0", "image_infos": infos}
 
     def event_iterator(
         self, events: Iterable[useq.MDAEvent]
@@ -93,7 +101,16 @@ class ScriptedEngine:
             "camera_device": "Cam",
             "property_values": ({"dev": "Filter", "prop": "Label", "val": "GFP"},),
         }
-        yield frame_for(event), event, meta
+        if self.cameras == 1:
+            yield frame_for(event), event, meta
+            return
+        for cam in range(self.cameras):
+            sub = event.model_copy(update={"index": {**event.index, "cam": cam}})
+            yield (
+                frame_for(event) + 50 * cam,
+                sub,
+                {**meta, "camera_device": f"Cam{cam}"},
+            )
 
     def teardown_event(self, event: useq.MDAEvent) -> None:
         pass
@@ -297,3 +314,69 @@ def test_real_mda_on_simulated_microscope(suffix: str, tmp_path: Path) -> None:
         plane = image.pixels.planes[0]
         assert plane.position_x == pytest.approx(100)
         assert plane.position_x_unit.value == "µm"
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_multi_camera_run_writes_one_image_per_camera(
+    suffix: str, tmp_path: Path
+) -> None:
+    seq = useq.MDASequence(
+        axis_order="tcz",
+        time_plan={"interval": 0, "loops": 2},
+        channels=["DAPI", "FITC"],
+        z_plan={"range": 1, "step": 1},
+    )
+    engine = ScriptedEngine(cameras=2, fail_snap={2})
+    handler = run_scripted(seq, tmp_path / f"cam{suffix}", engine)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    events = list(seq)
+    for cam, name in enumerate(["Cam0", "Cam1"]):
+        want = np.zeros((2, 2, 2, *SHAPE), np.uint16)
+        for number, event in enumerate(events):
+            if number != 2:
+                i = event.index
+                want[i["t"], i["c"], i["z"]] = frame_for(event) + 50 * cam
+        if suffix == ".ome.zarr":
+            readers.validate_yaozarrs(out)
+            np.testing.assert_array_equal(
+                readers.read_tensorstore(out / name / "0"), want
+            )
+        else:
+            path = out / f"{out.name}_p{cam:03d}.ome.tiff"
+            info = readers.bioformats_info(path)
+            assert info.is_ome_tiff
+            assert [s.name for s in info.series] == ["Cam0", "Cam1"]
+            np.testing.assert_array_equal(
+                readers.bioformats_pixels(path, series=cam, info=info), want
+            )
+
+
+def test_multi_camera_with_positions_is_a_clear_error(tmp_path: Path) -> None:
+    handler = run_scripted(SEQ, tmp_path / "mc.ome.zarr", ScriptedEngine(cameras=2))
+    assert handler.stream is None
+    assert any("stage positions" in str(e.error) for e in handler.errors)
+
+
+def test_pause_and_resume_keep_every_frame(tmp_path: Path) -> None:
+    runner = MDARunner()
+    engine = ScriptedEngine()
+    runner.set_engine(engine)
+    handler = OMEStreamHandler(tmp_path / "p.ome.zarr")
+    handler.attach(runner)
+    toggles: list[bool] = []
+    runner.events.sequencePauseToggled.connect(toggles.append)
+
+    def pause_once(*_: Any) -> None:
+        if engine.count == 3 and not toggles:
+            runner.set_paused(True)
+            threading.Timer(0.3, runner.set_paused, args=(False,)).start()
+
+    runner.events.frameReady.connect(pause_once)
+    runner.run(SEQ)
+    assert toggles == [True, False]
+    out = handler.output_path
+    assert out is not None
+    want = expected_tczyx(SEQ)
+    np.testing.assert_array_equal(readers.read_tensorstore(out / "pos1" / "0"), want[1])

@@ -379,3 +379,17 @@ def test_global_metadata_reserved_namespaces(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="JSON"):
             stream.set_global_metadata("x", {"bad": object()})
         stream.append(make_frame(0))
+
+
+def test_zarr_records_skipped_and_never_arrived_frames(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "m.ome.zarr", {"t": 3, "c": 2})
+    with create_stream(settings) as stream:
+        stream.append(make_frame(0))
+        stream.skip(frames=1)
+        stream.append(make_frame(2))
+    attrs = json.loads((settings.output_path / "zarr.json").read_text())["attributes"]
+    missing = attrs["ome_stream"]["missing_frames"]
+    assert sorted(missing) == [[0, 1], [1, 1], [2, 0], [2, 1]]
+    data = _read(settings)
+    np.testing.assert_array_equal(data[1, 0], make_frame(2))
+    assert not data[0, 1].any()

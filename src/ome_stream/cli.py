@@ -135,6 +135,92 @@ def _validate(path: Path, fmt: str) -> list[str]:
     return problems
 
 
+@app.command()
+def acquire(
+    sequence_file: Annotated[
+        Path, typer.Argument(help="A useq MDASequence as .yaml or .json.")
+    ],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output path.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Micro-Manager config (default: simulated)."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output.")] = False,
+) -> None:
+    """Run a useq sequence file on the simulated microscope or real hardware."""
+    try:
+        import useq
+
+        from .mmcore import OMEStreamHandler, simulated_core
+    except ImportError as exc:
+        console.print(f"[red]{exc}[/]: pip install 'ome-stream[mmcore]'")
+        raise typer.Exit(2) from None
+    if not sequence_file.is_file():
+        raise typer.BadParameter(f"{sequence_file} does not exist")
+    try:
+        sequence = useq.MDASequence.from_file(sequence_file)
+    except Exception as exc:
+        console.print(f"[red]Cannot read {sequence_file} as a useq sequence: {exc}[/]")
+        raise typer.Exit(2) from None
+    from pymmcore_plus import CMMCorePlus
+
+    core: CMMCorePlus
+    if config is None:
+        core = simulated_core()
+    else:
+        core = CMMCorePlus()
+        core.loadSystemConfiguration(str(config))
+    handler = OMEStreamHandler(out, overwrite=overwrite)
+    n_frames = sum(1 for _ in sequence)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("acquiring", total=n_frames)
+        core.mda.events.frameReady.connect(lambda *_: progress.advance(task))
+        core.mda.run(sequence, output=handler)
+    if handler.errors or handler.settings is None:
+        for error in handler.errors:
+            console.print(f"[red]{error.callback}: {error.error!r}[/]")
+        raise typer.Exit(1)
+    _print_summary(handler.settings.output_path)
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="An OME-Zarr or OME-TIFF dataset.")],
+) -> None:
+    """Summarise a dataset: images, dimensions, channels, frames, metadata."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist")
+    try:
+        _print_summary(path)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _print_summary(path: Path) -> None:
+    from ._inspect import summarize
+
+    summary = summarize(path)
+    table = Table(title=f"{summary.format}: {path}")
+    for column in ("image", "dims", "dtype", "channels", "frames", "missing"):
+        table.add_column(column)
+    for image in summary.images:
+        dims = " ".join(f"{n}={s}" for n, s in zip(image.axes, image.shape))
+        table.add_row(
+            image.name,
+            dims,
+            image.dtype,
+            ", ".join(image.channels),
+            str(image.frames_with_metadata),
+            str(image.missing),
+        )
+    console.print(table)
+    for key, value in summary.highlights.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
 def main() -> None:
     app()
 

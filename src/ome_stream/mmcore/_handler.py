@@ -11,7 +11,9 @@ leaves a recorded gap and later frames still land where they belong.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,16 +52,80 @@ class HandlerError:
 @dataclass
 class _Run:
     stream: OMEStream
-    frame_numbers: dict[tuple[tuple[str, int], ...], int] | None
+    frame_numbers: FrameNumbers | None
     expected_frames: int | None
     canceled: bool = False
     out_of_order: list[dict[str, int]] = field(default_factory=list)
 
 
-def _index_key(index: Mapping[Any, int]) -> tuple[tuple[str, int], ...]:
+IndexKey = tuple[tuple[str, int], ...]
+
+
+def _index_key(index: Mapping[Any, int]) -> IndexKey:
     return tuple(
         sorted((str(getattr(k, "value", k)), int(v)) for k, v in index.items())
     )
+
+
+@dataclass
+class FrameNumbers:
+    """Event index -> frame number in acquisition order.
+
+    For an unbounded first axis (`outer`), only one step of the inner loops
+    is tabulated: frame = outer_index * frames_per_step + offset.
+    """
+
+    offsets: dict[IndexKey, int]
+    outer: str | None = None
+    frames_per_step: int = 0
+
+    def lookup(self, key: IndexKey) -> int | None:
+        if self.outer is None:
+            return self.offsets.get(key)
+        outer_index = dict(key).get(self.outer, 0)
+        inner = tuple(item for item in key if item[0] != self.outer)
+        offset = self.offsets.get(inner)
+        if offset is None:
+            return None
+        return outer_index * self.frames_per_step + offset
+
+
+def _frame_numbers(sequence: Any, dims: list[Dimension]) -> FrameNumbers:
+    """Number the sequence's events in iteration (= acquisition) order."""
+    if dims[0].count is not None:
+        return FrameNumbers(
+            {_index_key(event.index): n for n, event in enumerate(sequence)}
+        )
+    outer = dims[0].name
+    per_step = math.prod(d.count or 1 for d in dims[1:-2])
+    offsets = {}
+    for n, event in enumerate(itertools.islice(sequence, per_step)):
+        key = tuple(i for i in _index_key(event.index) if i[0] != outer)
+        offsets[key] = n
+    return FrameNumbers(offsets, outer, per_step)
+
+
+def _with_cameras(
+    dims: list[Dimension], numbers: FrameNumbers | None, cameras: list[str]
+) -> tuple[list[Dimension], FrameNumbers | None]:
+    """Each camera becomes its own image: a position axis after every loop
+    (pymmcore-plus emits the cameras' frames of an event one after another)."""
+    if any(d.type == "position" for d in dims):
+        raise NotImplementedError(
+            f"Multi-camera runs ({len(cameras)} cameras) with stage positions are "
+            "not supported yet: write one camera, or acquire without positions."
+        )
+    camera_dim = Dimension(name="cam", type="position", coords=cameras)
+    dims = [*dims[:-2], camera_dim, *dims[-2:]]
+    if numbers is None:
+        return dims, None
+    n = len(cameras)
+    offsets = {
+        tuple(sorted((*key, ("cam", cam)))): number * n + cam
+        for key, number in numbers.offsets.items()
+        for cam in range(n)
+    }
+    return dims, FrameNumbers(offsets, numbers.outer, numbers.frames_per_step * n)
 
 
 class OMEStreamHandler:
@@ -176,13 +242,16 @@ class OMEStreamHandler:
                 "and height); the engine's setup_sequence must report it."
             )
         n_cameras = int(info.get("num_camera_adapter_channels", 1) or 1)
-        if n_cameras > 1:
-            raise NotImplementedError(
-                f"Multi-camera runs ({n_cameras} cameras) are not supported yet; "
-                "select a single camera."
-            )
+        cameras = [
+            str(i.get("camera_label") or f"camera{n}")
+            for n, i in enumerate(infos[1 : n_cameras + 1])
+        ]
+        if len(cameras) != n_cameras or len(set(cameras)) != n_cameras:
+            cameras = [f"camera{n}" for n in range(n_cameras)]
         pixel_size = info.get("pixel_size_um") or None
         dims, plate, frame_numbers = self._layout(sequence, width, height, pixel_size)
+        if n_cameras > 1:
+            dims, frame_numbers = _with_cameras(dims, frame_numbers, cameras)
         settings = AcquisitionSettings(
             root_path=str(self.path),
             dimensions=dims,
@@ -204,7 +273,7 @@ class OMEStreamHandler:
 
     def _layout(
         self, sequence: Any, width: int, height: int, pixel_size: float | None
-    ) -> tuple[list[Dimension], Any, dict[tuple[tuple[str, int], ...], int] | None]:
+    ) -> tuple[list[Dimension], Any, FrameNumbers | None]:
         # pymmcore-plus passes a placeholder (whose `sizes` only warns) when
         # the run is a generator or an event list of unknown shape.
         placeholder = type(sequence).__name__ == "GeneratorMDASequence"
@@ -227,13 +296,7 @@ class OMEStreamHandler:
                 )
             else:
                 dims = converted["dimensions"]
-                numbers = None
-                if dims[0].count is not None:
-                    numbers = {
-                        _index_key(event.index): number
-                        for number, event in enumerate(sequence)
-                    }
-                return dims, converted["plate"], numbers
+                return dims, converted["plate"], _frame_numbers(sequence, dims)
         y_chunk = self._chunk_shapes.get("y")
         x_chunk = self._chunk_shapes.get("x")
         scale = pixel_size if pixel_size and pixel_size > 0 else None
@@ -259,7 +322,7 @@ class OMEStreamHandler:
             stream.append(frame, frame_metadata=frame_metadata)
             return
         key = _index_key(event.index)
-        number = run.frame_numbers.get(key)
+        number = run.frame_numbers.lookup(key)
         if number is None:
             raise ValueError(f"event index {dict(key)} is not part of the sequence")
         gap = number - stream.frames_appended

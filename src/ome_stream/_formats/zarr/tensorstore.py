@@ -45,6 +45,7 @@ class _Image:
     records: list[FrameRecord] = field(default_factory=list)
     skipped: list[tuple[int, ...]] = field(default_factory=list)
     buffer: BlockBuffer | None = None
+    written: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 class TensorStoreBackend(ArrayBackend):
@@ -99,6 +100,7 @@ class TensorStoreBackend(ArrayBackend):
                     np.dtype(settings.dtype),
                 )
             image = _Image(loc, array, list(initial), buffer=buffer)
+            image.written = np.zeros(initial[:-2], bool)
             self._images.append(image)
             self._write_image_document(image)
 
@@ -115,6 +117,7 @@ class TensorStoreBackend(ArrayBackend):
         if frame_metadata is not None:
             image.records.append(FrameRecord(storage_index, frame_metadata))
         self._store(image, storage_index, frame)
+        image.written[storage_index] = True
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
@@ -159,6 +162,9 @@ class TensorStoreBackend(ArrayBackend):
             return
         grown = max(needed, current + min(max(current, 1), MAX_GROWTH_STEP))
         self._resize(image, grown)
+        pad = [(0, 0)] * image.written.ndim
+        pad[axis] = (0, grown - image.written.shape[axis])
+        image.written = np.pad(image.written, pad)
 
     def _resize(self, image: _Image, size: int) -> None:
         axis = self._unbounded_axis
@@ -208,6 +214,8 @@ class TensorStoreBackend(ArrayBackend):
         }
         if image.records:
             section["frame_metadata"] = [r.to_json() for r in image.records]
+        if self._closed:
+            section["missing_frames"] = _missing(image, self._unbounded_axis)
         attributes[NAMESPACE] = section
         if image.location.group_path == "":
             attributes.update(self._global)
@@ -237,6 +245,23 @@ class TensorStoreBackend(ArrayBackend):
     @property
     def output_root(self) -> Path:
         return self.root
+
+
+def _missing(image: _Image, unbounded_axis: int | None) -> list[list[int]]:
+    """Storage indices of frames that never arrived or were skipped (they
+    read as the fill value, 0; this list tells them from real zeros)."""
+    written = image.written
+    if unbounded_axis is not None:
+        short = image.shape[unbounded_axis] - written.shape[unbounded_axis]
+        if short > 0:
+            pad = [(0, 0)] * written.ndim
+            pad[unbounded_axis] = (0, short)
+            written = np.pad(written, pad)
+        index = [slice(None)] * written.ndim
+        index[unbounded_axis] = slice(0, image.shape[unbounded_axis])
+        written = written[tuple(index)]
+    missing: list[list[int]] = np.argwhere(~written).tolist()
+    return missing
 
 
 def _position_info(image: _Image) -> dict[str, Any]:

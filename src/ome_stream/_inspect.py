@@ -1,0 +1,146 @@
+"""Read back what a dataset holds (for `ome-stream info`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ImageSummary:
+    name: str
+    axes: list[str]
+    shape: list[int]
+    dtype: str
+    channels: list[str]
+    frames_with_metadata: int
+    missing: int | str
+
+
+@dataclass
+class DatasetSummary:
+    format: str
+    images: list[ImageSummary]
+    highlights: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(path: Path) -> DatasetSummary:
+    """Summarise an OME-Zarr store or an OME-TIFF file/directory."""
+    if (path / "zarr.json").is_file():
+        return _zarr(path)
+    tiffs = [path] if path.is_file() else sorted(path.glob("*.ome.tif*"))
+    if tiffs:
+        return _tiff(tiffs[0])
+    raise ValueError(f"{path} is neither an OME-Zarr store nor OME-TIFF.")
+
+
+def _attributes(group: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((group / "zarr.json").read_text())
+    attributes: dict[str, Any] = document.get("attributes", {})
+    return attributes
+
+
+def _zarr_images(root: Path) -> list[Path]:
+    ome = _attributes(root).get("ome", {})
+    if "multiscales" in ome:
+        return [root]
+    if "plate" in ome:
+        images = []
+        for well in ome["plate"]["wells"]:
+            well_ome = _attributes(root / well["path"]).get("ome", {})
+            for field_of_view in well_ome.get("well", {}).get("images", []):
+                images.append(root / well["path"] / field_of_view["path"])
+        return images
+    if "bioformats2raw.layout" in ome:
+        series = _attributes(root / "OME").get("ome", {}).get("series", [])
+        return [root / s for s in series]
+    raise ValueError(f"{root} has no OME-Zarr image, plate or series metadata.")
+
+
+def _zarr(root: Path) -> DatasetSummary:
+    images = []
+    for group in _zarr_images(root):
+        attributes = _attributes(group)
+        multiscale = attributes["ome"]["multiscales"][0]
+        array = json.loads(
+            (group / multiscale["datasets"][0]["path"] / "zarr.json").read_text()
+        )
+        channels = [
+            str(c.get("label", i))
+            for i, c in enumerate(
+                attributes["ome"].get("omero", {}).get("channels", [])
+            )
+        ]
+        ours = attributes.get("ome_stream", {})
+        images.append(
+            ImageSummary(
+                name=multiscale.get("name") or group.name,
+                axes=[a["name"] for a in multiscale["axes"]],
+                shape=array["shape"],
+                dtype=array["data_type"],
+                channels=channels,
+                frames_with_metadata=len(ours.get("frame_metadata", [])),
+                missing=len(ours["missing_frames"])
+                if "missing_frames" in ours
+                else "not recorded",
+            )
+        )
+    root_attributes = _attributes(root)
+    highlights = {
+        key: value
+        for key, value in root_attributes.items()
+        if key not in ("ome", "ome_stream", "pymmcore_plus")
+    }
+    return DatasetSummary("OME-Zarr", images, highlights)
+
+
+def _tiff(path: Path) -> DatasetSummary:
+    import tifffile
+    from ome_types import from_xml
+
+    with tifffile.TiffFile(path) as tif:
+        ome = from_xml(tif.pages.first.description)
+    annotations = {
+        a.id: a
+        for a in (
+            ome.structured_annotations.map_annotations
+            if ome.structured_annotations
+            else []
+        )
+    }
+    images = []
+    for image in ome.images:
+        pixels = image.pixels
+        order = pixels.dimension_order.value[2:][::-1]  # slowest first
+        sizes = {"T": pixels.size_t, "C": pixels.size_c, "Z": pixels.size_z}
+        missing: int | str = 0
+        for ref in image.annotation_refs:
+            annotation = annotations.get(ref.id)
+            if (
+                annotation is not None
+                and annotation.namespace
+                and (annotation.namespace.endswith("missing-frames"))
+            ):
+                values = {m.k: m.value for m in annotation.value.ms}
+                missing = int(values.get("missing_count", 0))
+        images.append(
+            ImageSummary(
+                name=image.name or image.id,
+                axes=[*order.lower(), "y", "x"],
+                shape=[*(sizes[a] for a in order), pixels.size_y, pixels.size_x],
+                dtype=pixels.type.value,
+                channels=[c.name or c.id for c in pixels.channels],
+                frames_with_metadata=len(pixels.planes),
+                missing=missing,
+            )
+        )
+    highlights = {
+        a.namespace: {m.k: m.value for m in a.value.ms}
+        for a in annotations.values()
+        if a.namespace
+        and not a.namespace.endswith("missing-frames")
+        and a.namespace != "pymmcore_plus"
+    }
+    return DatasetSummary("OME-TIFF", images, highlights)
