@@ -393,3 +393,65 @@ def test_zarr_records_skipped_and_never_arrived_frames(tmp_path: Path) -> None:
     data = _read(settings)
     np.testing.assert_array_equal(data[1, 0], make_frame(2))
     assert not data[0, 1].any()
+
+
+def test_stats_and_progress_signals(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "s.ome.zarr", {"t": 20})
+    stream = create_stream(settings)
+    seen: list[Any] = []
+    finished: list[Any] = []
+    stream.events.progress.connect(seen.append)
+    stream.events.finished.connect(finished.append)
+    for i in range(10):
+        stream.append(make_frame(i))
+    stream.skip(frames=2)
+    time.sleep(0.3)  # progress is emitted at most every 0.2 s
+    stream.append(make_frame(12))
+    stream.close()
+    (final,) = finished
+    assert final.frames_appended == 13
+    assert final.frames_written == 11
+    assert final.frames_skipped == 2
+    assert final.frames_queued == 0
+    assert final.bytes_written == 11 * make_frame(0).nbytes
+    assert final.mb_per_s > 0
+    assert seen
+    assert all(s.frames_written <= 11 for s in seen)
+    assert stream.stats().frames_written == 11
+
+
+class _SlowDiskBackend(MemoryBackend):
+    """Takes 2 ms per frame and keeps nothing (a slow disk)."""
+
+    def write(self, *args: Any) -> None:
+        time.sleep(0.002)
+
+
+def test_memory_stays_within_the_queue_bound_with_a_slow_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tracemalloc
+
+    import ome_stream._stream as stream_module
+
+    frame = np.ones((512, 512), np.uint16)  # 0.5 MB
+    bound = 8 * frame.nbytes
+    monkeypatch.setattr(stream_module, "create_backend", _SlowDiskBackend)
+    settings = AcquisitionSettings(
+        dimensions=dims_from_standard_axes({"t": None, "y": 512, "x": 512}),
+        dtype="uint16",
+        max_queue_bytes=bound,
+        append_timeout=None,
+    )
+    stream = create_stream(settings)
+    tracemalloc.start()
+    try:
+        for _ in range(200):  # 100 MB offered, far faster than the "disk"
+            stream.append(frame)
+            assert stream.queued_bytes <= bound
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        stream.close()
+    assert peak < bound + 4 * frame.nbytes
+    assert stream.frames_written == 200

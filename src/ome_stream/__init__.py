@@ -12,7 +12,14 @@ from ._settings import (
     StandardAxis,
     dims_from_standard_axes,
 )
-from ._stream import BackpressureError, OMEStream, WriterError, create_stream
+from ._stream import (
+    BackpressureError,
+    OMEStream,
+    StreamEvents,
+    StreamStats,
+    WriterError,
+    create_stream,
+)
 from ._useq import (
     IrregularSequenceError,
     UseqSettings,
@@ -34,6 +41,8 @@ __all__ = [
     "Position",
     "ScratchFormat",
     "StandardAxis",
+    "StreamEvents",
+    "StreamStats",
     "UseqSettings",
     "WriterError",
     "__version__",

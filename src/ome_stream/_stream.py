@@ -12,14 +12,17 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
 import warnings
 import weakref
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
 from ._frame_metadata import checked_metadata
@@ -35,6 +38,35 @@ class BackpressureError(TimeoutError):
 
 class WriterError(RuntimeError):
     """Writing to the output failed; the original error is the `__cause__`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """A snapshot of a stream's progress."""
+
+    frames_appended: int  # accepted by append or skip
+    frames_written: int  # handed to the backend by the writer thread
+    frames_skipped: int
+    frames_queued: int  # waiting for the writer thread
+    bytes_queued: int
+    bytes_written: int
+    elapsed_s: float  # since the stream was created
+
+    @property
+    def mb_per_s(self) -> float:
+        """Average write rate so far, in MB/s (10^6 bytes)."""
+        return self.bytes_written / 1e6 / self.elapsed_s if self.elapsed_s else 0.0
+
+
+class StreamEvents(SignalGroup):
+    """Signals of a stream. `progress` and `finished` are emitted from the
+    writer thread (keep the callbacks short: they delay writing)."""
+
+    progress = Signal(StreamStats)  # at most every `PROGRESS_INTERVAL_S`
+    finished = Signal(StreamStats)  # once, when close() completes
+
+
+PROGRESS_INTERVAL_S = 0.2
 
 
 class _Stop:
@@ -106,6 +138,9 @@ class OMEStream:
         self._next_frame = 0
         self._frames_written = 0
         self._frames_skipped = 0
+        self._bytes_written = 0
+        self._started = time.monotonic()
+        self.events = StreamEvents()
         self._error: BaseException | None = None
         self._error_reported = False
         self._closed = False
@@ -151,6 +186,18 @@ class OMEStream:
     def queued_bytes(self) -> int:
         """Bytes of frames waiting for the writer thread."""
         return self._queue.queued_bytes
+
+    def stats(self) -> StreamStats:
+        """Counters of frames and bytes, queued and written, and the rate."""
+        return StreamStats(
+            frames_appended=self._next_frame,
+            frames_written=self._frames_written,
+            frames_skipped=self._frames_skipped,
+            frames_queued=len(self._queue),
+            bytes_queued=self._queue.queued_bytes,
+            bytes_written=self._bytes_written,
+            elapsed_s=time.monotonic() - self._started,
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -275,6 +322,7 @@ class OMEStream:
 
     def _drain(self) -> None:
         backend = self._backend
+        next_progress = time.monotonic() + PROGRESS_INTERVAL_S
         while True:
             item, nbytes = self._queue.get()
             try:
@@ -285,6 +333,7 @@ class OMEStream:
                     if kind == "frame":
                         backend.write(item[1], item[2], item[3], item[4])
                         self._frames_written += 1
+                        self._bytes_written += nbytes
                     elif kind == "skip":
                         for position_index, storage_index in item[1]:
                             backend.skip(position_index, storage_index)
@@ -294,6 +343,15 @@ class OMEStream:
                 self._error = exc
             finally:
                 self._queue.done(nbytes)
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + PROGRESS_INTERVAL_S
+                self._emit(self.events.progress)
+
+    def _emit(self, signal: Any) -> None:
+        # A failing listener must not stop the writing.
+        with contextlib.suppress(Exception):
+            signal.emit(self.stats())
 
     # ------------------------------------------------------------------ closing
 
@@ -316,6 +374,7 @@ class OMEStream:
             finally:
                 self._closed = True
                 _OPEN_STREAMS.discard(self)
+                self._emit(self.events.finished)
         if self._error is not None and not self._error_reported:
             self._error_reported = True
             raise WriterError(

@@ -36,6 +36,8 @@ def demo(
     ] = "both",
 ) -> None:
     """Run a t/p/c/z MDA on a simulated microscope, write it, and validate it."""
+    from ._validate import validate_dataset
+
     if format not in ("zarr", "tiff", "both"):
         raise typer.BadParameter("--format must be zarr, tiff or both")
     try:
@@ -82,7 +84,7 @@ def demo(
         if settings is None or stream is None or handler.errors:
             console.print(f"[red]{name}: the run failed: {handler.errors}[/]")
             raise typer.Exit(1)
-        problems = _validate(settings.output_path, name)
+        problems = validate_dataset(settings.output_path)
         failed |= bool(problems)
         megabytes = stream.frames_written * settings.frame_nbytes / 1e6
         table.add_row(
@@ -103,36 +105,6 @@ def demo(
     )
     if failed:
         raise typer.Exit(1)
-
-
-def _validate(path: Path, fmt: str) -> list[str]:
-    """Schema-validate what the demo wrote and read every array back."""
-    problems: list[str] = []
-    try:
-        if fmt == "tiff":
-            import tifffile
-            from ome_types import from_xml
-
-            files = [path] if path.is_file() else sorted(path.glob("*.ome.tiff"))
-            for file in files:
-                with tifffile.TiffFile(file) as tif:
-                    from_xml(tif.pages.first.description, validate=True)
-                    for series in tif.series:
-                        series.asarray()
-        else:
-            import tensorstore as ts
-            from yaozarrs import validate_zarr_store
-
-            validate_zarr_store(str(path))
-            for array in path.rglob("0/zarr.json"):
-                spec = {
-                    "driver": "zarr3",
-                    "kvstore": {"driver": "file", "path": str(array.parent)},
-                }
-                ts.open(spec).result().read().result()
-    except Exception as exc:
-        problems.append(f"{type(exc).__name__}: {exc}")
-    return problems
 
 
 @app.command()
@@ -197,6 +169,21 @@ def info(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="An OME-Zarr or OME-TIFF dataset.")],
+) -> None:
+    """Check a dataset: OME schema, NGFF schema, structure, every array read."""
+    from ._validate import validate_dataset
+
+    problems = validate_dataset(path)
+    for problem in problems:
+        console.print(f"[red]✗[/] {problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {path} is a valid, readable dataset.")
 
 
 def _print_summary(path: Path) -> None:

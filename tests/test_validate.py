@@ -1,0 +1,90 @@
+"""`ome-stream validate`: valid datasets pass; each kind of damage is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+from ome_stream._validate import validate_dataset
+from ome_stream.cli import app
+
+
+def _write(path: Path) -> Path:
+    settings = AcquisitionSettings(
+        root_path=str(path),
+        dimensions=dims_from_standard_axes({"t": 3, "c": ["A", "B"], "y": 16, "x": 16}),
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        for i in range(6):
+            stream.append(np.full((16, 16), i, np.uint16), {"i": i})
+    return settings.output_path
+
+
+def _text(output: str) -> str:
+    return " ".join(output.split())
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_valid_dataset_passes(suffix: str, tmp_path: Path) -> None:
+    out = _write(tmp_path / f"ok{suffix}")
+    assert validate_dataset(out) == []
+    result = CliRunner().invoke(app, ["validate", str(out)])
+    assert result.exit_code == 0
+    assert "valid, readable dataset" in _text(result.output)
+
+
+def test_tiff_with_invalid_xml_fails(tmp_path: Path) -> None:
+    out = _write(tmp_path / "bad.ome.tiff")
+    xml = tifffile.tiffcomment(out)
+    assert isinstance(xml, str)
+    tifffile.tiffcomment(out, comment=xml.replace('SizeT="3"', 'SizeT="three"'))
+    result = CliRunner().invoke(app, ["validate", str(out)])
+    assert result.exit_code == 1
+    assert "the OME-XML is not valid" in _text(result.output)
+
+
+def test_tiff_planes_disagreeing_with_pages_fails(tmp_path: Path) -> None:
+    out = _write(tmp_path / "short.ome.tiff")
+    xml = tifffile.tiffcomment(out)
+    assert isinstance(xml, str)
+    xml = xml.replace('SizeT="3"', 'SizeT="4"').replace(
+        'PlaneCount="6"', 'PlaneCount="8"'
+    )
+    tifffile.tiffcomment(out, comment=xml)
+    problems = validate_dataset(out)
+    assert problems == [
+        "short.ome.tiff: the OME-XML describes 8 planes in this file "
+        "but it has 6 pages."
+    ]
+
+
+def test_zarr_with_broken_metadata_fails(tmp_path: Path) -> None:
+    out = _write(tmp_path / "meta.ome.zarr")
+    document = json.loads((out / "zarr.json").read_text())
+    del document["attributes"]["ome"]["multiscales"][0]["axes"][0]
+    (out / "zarr.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(app, ["validate", str(out)])
+    assert result.exit_code == 1
+    assert "OME-Zarr metadata is invalid" in _text(result.output)
+
+
+def test_zarr_with_corrupt_chunk_fails(tmp_path: Path) -> None:
+    out = _write(tmp_path / "chunk.ome.zarr")
+    chunk = next(p for p in (out / "0" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(b"garbage")
+    problems = validate_dataset(out)
+    assert len(problems) == 1
+    assert problems[0].startswith("array 0 cannot be read")
+
+
+def test_nonexistent_path_fails(tmp_path: Path) -> None:
+    assert validate_dataset(tmp_path / "nope") == [
+        f"{tmp_path / 'nope'} does not exist."
+    ]
