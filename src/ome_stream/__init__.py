@@ -1,5 +1,6 @@
 """ome-stream: stream microscope frames into OME-Zarr and OME-TIFF."""
 
+from ._recover import RecoveryReport, recover
 from ._settings import (
     AcquisitionSettings,
     Channel,
@@ -39,6 +40,7 @@ __all__ = [
     "OmeZarrFormat",
     "Plate",
     "Position",
+    "RecoveryReport",
     "ScratchFormat",
     "StandardAxis",
     "StreamEvents",
@@ -49,5 +51,6 @@ __all__ = [
     "create_stream",
     "dims_from_standard_axes",
     "dims_from_useq",
+    "recover",
     "useq_to_acquisition_settings",
 ]

@@ -26,8 +26,9 @@ from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
 from ._frame_metadata import checked_metadata
+from ._journal import Journal, journal_path
 from ._routing import FrameRouter
-from ._settings import AcquisitionSettings
+from ._settings import AcquisitionSettings, ScratchFormat
 
 RESERVED_NAMESPACES = ("ome", "ome_stream")
 
@@ -339,6 +340,8 @@ class OMEStream:
                             backend.skip(position_index, storage_index)
                     else:
                         backend.set_global_metadata(item[1], item[2])
+                        if backend.journal is not None:
+                            backend.journal.global_metadata(item[1], item[2])
             except BaseException as exc:  # kept and raised on the caller's thread
                 self._error = exc
             finally:
@@ -366,11 +369,17 @@ class OMEStream:
                 return
             self._queue.put(_STOP, 0, None)
             self._thread.join()
+            journal = self._backend.journal
             try:
                 self._backend.close()
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc
+                if journal is not None:
+                    journal.close()  # kept: `ome-stream recover` needs it
+            else:
+                if journal is not None:
+                    journal.remove()  # the dataset is complete
             finally:
                 self._closed = True
                 _OPEN_STREAMS.discard(self)
@@ -435,4 +444,8 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     settings = settings.model_copy(deep=True)
     backend = create_backend(settings)
     backend.open()
+    if not isinstance(settings.format, ScratchFormat):
+        backend.journal = Journal(
+            journal_path(settings.output_path), settings.model_dump(mode="json")
+        )
     return OMEStream(settings, backend, FrameRouter(settings))

@@ -186,6 +186,37 @@ def validate(
     console.print(f"[green]✓[/] {path} is a valid, readable dataset.")
 
 
+@app.command()
+def recover(
+    path: Annotated[Path, typer.Argument(help="The interrupted dataset.")],
+) -> None:
+    """Make an interrupted dataset valid again, sized to what was acquired."""
+    from ._recover import recover as recover_dataset
+    from ._validate import validate_dataset
+
+    try:
+        report = recover_dataset(path)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"Recovered {report.output_path} ({report.format}): "
+        f"{report.frames_recovered} frames, {report.frames_skipped} skipped."
+    )
+    if report.frames_lost:
+        lost = ", ".join(f"position {p} index {list(i)}" for p, i in report.frames_lost)
+        console.print(
+            f"[yellow]{len(report.frames_lost)} frames were in open write blocks "
+            f"and are lost: {lost}[/]"
+        )
+    problems = validate_dataset(report.output_path)
+    for problem in problems:
+        console.print(f"[red]✗[/] {problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {report.output_path} is valid.")
+
+
 def _print_summary(path: Path) -> None:
     from ._inspect import summarize
 

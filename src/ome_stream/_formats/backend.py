@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._journal import Journal
 from .._settings import AcquisitionSettings
 
 
@@ -22,6 +23,9 @@ class ArrayBackend(ABC):
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         self.settings = settings
+        # Set by the stream after `open`: the backend records each frame there
+        # once its pixels are in the file (see _journal.py).
+        self.journal: Journal | None = None
 
     @abstractmethod
     def open(self) -> None:

@@ -81,8 +81,8 @@ class TiffFileBackend(ArrayBackend):
         }
         if self._compression:
             options["compression"] = self._compression
-        else:
-            options["contiguous"] = True
+        # Not `contiguous`: tifffile then writes each page's IFD with its data,
+        # so a killed process leaves every written page reachable.
         resolution = self._resolution()
         if resolution is not None:
             options["resolution"] = resolution
@@ -128,8 +128,12 @@ class TiffFileBackend(ArrayBackend):
 
     # ---------------------------------------------------------------- frames
 
-    def _flat_index(self, storage_index: tuple[int, ...]) -> int:
+    def flat_index(self, storage_index: tuple[int, ...]) -> int:
+        """The page number of a storage index within its position's file."""
         return sum(i * s for i, s in zip(storage_index, self._strides))
+
+    def page_count(self, position_index: int) -> int:
+        return self._files[position_index].pages
 
     def write(
         self,
@@ -143,15 +147,23 @@ class TiffFileBackend(ArrayBackend):
         self._write_page(file, frame)
         if frame_metadata is not None:
             file.records.append(FrameRecord(storage_index, frame_metadata))
+        if self.journal is not None:
+            assert file.writer is not None
+            file.writer.filehandle.flush()
+            self.journal.frame(position_index, storage_index, frame_metadata)
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         file = self._files[position_index]
         self._check_sequential(file, storage_index)
         self._write_page(file, self._blank())
         file.missing.append(storage_index)
+        if self.journal is not None:
+            assert file.writer is not None
+            file.writer.filehandle.flush()
+            self.journal.skip(position_index, storage_index)
 
     def _check_sequential(self, file: _File, storage_index: tuple[int, ...]) -> None:
-        if self._flat_index(storage_index) != file.pages:
+        if self.flat_index(storage_index) != file.pages:
             raise RuntimeError(
                 f"internal error: plane {storage_index} arrived out of order for "
                 f"{file.path.name} (expected plane number {file.pages})"

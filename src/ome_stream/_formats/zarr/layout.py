@@ -20,8 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..._frame_metadata import FrameRecord
 from ..._settings import AcquisitionSettings, Position
+from ..._version import __version__
 from . import ngff
+
+NAMESPACE = "ome_stream"  # our section of an image group's attributes
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -128,3 +132,45 @@ def write_hierarchy(
     for group_path, attributes in documents.items():
         write_json_atomic(root / group_path / "zarr.json", group_document(attributes))
     return documents
+
+
+def write_image_document(
+    root: Path,
+    settings: AcquisitionSettings,
+    location: ImageLocation,
+    *,
+    records: list[FrameRecord],
+    missing: list[list[int]] | None,
+    global_metadata: dict[str, dict[str, Any]],
+) -> None:
+    """An image group's zarr.json: NGFF `ome` metadata and our section
+    (position, per-frame metadata, missing frames once known)."""
+    attributes: dict[str, Any] = {
+        "ome": ngff.image_attributes(
+            settings,
+            location.position.name,
+            validate=settings.storage_order == "ome",
+        )
+    }
+    section: dict[str, Any] = {
+        "version": __version__,
+        "position": location.position.model_dump(exclude_none=True),
+    }
+    if records:
+        section["frame_metadata"] = [r.to_json() for r in records]
+    if missing is not None:
+        section["missing_frames"] = missing
+    attributes[NAMESPACE] = section
+    if location.group_path == "":
+        attributes.update(global_metadata)
+    path = root / location.group_path / "zarr.json"
+    write_json_atomic(path, group_document(attributes))
+
+
+def write_root_globals(
+    root: Path, hierarchy_attributes: dict[str, Any], global_metadata: dict[str, Any]
+) -> None:
+    """The root group of a bf2raw or plate store, with the global namespaces."""
+    attributes = dict(hierarchy_attributes)
+    attributes.update(global_metadata)
+    write_json_atomic(root / "zarr.json", group_document(attributes))

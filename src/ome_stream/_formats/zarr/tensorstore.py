@@ -13,17 +13,15 @@ import tensorstore as ts
 
 from ..._frame_metadata import FrameRecord
 from ..._settings import AcquisitionSettings
-from ..._version import __version__
 from ..backend import ArrayBackend
-from . import ngff
 from .arrays import BlockBuffer, array_metadata, write_block_shape
 from .layout import (
     ImageLocation,
-    group_document,
     image_locations,
     prepare_store,
     write_hierarchy,
-    write_json_atomic,
+    write_image_document,
+    write_root_globals,
 )
 
 # Writes in flight before the oldest is awaited: bounds the memory tensorstore
@@ -32,8 +30,6 @@ MAX_WRITES_IN_FLIGHT = 64
 # Unbounded axes grow ahead of the data (then are trimmed at close) so the
 # array metadata is not rewritten for every frame.
 MAX_GROWTH_STEP = 1024
-
-NAMESPACE = "ome_stream"
 
 
 @dataclass
@@ -46,6 +42,12 @@ class _Image:
     skipped: list[tuple[int, ...]] = field(default_factory=list)
     buffer: BlockBuffer | None = None
     written: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # frames gathered in each open write block, for the journal
+    block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
+
+
+# (storage index, frame metadata, skipped?) of a frame awaiting its write
+_Entry = tuple[tuple[int, ...], dict[str, Any] | None, bool]
 
 
 class TensorStoreBackend(ArrayBackend):
@@ -55,7 +57,7 @@ class TensorStoreBackend(ArrayBackend):
         super().__init__(settings)
         self.root = settings.output_path
         self._images: list[_Image] = []
-        self._pending: deque[Any] = deque()
+        self._pending: deque[tuple[Any, int, list[_Entry]]] = deque()
         self._documents: dict[str, dict[str, Any]] = {}
         self._global: dict[str, dict[str, Any]] = {}
         dims = settings.storage_index_dimensions
@@ -116,17 +118,24 @@ class TensorStoreBackend(ArrayBackend):
         image = self._images[position_index]
         if frame_metadata is not None:
             image.records.append(FrameRecord(storage_index, frame_metadata))
-        self._store(image, storage_index, frame)
+        self._store(
+            position_index, image, (storage_index, frame_metadata, False), frame
+        )
         image.written[storage_index] = True
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
         image.skipped.append(storage_index)
-        self._store(image, storage_index, None)
+        self._store(position_index, image, (storage_index, None, True), None)
 
     def _store(
-        self, image: _Image, storage_index: tuple[int, ...], frame: np.ndarray | None
+        self,
+        position_index: int,
+        image: _Image,
+        entry: _Entry,
+        frame: np.ndarray | None,
     ) -> None:
+        storage_index = entry[0]
         if self._unbounded_axis is not None:
             needed = storage_index[self._unbounded_axis] + 1
             image.extent = max(image.extent, needed)
@@ -136,14 +145,27 @@ class TensorStoreBackend(ArrayBackend):
             self._ensure_capacity(image, needed)
         if image.buffer is None:
             if frame is not None:
-                self._submit(image.array[storage_index].write(frame))
+                future = image.array[storage_index].write(frame)
+                self._submit(future, position_index, [entry])
+            elif self.journal is not None:
+                self.journal.skip(position_index, storage_index)
             return
+        key = tuple(i // b for i, b in zip(storage_index, self._block_shape))
+        image.block_frames.setdefault(key, []).append(entry)
+        if self.journal is not None and frame is not None:
+            self.journal.received(position_index, storage_index)
         complete = image.buffer.add(storage_index, frame)
         if complete is not None:
-            self._write_block(image, *complete)
+            entries = image.block_frames.pop(key)
+            self._write_block(position_index, image, *complete, entries)
 
     def _write_block(
-        self, image: _Image, start: tuple[int, ...], block: np.ndarray
+        self,
+        position_index: int,
+        image: _Image,
+        start: tuple[int, ...],
+        block: np.ndarray,
+        entries: list[_Entry],
     ) -> None:
         limits = list(image.shape)
         if self._closed and self._unbounded_axis is not None:
@@ -152,7 +174,7 @@ class TensorStoreBackend(ArrayBackend):
         region = tuple(slice(s, e) for s, e in zip(start, stop))
         data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
         if data.size:
-            self._submit(image.array[region].write(data))
+            self._submit(image.array[region].write(data), position_index, entries)
 
     def _ensure_capacity(self, image: _Image, needed: int) -> None:
         axis = self._unbounded_axis
@@ -180,14 +202,27 @@ class TensorStoreBackend(ArrayBackend):
         ).result()
         image.shape[axis] = size
 
-    def _submit(self, future: Any) -> None:
-        self._pending.append(future)
-        while len(self._pending) > MAX_WRITES_IN_FLIGHT:
-            self._pending.popleft().result()
+    def _submit(self, future: Any, position_index: int, entries: list[_Entry]) -> None:
+        self._pending.append((future, position_index, entries))
+        while len(self._pending) > MAX_WRITES_IN_FLIGHT or (
+            self._pending and self._pending[0][0].done()
+        ):
+            self._complete_oldest()  # journals finished writes promptly
+
+    def _complete_oldest(self) -> None:
+        future, position_index, entries = self._pending.popleft()
+        future.result()
+        if self.journal is None:
+            return
+        for storage_index, metadata, skipped in entries:
+            if skipped:
+                self.journal.skip(position_index, storage_index)
+            else:
+                self.journal.frame(position_index, storage_index, metadata)
 
     def flush(self) -> None:
         while self._pending:
-            self._pending.popleft().result()
+            self._complete_oldest()
 
     # -------------------------------------------------------------- metadata
 
@@ -196,31 +231,17 @@ class TensorStoreBackend(ArrayBackend):
         if self._images and self._images[0].location.group_path == "":
             self._write_image_document(self._images[0])
         else:
-            attributes = dict(self._documents.get("", {}))
-            attributes.update(self._global)
-            write_json_atomic(self.root / "zarr.json", group_document(attributes))
+            write_root_globals(self.root, self._documents.get("", {}), self._global)
 
     def _write_image_document(self, image: _Image) -> None:
-        settings = self.settings
-        name = image.location.position.name
-        attributes: dict[str, Any] = {
-            "ome": ngff.image_attributes(
-                settings, name, validate=settings.storage_order == "ome"
-            )
-        }
-        section: dict[str, Any] = {
-            "version": __version__,
-            "position": _position_info(image),
-        }
-        if image.records:
-            section["frame_metadata"] = [r.to_json() for r in image.records]
-        if self._closed:
-            section["missing_frames"] = _missing(image, self._unbounded_axis)
-        attributes[NAMESPACE] = section
-        if image.location.group_path == "":
-            attributes.update(self._global)
-        path = self.root / image.location.group_path / "zarr.json"
-        write_json_atomic(path, group_document(attributes))
+        write_image_document(
+            self.root,
+            self.settings,
+            image.location,
+            records=image.records,
+            missing=_missing(image, self._unbounded_axis) if self._closed else None,
+            global_metadata=self._global,
+        )
 
     # ----------------------------------------------------------------- close
 
@@ -228,12 +249,14 @@ class TensorStoreBackend(ArrayBackend):
         if self._closed:
             return
         self._closed = True
-        for image in self._images:
+        for position_index, image in enumerate(self._images):
             if image.buffer is not None:
                 for start, block in image.buffer.drain():
                     if self._unbounded_axis is not None:
                         self._ensure_capacity(image, image.extent)
-                    self._write_block(image, start, block)
+                    key = tuple(s // b for s, b in zip(start, self._block_shape))
+                    entries = image.block_frames.pop(key, [])
+                    self._write_block(position_index, image, start, block, entries)
         self.flush()
         for image in self._images:
             if self._unbounded_axis is not None:
@@ -262,8 +285,3 @@ def _missing(image: _Image, unbounded_axis: int | None) -> list[list[int]]:
         written = written[tuple(index)]
     missing: list[list[int]] = np.argwhere(~written).tolist()
     return missing
-
-
-def _position_info(image: _Image) -> dict[str, Any]:
-    info: dict[str, Any] = image.location.position.model_dump(exclude_none=True)
-    return info

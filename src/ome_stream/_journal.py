@@ -1,0 +1,117 @@
+"""The write-ahead journal that makes an interrupted dataset recoverable.
+
+A small append-only JSON-lines file beside the data
+(`<output_path>.ome-stream-journal.jsonl`). The first line holds the
+settings; then one line per frame once its pixels are in the file (handed to
+the operating system, so a killed process cannot lose them), one per skipped
+frame, one per global-metadata call, and - for buffered (chunked or sharded)
+Zarr - one per frame received into a write block, so that recovery can name
+exactly the frames an interrupted block lost. A clean `close` deletes the
+journal; its presence means the dataset was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ._version import __version__
+
+SUFFIX = ".ome-stream-journal.jsonl"
+
+Index = tuple[int, ...]
+
+
+def journal_path(output_path: Path) -> Path:
+    return output_path.with_name(output_path.name + SUFFIX)
+
+
+class Journal:
+    """Appends records; each line is flushed to the OS as it is written."""
+
+    def __init__(self, path: Path, settings_json: dict[str, Any]) -> None:
+        self.path = path
+        self._file: IO[str] | None = path.open("w", encoding="utf-8")
+        self._write(
+            {"event": "open", "version": __version__, "settings": settings_json}
+        )
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def frame(
+        self, position: int, index: Index, metadata: dict[str, Any] | None
+    ) -> None:
+        self._write({"event": "frame", "p": position, "i": list(index), "m": metadata})
+
+    def skip(self, position: int, index: Index) -> None:
+        self._write({"event": "skip", "p": position, "i": list(index)})
+
+    def received(self, position: int, index: Index) -> None:
+        self._write({"event": "received", "p": position, "i": list(index)})
+
+    def global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
+        self._write({"event": "global", "namespace": namespace, "data": metadata})
+
+    def remove(self) -> None:
+        """The dataset is complete: the journal is no longer needed."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class JournalContents:
+    settings: dict[str, Any]
+    frames: dict[tuple[int, Index], dict[str, Any] | None] = field(default_factory=dict)
+    skipped: set[tuple[int, Index]] = field(default_factory=set)
+    received: set[tuple[int, Index]] = field(default_factory=set)
+    global_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> list[tuple[int, Index]]:
+        """Frames that reached the writer but not the file (open write blocks)."""
+        return sorted(self.received - set(self.frames) - self.skipped)
+
+
+def read_journal(path: Path) -> JournalContents:
+    """Parse a journal; a torn last line (the kill came mid-write) is ignored."""
+    with path.open(encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    records = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number >= len(lines) - 2:
+                break  # the last, partial line
+            raise ValueError(f"{path}: line {number + 1} is not valid JSON") from None
+    if not records or records[0].get("event") != "open":
+        raise ValueError(f"{path} is not an ome-stream journal.")
+    contents = JournalContents(settings=records[0]["settings"])
+    for record in records[1:]:
+        event = record.get("event")
+        if event in ("frame", "skip", "received"):
+            key = (int(record["p"]), tuple(int(i) for i in record["i"]))
+            if event == "frame":
+                contents.frames[key] = record.get("m")
+            elif event == "skip":
+                contents.skipped.add(key)
+            else:
+                contents.received.add(key)
+        elif event == "global":
+            contents.global_metadata[record["namespace"]] = record["data"]
+    return contents

@@ -1,0 +1,204 @@
+"""`recover`: turn an interrupted dataset into a valid one, sized to what
+was acquired, from the journal written beside it (see _journal.py).
+
+- OME-Zarr is repaired in place: unbounded axes trimmed to the data, image
+  metadata rewritten with the journal's per-frame metadata and the list of
+  missing frames, global metadata restored.
+- OME-TIFF is rebuilt: the journaled pages are copied, in order, into fresh
+  files with OME-XML describing exactly the planes present (the same writer
+  a normal close uses), which then replace the interrupted files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._frame_metadata import FrameRecord
+from ._journal import Index, JournalContents, journal_path, read_journal
+from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
+
+
+@dataclass
+class RecoveryReport:
+    """What `recover` found and did."""
+
+    output_path: Path
+    format: str
+    frames_recovered: int
+    frames_skipped: int
+    frames_lost: list[tuple[int, Index]] = field(default_factory=list)
+    """(position, storage index) of frames that reached the writer but not
+    the file: the open write blocks (chunks/shards) at the moment of the kill."""
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def find_journal(path: Path) -> Path:
+    """The journal of the dataset at `path` (its output_path)."""
+    candidate = journal_path(Path(str(path).rstrip("/")))
+    if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"No ome-stream journal beside {path} ({candidate.name}): the dataset "
+        "was closed cleanly (nothing to recover) or was not written by ome-stream."
+    )
+
+
+def recover(path: str | Path) -> RecoveryReport:
+    """Recover the interrupted dataset at `path` (its `output_path`).
+
+    Raises FileNotFoundError when there is no journal (nothing to recover).
+    """
+    output = Path(path)
+    journal_file = find_journal(output)
+    contents = read_journal(journal_file)
+    settings = AcquisitionSettings.model_validate(contents.settings)
+    if isinstance(settings.format, OmeZarrFormat):
+        report = _recover_zarr(settings, contents)
+    elif isinstance(settings.format, OmeTiffFormat):
+        report = _recover_tiff(settings, contents)
+    else:
+        raise ValueError(f"Cannot recover format {settings.format.name!r}.")
+    journal_file.unlink()
+    return report
+
+
+def _per_position(contents: JournalContents, n_positions: int) -> list[list[Any]]:
+    """Journal entries of each position, in the order they were written."""
+    entries: list[list[Any]] = [[] for _ in range(n_positions)]
+    for (position, index), metadata in contents.frames.items():
+        entries[position].append((index, metadata, False))
+    for position, index in contents.skipped:
+        entries[position].append((index, None, True))
+    return entries
+
+
+def _recover_zarr(
+    settings: AcquisitionSettings, contents: JournalContents
+) -> RecoveryReport:
+    import tensorstore as ts
+
+    from ._formats.zarr.layout import (
+        image_locations,
+        write_image_document,
+        write_root_globals,
+    )
+
+    root = settings.output_path
+    locations = image_locations(settings)
+    dims = settings.storage_index_dimensions
+    unbounded = next((i for i, d in enumerate(dims) if d.count is None), None)
+    entries = _per_position(contents, len(locations))
+    shapes = []
+    for position, location in enumerate(locations):
+        spec = {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(root / location.array_path)},
+        }
+        array = ts.open(spec, open=True).result()
+        shape = list(array.shape)
+        if unbounded is not None:
+            # Frames lost in open blocks were acquired: keep their place (as
+            # missing) so the array spans the whole acquisition.
+            reached = [e[0] for e in entries[position]]
+            reached += [index for p, index in contents.lost if p == position]
+            extent = max((index[unbounded] + 1 for index in reached), default=1)
+            if extent != shape[unbounded]:
+                exclusive_max: list[int | None] = [None] * len(shape)
+                exclusive_max[unbounded] = extent
+                grow = extent > shape[unbounded]
+                array.resize(
+                    exclusive_max=exclusive_max,
+                    resize_metadata_only=True,
+                    expand_only=grow,
+                    shrink_only=not grow,
+                ).result()
+                shape[unbounded] = extent
+        shapes.append(tuple(shape))
+        written = np.zeros(shape[:-2], bool)
+        records = []
+        for index, metadata, skipped in entries[position]:
+            if skipped:
+                continue
+            written[index] = True
+            if metadata is not None:
+                records.append(FrameRecord(index, metadata))
+        write_image_document(
+            root,
+            settings,
+            location,
+            records=records,
+            missing=np.argwhere(~written).tolist(),
+            global_metadata=contents.global_metadata,
+        )
+    if locations[0].group_path != "":
+        import json
+
+        hierarchy = json.loads((root / "zarr.json").read_text()).get("attributes", {})
+        ours = {k: v for k, v in hierarchy.items() if k == "ome"}
+        write_root_globals(root, ours, contents.global_metadata)
+    return RecoveryReport(
+        output_path=root,
+        format="ome-zarr",
+        frames_recovered=len(contents.frames),
+        frames_skipped=len(contents.skipped),
+        frames_lost=contents.lost,
+        shapes=shapes,
+    )
+
+
+def _recover_tiff(
+    settings: AcquisitionSettings, contents: JournalContents
+) -> RecoveryReport:
+    import tifffile
+
+    from ._formats.tiff.tifffile import TiffFileBackend
+
+    fmt = settings.format
+    assert isinstance(fmt, OmeTiffFormat)
+    n_positions = len(settings.positions)
+    originals = fmt.file_paths(settings.root_path, n_positions)
+    entries = _per_position(contents, n_positions)
+    parent = settings.output_path.parent
+    scratch = Path(tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=parent))
+    try:
+        rebuilt_settings = settings.model_copy(
+            update={"root_path": str(scratch / Path(settings.root_path).name)}
+        )
+        backend = TiffFileBackend(rebuilt_settings)
+        backend.open()
+        for position, original in enumerate(originals):
+            # the journal lists a position's pages in the order they were written
+            ordered = sorted(
+                entries[position], key=lambda entry: backend.flat_index(entry[0])
+            )
+            with tifffile.TiffFile(original) as tif:
+                for page_number, (index, metadata, skipped) in enumerate(ordered):
+                    if skipped:
+                        backend.skip(position, index)
+                        continue
+                    data = tif.pages[page_number].asarray()
+                    backend.write(position, index, data, metadata)
+        for namespace, values in contents.global_metadata.items():
+            backend.set_global_metadata(namespace, values)
+        backend.close()
+        for original, rebuilt in zip(originals, backend.paths):
+            rebuilt.replace(original)
+        shapes: list[tuple[int, ...]] = [
+            (backend.page_count(p),) for p in range(n_positions)
+        ]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return RecoveryReport(
+        output_path=settings.output_path,
+        format="ome-tiff",
+        frames_recovered=len(contents.frames),
+        frames_skipped=len(contents.skipped),
+        frames_lost=contents.lost,
+        shapes=shapes,
+    )

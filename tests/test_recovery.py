@@ -1,0 +1,171 @@
+"""Crash safety: SIGKILL a writing process at random moments, recover, and
+check with external readers that every frame the journal says was written is
+there, with its metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from ome_stream import recover
+from ome_stream._journal import journal_path, read_journal
+from ome_stream._validate import validate_dataset
+from ome_stream.cli import app
+from tests import _readers as readers
+from tests._cases import make_frame
+
+WRITER = r"""
+import sys, time
+import numpy as np
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import make_frame
+
+root, sharded = sys.argv[1], sys.argv[2] == "1"
+dims = [
+    Dimension(name="t", count=None, shard_size_chunks=4 if sharded else None),
+    Dimension(name="c", coords=["DAPI", "GFP"]),
+    Dimension(name="y", count=24),
+    Dimension(name="x", count=40),
+]
+settings = AcquisitionSettings(root_path=root, dimensions=dims, dtype="uint16")
+stream = create_stream(settings)
+stream.set_global_metadata("experiment", {{"id": 7}})
+print("started", flush=True)
+for i in range(100000):
+    if i % 17 == 5:
+        stream.skip(frames=1)
+        continue
+    stream.append(make_frame(i, shape=(24, 40)), frame_metadata={{"frame": i}})
+    time.sleep(0.002)
+"""
+
+
+def _kill_while_writing(root: Path, sharded: bool, seed: int) -> None:
+    script = WRITER.format(tests_parent=str(Path(__file__).parents[1]))
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(root), "1" if sharded else "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        line = child.stdout.readline().strip()
+        if line != "started":
+            child.kill()
+            raise AssertionError(child.stderr.read())
+        time.sleep(random.Random(seed).uniform(0.05, 0.8))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+
+
+CASES = [
+    (".ome.zarr", False, 1),
+    (".ome.zarr", False, 2),
+    (".ome.zarr", True, 3),
+    (".ome.zarr", True, 4),
+    (".ome.tiff", False, 5),
+    (".ome.tiff", False, 6),
+]
+
+
+@pytest.mark.parametrize(("suffix", "sharded", "seed"), CASES)
+def test_sigkill_then_recover_keeps_every_journaled_frame(
+    suffix: str, sharded: bool, seed: int, tmp_path: Path
+) -> None:
+    root = tmp_path / f"run{suffix}"
+    _kill_while_writing(root, sharded, seed)
+    journal = read_journal(journal_path(root))
+    assert journal.frames, "the writer was killed before writing anything"
+    report = recover(root)
+    assert not journal_path(root).exists()
+    assert validate_dataset(root) == []
+    assert report.frames_recovered == len(journal.frames)
+    assert report.frames_lost == journal.lost
+    frames = {index: meta["frame"] for (_, index), meta in journal.frames.items()}
+    reached = [*frames, *(i for _, i in journal.skipped), *(i for _, i in journal.lost)]
+    n_t = max(index[0] for index in reached) + 1
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(root)
+        readers.validate_ome_zarr_models(root)
+        data = readers.read_tensorstore(root / "0")
+        assert data.shape == (n_t, 2, 24, 40)
+        for index, number in frames.items():
+            np.testing.assert_array_equal(
+                data[index], make_frame(number, shape=(24, 40))
+            )
+        attrs = json.loads((root / "zarr.json").read_text())["attributes"]
+        records = {
+            tuple(r["storage_index"]): r["frame"]
+            for r in attrs["ome_stream"]["frame_metadata"]
+        }
+        assert records == frames
+        missing = {tuple(i) for i in attrs["ome_stream"]["missing_frames"]}
+        assert missing.isdisjoint(frames)
+        assert {i for _, i in journal.skipped} <= missing
+        assert {i for _, i in journal.lost} <= missing
+        assert attrs["experiment"] == {"id": 7}
+    else:
+        info = readers.bioformats_info(root)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+        pixels = info.ome.images[0].pixels
+        assert (pixels.size_c, pixels.size_t) == (2, n_t)
+        tczyx = readers.bioformats_pixels(root, info=info)
+        for (t, c), number in frames.items():
+            np.testing.assert_array_equal(
+                tczyx[t, c, 0], make_frame(number, shape=(24, 40))
+            )
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+        annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+        planes = {}
+        for plane in ome.images[0].pixels.planes:
+            ann = annotations[plane.annotation_refs[0].id]
+            planes[(plane.the_t, plane.the_c)] = int(ann.value.ms[0].value)
+        assert planes == frames
+        by_ns = {a.namespace: a for a in annotations.values() if a.namespace}
+        assert "experiment" in by_ns
+
+
+def test_recover_cli_reports_and_validates(tmp_path: Path) -> None:
+    root = tmp_path / "cli.ome.zarr"
+    _kill_while_writing(root, sharded=True, seed=11)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Recovered" in text
+    assert "is valid" in text
+    again = CliRunner().invoke(app, ["recover", str(root)])
+    assert again.exit_code == 1
+    assert "nothing to recover" in " ".join(again.output.split())
+
+
+def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+
+    for suffix in (".ome.zarr", ".ome.tiff"):
+        settings = AcquisitionSettings(
+            root_path=str(tmp_path / f"c{suffix}"),
+            dimensions=dims_from_standard_axes({"t": 2, "y": 4, "x": 4}),
+            dtype="uint8",
+        )
+        with create_stream(settings) as stream:
+            assert journal_path(settings.output_path).exists()
+            stream.append(np.zeros((4, 4), np.uint8))
+            stream.append(np.ones((4, 4), np.uint8))
+        assert not journal_path(settings.output_path).exists()
+        assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
+    with tifffile.TiffFile(tmp_path / "c.ome.tiff") as tif:
+        assert len(tif.pages) == 2
