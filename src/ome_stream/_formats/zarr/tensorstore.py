@@ -25,8 +25,10 @@ from .layout import (
 )
 
 # Writes in flight before the oldest is awaited: bounds the memory tensorstore
-# holds for frames it has not copied yet, and surfaces write errors promptly.
+# holds for data it has not written yet (beyond the stream's queue bound), and
+# surfaces write errors promptly.
 MAX_WRITES_IN_FLIGHT = 64
+MAX_BYTES_IN_FLIGHT = 32 * 2**20
 # Unbounded axes grow ahead of the data (then are trimmed at close) so the
 # array metadata is not rewritten for every frame.
 MAX_GROWTH_STEP = 1024
@@ -57,7 +59,8 @@ class TensorStoreBackend(ArrayBackend):
         super().__init__(settings)
         self.root = settings.output_path
         self._images: list[_Image] = []
-        self._pending: deque[tuple[Any, int, list[_Entry]]] = deque()
+        self._pending: deque[tuple[Any, int, list[_Entry], int]] = deque()
+        self._pending_bytes = 0
         self._documents: dict[str, dict[str, Any]] = {}
         self._global: dict[str, dict[str, Any]] = {}
         dims = settings.storage_index_dimensions
@@ -146,7 +149,7 @@ class TensorStoreBackend(ArrayBackend):
         if image.buffer is None:
             if frame is not None:
                 future = image.array[storage_index].write(frame)
-                self._submit(future, position_index, [entry])
+                self._submit(future, position_index, [entry], frame.nbytes)
             elif self.journal is not None:
                 self.journal.skip(position_index, storage_index)
             return
@@ -174,7 +177,8 @@ class TensorStoreBackend(ArrayBackend):
         region = tuple(slice(s, e) for s, e in zip(start, stop))
         data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
         if data.size:
-            self._submit(image.array[region].write(data), position_index, entries)
+            future = image.array[region].write(data)
+            self._submit(future, position_index, entries, data.nbytes)
 
     def _ensure_capacity(self, image: _Image, needed: int) -> None:
         axis = self._unbounded_axis
@@ -202,15 +206,21 @@ class TensorStoreBackend(ArrayBackend):
         ).result()
         image.shape[axis] = size
 
-    def _submit(self, future: Any, position_index: int, entries: list[_Entry]) -> None:
-        self._pending.append((future, position_index, entries))
-        while len(self._pending) > MAX_WRITES_IN_FLIGHT or (
-            self._pending and self._pending[0][0].done()
+    def _submit(
+        self, future: Any, position_index: int, entries: list[_Entry], nbytes: int
+    ) -> None:
+        self._pending.append((future, position_index, entries, nbytes))
+        self._pending_bytes += nbytes
+        while (
+            len(self._pending) > MAX_WRITES_IN_FLIGHT
+            or self._pending_bytes > MAX_BYTES_IN_FLIGHT
+            or (self._pending and self._pending[0][0].done())
         ):
-            self._complete_oldest()  # journals finished writes promptly
+            self._complete_oldest()  # also journals finished writes promptly
 
     def _complete_oldest(self) -> None:
-        future, position_index, entries = self._pending.popleft()
+        future, position_index, entries, nbytes = self._pending.popleft()
+        self._pending_bytes -= nbytes
         future.result()
         if self.journal is None:
             return
