@@ -169,3 +169,48 @@ def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
     with tifffile.TiffFile(tmp_path / "c.ome.tiff") as tif:
         assert len(tif.pages) == 2
+
+
+BOUNDED_TIFF_WRITER = r"""
+import sys, time
+from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import make_frame
+
+dims = dims_from_standard_axes({{"t": 500, "c": 2, "y": 24, "x": 40}})
+stream = create_stream(
+    AcquisitionSettings(root_path=sys.argv[1], dimensions=dims, dtype="uint16")
+)
+print("started", flush=True)
+for i in range(1000):
+    stream.append(make_frame(i, shape=(24, 40)))
+    time.sleep(0.005)
+"""
+
+
+def test_killed_tiff_is_fully_readable_before_recover(tmp_path: Path) -> None:
+    root = tmp_path / "killed.ome.tiff"
+    script = BOUNDED_TIFF_WRITER.format(tests_parent=str(Path(__file__).parents[1]))
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(2.5)  # past at least one in-place refresh of the OME-XML
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    info = readers.bioformats_info(root)
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    size_t = info.series[0].size_t
+    assert 1 <= size_t < 500  # only complete time points are described
+    data = readers.bioformats_pixels(root, info=info)
+    assert data.shape == (size_t, 2, 1, 24, 40)
+    for t in range(size_t):
+        for c in range(2):
+            np.testing.assert_array_equal(
+                data[t, c, 0], make_frame(2 * t + c, shape=(24, 40))
+            )

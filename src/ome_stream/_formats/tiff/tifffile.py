@@ -10,6 +10,7 @@ fills the rest of its last step with zero planes recorded as missing.
 from __future__ import annotations
 
 import math
+import time
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
 from .ome_xml import ImageRecord, OmeXmlBuilder, PlaneRecord, dimension_order
 
+# How often the interim OME-XML of an open file is refreshed in place.
+INTERIM_XML_INTERVAL_S = 1.0
 # Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
 _CLASSIC_TIFF_LIMIT = 2**32 - 2**26
 _COMPRESSION = {"lzw": "lzw", "deflate": "adobe_deflate"}
@@ -38,6 +41,8 @@ class _File:
     pages: int = 0
     records: list[FrameRecord] = field(default_factory=list)
     missing: list[tuple[int, ...]] = field(default_factory=list)
+    reserved: int = 0  # bytes kept for the first page's ImageDescription
+    description_offset: int | None = None
 
 
 class TiffFileBackend(ArrayBackend):
@@ -68,6 +73,7 @@ class TiffFileBackend(ArrayBackend):
         self._created = datetime.now(timezone.utc)
         self._builder = OmeXmlBuilder(settings)
         self._compression = _COMPRESSION.get(settings.compression or "none")
+        self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
         self._write_kwargs = self._page_options()
         self._closed = False
 
@@ -175,14 +181,35 @@ class TiffFileBackend(ArrayBackend):
     def _write_page(self, file: _File, frame: np.ndarray) -> None:
         assert file.writer is not None
         if file.pages == 0:
-            # The first page carries the OME-XML; rewritten with the truth at close.
-            description = self._xml_for(file, provisional=True)
-            file.writer.write(
-                frame, description=description.encode(), **self._write_kwargs
-            )
+            # The first page carries the OME-XML. Until close it is an interim
+            # version describing only complete outer steps, refreshed in place
+            # (hence the reserved space), so a killed run stays readable.
+            interim = self._xml_for(file, final=False).encode()
+            file.reserved = 2 * len(interim) + 8192
+            description = interim.ljust(file.reserved)
+            file.writer.write(frame, description=description, **self._write_kwargs)
         else:
             file.writer.write(frame, **self._write_kwargs)
         file.pages += 1
+        if time.monotonic() >= self._next_refresh:
+            self._refresh_interim_xml()
+
+    def _refresh_interim_xml(self) -> None:
+        self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
+        for file in self._files:
+            if file.writer is None or file.pages == 0:
+                continue
+            file.writer.filehandle.flush()
+            if file.description_offset is None:
+                with tifffile.TiffFile(file.path) as tif:
+                    tag = tif.pages.first.tags[270]
+                    file.description_offset = tag.valueoffset
+            xml = self._xml_for(file, final=False).encode()
+            if len(xml) > file.reserved:
+                continue  # cannot happen in practice; keep the older version
+            with file.path.open("r+b") as f:
+                f.seek(file.description_offset)
+                f.write(xml.ljust(file.reserved))
 
     # -------------------------------------------------------------- metadata
 
@@ -191,20 +218,24 @@ class TiffFileBackend(ArrayBackend):
         if self._closed:
             self._write_final_xml()
 
-    def _image_record(self, index: int, file: _File, provisional: bool) -> ImageRecord:
+    def _image_record(self, index: int, file: _File, final: bool) -> ImageRecord:
+        """The XML's view of one file: final (every page, after padding) or
+        interim (only complete outer steps, no per-plane metadata)."""
         sizes = {"T": 1, "C": 1, "Z": 1}
         counts = list(self._index_shape)
-        if counts and (counts[0] is None or not provisional):
-            outer_done = math.ceil(file.pages / self._inner_planes) if counts else 1
-            counts[0] = max(1, outer_done)
+        if counts:
+            steps = file.pages / self._inner_planes
+            counts[0] = max(1, math.ceil(steps) if final else math.floor(steps))
         for letter, count in zip(self._letters, counts):
             sizes[letter] = count or 1
         plane_count = math.prod(sizes.values())
         planes = []
-        for record in file.records:
-            zct = self._zct(record.storage_index)
-            planes.append(PlaneRecord(*zct, metadata=record.metadata))
-        missing = [self._zct(idx) for idx in file.missing]
+        missing = []
+        if final:
+            for record in file.records:
+                zct = self._zct(record.storage_index)
+                planes.append(PlaneRecord(*zct, metadata=record.metadata))
+            missing = [self._zct(idx) for idx in file.missing]
         multi = len(self._files) > 1
         return ImageRecord(
             index=index,
@@ -223,16 +254,14 @@ class TiffFileBackend(ArrayBackend):
         found = dict(zip(self._letters, storage_index))
         return found.get("Z", 0), found.get("C", 0), found.get("T", 0)
 
-    def _xml_for(self, file: _File, *, provisional: bool) -> str:
-        images = [
-            self._image_record(i, f, provisional) for i, f in enumerate(self._files)
-        ]
+    def _xml_for(self, file: _File, *, final: bool) -> str:
+        images = [self._image_record(i, f, final) for i, f in enumerate(self._files)]
         ome = self._builder.build(images, self._global, uuid=f"urn:uuid:{file.uuid}")
         return str(ome.to_xml())
 
     def _write_final_xml(self) -> None:
         for file in self._files:
-            xml = self._xml_for(file, provisional=False)
+            xml = self._xml_for(file, final=True)
             tifffile.tiffcomment(file.path, comment=xml.encode("utf-8"))
 
     # ----------------------------------------------------------------- close
