@@ -1,0 +1,111 @@
+"""Smoke check of the benchmark suite: `benchmarks/run.py --quick` runs every
+scenario against every contender and reports sane numbers. Speeds are not
+asserted here; they are measured by the benchmark itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def _load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_bench_run", RUN)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    results = tmp / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--quick",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (results / "latest.md").read_text().startswith("# ome-stream benchmark")
+    # the temporary output is deleted after the runs
+    assert [p.name for p in tmp.iterdir()] == ["results"]
+    return json.loads((results / "latest.json").read_text())
+
+
+def test_every_scenario_and_contender_reported(report: dict) -> None:
+    runner = _load_runner()
+    expected = runner.scenarios(quick=True)
+    assert [s["key"] for s in report["scenarios"]] == [s.key for s in expected]
+    keys = {c.key for c in runner.CONTENDERS}
+    assert {"raw", "os-zarr", "os-tiff"} <= keys
+    for scenario, entry in zip(expected, report["scenarios"]):
+        wanted = {c.key for c in runner.contenders_for(scenario, None)}
+        assert {"raw", "os-zarr"} <= wanted
+        assert set(entry["results"]) == wanted, scenario.key
+        for key, item in entry["results"].items():
+            assert item["errors"] == [], (scenario.key, key, item["errors"])
+            assert item["repeats"] == report["repeat"] == 1
+            assert "median" in item, (scenario.key, key)
+
+
+def test_numbers_are_sane(report: dict) -> None:
+    for entry in report["scenarios"]:
+        for key, item in entry["results"].items():
+            where = (entry["key"], key)
+            m = item["median"]
+            run = item["runs"][0]
+            assert run["frames"] == entry["frames"], where
+            assert m["frames_on_disk"] == entry["frames"], where
+            assert m["readback_ok"], where
+            if entry["compression"] is None:
+                assert m["disk_bytes"] >= entry["bytes"], where
+            else:
+                assert m["disk_bytes"] > 0, where
+            assert m["mb_per_s"] > 0, where
+            assert m["frames_per_s"] > 0, where
+            assert m["ratio_to_raw"] > 0, where
+            assert 0 <= m["append_p50_us"] <= m["append_p99_us"] <= m["append_max_us"]
+            assert run["total_s"] >= run["append_loop_s"] + run["close_s"], where
+            assert m["peak_rss_mb"] >= 0, where
+        assert entry["results"]["raw"]["median"]["ratio_to_raw"] == pytest.approx(1.0)
+    assert report["targets"], "targets are evaluated"
+    assert {"target", "met", "detail"} <= set(report["targets"][0])
+
+
+def test_render_rewrites_the_tables(report: dict, tmp_path: Path) -> None:
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(report))
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--render", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "run.md").read_text()
+    for entry in report["scenarios"]:
+        assert f"## {entry['title']}" in text
+    assert "## Targets" in text
