@@ -26,6 +26,8 @@ from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
 from .ome_xml import ImageRecord, OmeXmlBuilder, PlaneRecord, dimension_order
 
+# How often written pages are flushed and recorded in the journal.
+JOURNAL_INTERVAL_S = 0.01
 # How often the interim OME-XML of an open file is refreshed in place.
 INTERIM_XML_INTERVAL_S = 1.0
 # Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
@@ -74,6 +76,8 @@ class TiffFileBackend(ArrayBackend):
         self._builder = OmeXmlBuilder(settings)
         self._compression = _COMPRESSION.get(settings.compression or "none")
         self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
+        self._next_journal = 0.0
+        self._unjournaled: list[tuple[str, int, tuple[int, ...], Any]] = []
         self._write_kwargs = self._page_options()
         self._closed = False
 
@@ -154,9 +158,9 @@ class TiffFileBackend(ArrayBackend):
         if frame_metadata is not None:
             file.records.append(FrameRecord(storage_index, frame_metadata))
         if self.journal is not None:
-            assert file.writer is not None
-            file.writer.filehandle.flush()
-            self.journal.frame(position_index, storage_index, frame_metadata)
+            self._journal_later(
+                ("frame", position_index, storage_index, frame_metadata)
+            )
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         file = self._files[position_index]
@@ -164,9 +168,27 @@ class TiffFileBackend(ArrayBackend):
         self._write_page(file, self._blank())
         file.missing.append(storage_index)
         if self.journal is not None:
-            assert file.writer is not None
-            file.writer.filehandle.flush()
-            self.journal.skip(position_index, storage_index)
+            self._journal_later(("skip", position_index, storage_index, None))
+
+    def _journal_later(self, entry: tuple[str, int, tuple[int, ...], Any]) -> None:
+        """Journal pages in batches: one flush of the files, then one line per
+        page, at most every JOURNAL_INTERVAL_S (a kill loses only the pages
+        of the last interval from the journal, never a journaled page)."""
+        self._unjournaled.append(entry)
+        now = time.monotonic()
+        if now < self._next_journal and len(self._unjournaled) < 256:
+            return
+        self._next_journal = now + JOURNAL_INTERVAL_S
+        for file in self._files:
+            if file.writer is not None:
+                file.writer.filehandle.flush()
+        assert self.journal is not None
+        for kind, position_index, storage_index, metadata in self._unjournaled:
+            if kind == "frame":
+                self.journal.frame(position_index, storage_index, metadata)
+            else:
+                self.journal.skip(position_index, storage_index)
+        self._unjournaled.clear()
 
     def _check_sequential(self, file: _File, storage_index: tuple[int, ...]) -> None:
         if self.flat_index(storage_index) != file.pages:
