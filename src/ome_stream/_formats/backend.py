@@ -3,8 +3,11 @@
 A backend receives frames already routed: a position index and a storage
 index (the frame's place in that position's array, in storage order). It
 never sees acquisition order. `open` runs on the caller's thread (so that,
-e.g., an existing path fails `create_stream`); every other call comes from
-the stream's single writer thread, in order, until `close` returns.
+e.g., an existing path fails `create_stream`); `write`, `skip`, `flush` and
+`close` come from the stream's single writer thread, in order. Reads
+(`read_frame`, `get_metadata`) and `update_metadata` may come from any
+thread, but the stream serialises every call to a backend with one lock, so
+a backend never sees two calls at once.
 """
 
 from __future__ import annotations
@@ -53,6 +56,25 @@ class ArrayBackend(ABC):
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Push buffered data towards the disk (optional)."""
+
+    def read_frame(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """The frame stored at `storage_index` as written so far (including
+        frames still buffered for a chunk or shard), or None when nothing is
+        stored there yet (it reads as the fill value, 0). Works before and
+        after `close`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read frames back")
+
+    def get_metadata(self) -> Any:
+        """A deep copy of the format's metadata, in the form `update_metadata`
+        takes (see OMEStream.get_metadata)."""
+        raise NotImplementedError(f"{type(self).__name__} has no get_metadata")
+
+    def update_metadata(self, metadata: Any) -> None:
+        """Replace metadata (see OMEStream.update_metadata); before close it
+        must survive the final metadata written at close."""
+        raise NotImplementedError(f"{type(self).__name__} has no update_metadata")
 
     @abstractmethod
     def close(self) -> None:
