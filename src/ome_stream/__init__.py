@@ -28,11 +28,13 @@ from ._useq import (
     useq_to_acquisition_settings,
 )
 from ._version import __version__
+from ._view import CoordUpdate, StreamView
 
 __all__ = [
     "AcquisitionSettings",
     "BackpressureError",
     "Channel",
+    "CoordUpdate",
     "Dimension",
     "IrregularSequenceError",
     "OMEStream",
@@ -45,6 +47,7 @@ __all__ = [
     "StandardAxis",
     "StreamEvents",
     "StreamStats",
+    "StreamView",
     "UseqSettings",
     "WriterError",
     "__version__",

@@ -80,6 +80,11 @@ class FrameRouter:
         storage = tuple(loop[axis] for axis in self._storage_axes)
         return FrameTarget(frame_number, position, storage)
 
+    def locate(self, loop_index: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        """(position, storage index) of an acquisition-order loop index."""
+        position = 0 if self._position_axis is None else loop_index[self._position_axis]
+        return position, tuple(loop_index[axis] for axis in self._storage_axes)
+
     def __iter__(self) -> Iterator[FrameTarget]:
         frame = 0
         while self.num_frames is None or frame < self.num_frames:

@@ -4,7 +4,8 @@
 returns; one writer thread drains the queue into the backend in order. A
 failure in that thread is kept and raised by the next `append`, `skip` or
 `close` (never only logged). `close` returns once every queued frame and all
-metadata are on disk.
+metadata are on disk. Every call into the backend holds one lock, so live
+reads (`view`, `get_metadata`) from any thread see a consistent backend.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._frame_metadata import checked_metadata
 from ._journal import Journal, journal_path
 from ._routing import FrameRouter
 from ._settings import AcquisitionSettings, ScratchFormat
+from ._view import CoordUpdate, LoopGeometry, StreamView, coord_labels
 
 RESERVED_NAMESPACES = ("ome", "ome_stream")
 
@@ -60,11 +62,25 @@ class StreamStats:
 
 
 class StreamEvents(SignalGroup):
-    """Signals of a stream. `progress` and `finished` are emitted from the
-    writer thread (keep the callbacks short: they delay writing)."""
+    """Signals of a stream, emitted from the writer thread (keep callbacks
+    short: they delay writing; or connect with psygnal's `thread=` option to
+    have them delivered in another thread).
 
-    progress = Signal(StreamStats)  # at most every `PROGRESS_INTERVAL_S`
-    finished = Signal(StreamStats)  # once, when close() completes
+    - `progress(StreamStats)`: at most every PROGRESS_INTERVAL_S.
+    - `finished(StreamStats)`: once, when close() completes.
+    - `coords_changed(CoordUpdate)`: after each frame (or skip) reaches the
+      backend, i.e. once it is readable through `view()` and the files.
+    - `coords_expanded(CoordUpdate)`: the same, only when a dimension
+      reaches a new maximum index (a viewer's sliders grow).
+    """
+
+    progress = Signal(StreamStats)
+    finished = Signal(StreamStats)
+    coords_changed = Signal(CoordUpdate)
+    coords_expanded = Signal(CoordUpdate)
+
+
+EVENT_NAMES = ("coords_changed", "coords_expanded", "progress", "finished")
 
 
 PROGRESS_INTERVAL_S = 0.2
@@ -102,6 +118,11 @@ class _ByteBoundedQueue:
 
     def _has_room(self, nbytes: int) -> bool:
         return not self._items or self.queued_bytes + nbytes <= self.max_bytes
+
+    def snapshot(self) -> list[Any]:
+        """The items waiting (or being written), oldest first."""
+        with self._lock:
+            return [item for item, _ in self._items]
 
     def get(self) -> tuple[Any, int]:
         with self._not_empty:
@@ -146,6 +167,9 @@ class OMEStream:
         self._error_reported = False
         self._closed = False
         self._close_lock = threading.Lock()
+        self._backend_lock = threading.RLock()
+        self._loop = LoopGeometry(settings.dimensions[:-2])
+        self._written_extents = self._loop.visited(0)
         self._thread = threading.Thread(
             target=self._drain, name="ome-stream-writer", daemon=True
         )
@@ -241,6 +265,7 @@ class OMEStream:
             target.storage_index,
             frame.copy(),
             frame_metadata,
+            number,
         )
         self._put(item, frame.nbytes)
         self._next_frame = number + 1
@@ -275,7 +300,7 @@ class OMEStream:
             (t.position_index, t.storage_index)
             for t in map(self._router.route, range(start, start + frames))
         ]
-        self._put(("skip", targets), 0)
+        self._put(("skip", targets, start + frames - 1), 0)
         self._next_frame = start + frames
         self._frames_skipped += frames
 
@@ -292,7 +317,8 @@ class OMEStream:
         checked = checked_metadata(metadata, argument="metadata")
         with self._close_lock:
             if self._closed:
-                self._backend.set_global_metadata(namespace, checked)
+                with self._backend_lock:
+                    self._backend.set_global_metadata(namespace, checked)
                 return
         self._check_usable()
         self._put(("global", namespace, checked), 0)
@@ -332,16 +358,21 @@ class OMEStream:
                 if self._error is None:
                     kind = item[0]
                     if kind == "frame":
-                        backend.write(item[1], item[2], item[3], item[4])
+                        with self._backend_lock:
+                            backend.write(item[1], item[2], item[3], item[4])
                         self._frames_written += 1
                         self._bytes_written += nbytes
+                        self._emit_coords(item[5])
                     elif kind == "skip":
-                        for position_index, storage_index in item[1]:
-                            backend.skip(position_index, storage_index)
+                        with self._backend_lock:
+                            for position_index, storage_index in item[1]:
+                                backend.skip(position_index, storage_index)
+                        self._emit_coords(item[2])
                     else:
-                        backend.set_global_metadata(item[1], item[2])
-                        if backend.journal is not None:
-                            backend.journal.global_metadata(item[1], item[2])
+                        with self._backend_lock:
+                            backend.set_global_metadata(item[1], item[2])
+                            if backend.journal is not None:
+                                backend.journal.global_metadata(item[1], item[2])
             except BaseException as exc:  # kept and raised on the caller's thread
                 self._error = exc
             finally:
@@ -355,6 +386,106 @@ class OMEStream:
         # A failing listener must not stop the writing.
         with contextlib.suppress(Exception):
             signal.emit(self.stats())
+
+    def _emit_coords(self, frame_number: int) -> None:
+        """Coordinate events for the frames up to `frame_number`, written."""
+        changed = self.events.coords_changed
+        expanded = self.events.coords_expanded
+        if not len(changed) and not len(expanded):
+            return
+        extents = self._loop.visited(frame_number + 1)
+        grew = extents != self._written_extents
+        self._written_extents = extents
+        if not len(changed) and not grew:
+            return
+        dims = self._settings.dimensions
+        loop_index = self._router.loop_index(frame_number)
+        max_coords = {
+            dim.name: coord_labels(dim, extent) for dim, extent in zip(dims, extents)
+        }
+        for dim in dims[-2:]:
+            max_coords[dim.name] = range(dim.count or 0)
+        update = CoordUpdate(
+            max_coords=max_coords,
+            current_indices={d.name: i for d, i in zip(dims, loop_index)},
+            frame_number=frame_number,
+            is_high_water_mark=grew,
+        )
+        with contextlib.suppress(Exception):
+            changed.emit(update)
+        if grew:
+            with contextlib.suppress(Exception):
+                expanded.emit(update)
+
+    # ------------------------------------------------------- reading, events
+
+    def view(self, *, dynamic_shape: bool = True, strict: bool = False) -> StreamView:
+        """A live, numpy-indexable view of everything appended so far (see
+        StreamView); also works after close."""
+        return StreamView(self, dynamic_shape=dynamic_shape, strict=strict)
+
+    def _frame_reader(self) -> Any:
+        """A function: acquisition loop index -> frame (or None for zeros),
+        seeing frames still queued as well as those in the backend."""
+        queued: dict[tuple[int, tuple[int, ...]], np.ndarray | None] = {}
+        for item in self._queue.snapshot():
+            if item is _STOP:
+                continue
+            if item[0] == "frame":
+                queued[(item[1], item[2])] = item[3]
+            elif item[0] == "skip":
+                for key in item[1]:
+                    queued[key] = None
+        locate = self._router.locate
+        backend = self._backend
+        lock = self._backend_lock
+
+        def read(loop_index: tuple[int, ...]) -> np.ndarray | None:
+            key = locate(loop_index)
+            if key in queued:
+                return queued[key]
+            with lock:
+                return backend.read_frame(*key)
+
+        return read
+
+    def on(self, event: str, callback: Any) -> Any:
+        """Connect `callback` to one of the stream's events by name
+        ("coords_changed", "coords_expanded", "progress", "finished");
+        returns the callback. Disconnect with `off`."""
+        self._signal(event).connect(callback)
+        return callback
+
+    def off(self, event: str, callback: Any) -> None:
+        """Disconnect a callback connected with `on` (or events.<name>.connect)."""
+        self._signal(event).disconnect(callback, missing_ok=True)
+
+    def _signal(self, event: str) -> Any:
+        if event not in EVENT_NAMES:
+            raise ValueError(
+                f"Unknown event {event!r}. Events: {', '.join(EVENT_NAMES)}."
+            )
+        return getattr(self.events, event)
+
+    # ---------------------------------------------------------------- metadata
+
+    def get_metadata(self) -> Any:
+        """A copy of the format's metadata, to edit and pass to
+        `update_metadata`. OME-Zarr: {group path: attributes} ("" is the
+        root; per-frame metadata omitted). OME-TIFF: {file index:
+        ome_types.OME} (-1: the companion file). In memory: {"global": ...,
+        "frame_metadata": ..., "missing_frames": ...}."""
+        with self._backend_lock:
+            return self._backend.get_metadata()
+
+    def update_metadata(self, metadata: Any) -> None:
+        """Replace metadata in the form `get_metadata` returns, before or
+        after close. It is checked first: nothing is changed when it is not
+        valid for the data (TypeError/KeyError/ValueError saying why)."""
+        if self._error is not None:
+            self._check_usable()
+        with self._backend_lock:
+            self._backend.update_metadata(metadata)
 
     # ------------------------------------------------------------------ closing
 
@@ -371,7 +502,8 @@ class OMEStream:
             self._thread.join()
             journal = self._backend.journal
             try:
-                self._backend.close()
+                with self._backend_lock:
+                    self._backend.close()
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -85,6 +86,57 @@ class MemoryBackend(ArrayBackend):
 
     def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self.global_metadata[namespace] = metadata
+
+    def read_frame(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        array = self.arrays[position_index]
+        axis = self._unbounded_axis
+        if axis is not None and storage_index[axis] >= array.shape[axis]:
+            return None
+        frame: np.ndarray = array[storage_index].copy()
+        return frame
+
+    def get_metadata(self) -> dict[str, Any]:
+        """{"global": {namespace: ...}, "frame_metadata": per position a list
+        of each frame's metadata plus its "storage_index", "missing_frames": per position a
+        list of storage indices}."""
+        return {
+            "global": copy.deepcopy(self.global_metadata),
+            "frame_metadata": [
+                [r.to_json() for r in records] for records in self.frame_metadata
+            ],
+            "missing_frames": [[list(i) for i in skipped] for skipped in self.skipped],
+        }
+
+    def update_metadata(self, metadata: Any) -> None:
+        """Only the global namespaces can be replaced in memory."""
+        if not isinstance(metadata, dict):
+            raise TypeError(
+                f"Expected a dict like get_metadata() returns, got "
+                f"{type(metadata).__name__}."
+            )
+        unknown = set(metadata) - {"global", "frame_metadata", "missing_frames"}
+        if unknown:
+            raise KeyError(
+                f"Unknown metadata keys {sorted(unknown)}; the in-memory format "
+                "has 'global', 'frame_metadata' and 'missing_frames'."
+            )
+        current = self.get_metadata()
+        for key in ("frame_metadata", "missing_frames"):
+            if key in metadata and metadata[key] != current[key]:
+                raise ValueError(
+                    f"{key!r} records what was acquired and cannot be edited; "
+                    "change only 'global' (or use set_global_metadata)."
+                )
+        new_global = metadata.get("global", current["global"])
+        if not isinstance(new_global, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in new_global.items()
+        ):
+            raise TypeError(
+                "'global' must be a dict of namespace (str) -> dict of metadata."
+            )
+        self.global_metadata = copy.deepcopy(new_global)
 
     def close(self) -> None:
         axis = self._unbounded_axis
