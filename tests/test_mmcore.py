@@ -380,3 +380,176 @@ def test_pause_and_resume_keep_every_frame(tmp_path: Path) -> None:
     assert out is not None
     want = expected_tczyx(SEQ)
     np.testing.assert_array_equal(readers.read_tensorstore(out / "pos1" / "0"), want[1])
+
+
+# ----------------------------------------- grids and plates on the simulator
+
+
+def _capture(core: Any) -> dict[tuple[tuple[str, int], ...], np.ndarray]:
+    """What the camera produced, keyed by event index (recorded by a listener
+    of our own, independent of the handler)."""
+    frames: dict[tuple[tuple[str, int], ...], np.ndarray] = {}
+
+    def keep(image: np.ndarray, event: useq.MDAEvent, meta: Any = None) -> None:
+        frames[tuple(sorted(event.index.items()))] = np.array(image)
+
+    core.mda.events.frameReady.connect(keep)
+    return frames
+
+
+GRID_SEQ = useq.MDASequence(
+    axis_order="tpgcz",
+    time_plan={"interval": 0, "loops": 2},
+    stage_positions=[
+        {"x": 0, "y": 0, "z": 0, "name": "left"},
+        {"x": 400, "y": 300, "z": 2, "name": "right"},
+    ],
+    grid_plan={"rows": 1, "columns": 2, "fov_width": 40, "fov_height": 30},
+    channels=["DAPI", "FITC"],
+    z_plan={"range": 1, "step": 1},
+)
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_real_mda_with_grid_plan(suffix: str, tmp_path: Path) -> None:
+    """2 positions x a 1x2 grid = 4 images, each at its own stage coordinates."""
+    core = simulated_core(image_shape=SHAPE)
+    captured = _capture(core)
+    handler = OMEStreamHandler(tmp_path / f"grid{suffix}")
+    core.mda.run(GRID_SEQ, output=handler)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    events = list(GRID_SEQ)
+    images: dict[tuple[int, int], list[useq.MDAEvent]] = {}
+    for event in events:
+        images.setdefault((event.index["p"], event.index["g"]), []).append(event)
+    assert len(images) == 4
+
+    def want(image_events: list[useq.MDAEvent]) -> np.ndarray:
+        data = np.zeros((2, 2, 2, *SHAPE), np.uint16)  # t, c, z
+        for e in image_events:
+            i = e.index
+            data[i["t"], i["c"], i["z"]] = captured[tuple(sorted(i.items()))]
+        return data
+
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        readers.validate_ome_zarr_models(out)
+        series = json.loads((out / "OME" / "zarr.json").read_text())["attributes"]
+        names = series["ome"]["series"]
+        assert len(names) == 4
+        for name, (_key, image_events) in zip(names, sorted(images.items())):
+            first = image_events[0]
+            assert name.startswith(first.pos_name.split("_")[0])
+            np.testing.assert_array_equal(
+                readers.read_tensorstore(out / name / "0"), want(image_events)
+            )
+            attrs = json.loads((out / name / "zarr.json").read_text())["attributes"]
+            section = attrs["ome_stream"]
+            assert section["position"]["x_coord"] == pytest.approx(first.x_pos)
+            assert section["position"]["y_coord"] == pytest.approx(first.y_pos)
+            assert section["frame_metadata"][0]["position_x"] == pytest.approx(
+                first.x_pos
+            )
+    else:
+        path = out / f"{out.name}_p000.ome.tiff"
+        info = readers.bioformats_info(path)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+        assert len(info.series) == 4
+        for s, (_key, image_events) in enumerate(sorted(images.items())):
+            first = image_events[0]
+            image = info.ome.images[s]
+            assert image.stage_label.x == pytest.approx(first.x_pos)
+            assert image.stage_label.y == pytest.approx(first.y_pos)
+            assert [c.name for c in image.pixels.channels] == ["DAPI", "FITC"]
+            np.testing.assert_array_equal(
+                readers.bioformats_pixels(path, series=s, info=info),
+                want(image_events),
+            )
+
+
+PLATE_SEQ = useq.MDASequence(
+    axis_order="tpc",
+    time_plan={"interval": 0, "loops": 2},
+    channels=["DAPI", "FITC"],
+    stage_positions=useq.WellPlatePlan(
+        plate="96-well",
+        a1_center_xy=(0, 0),
+        selected_wells=([0, 1], [0, 2]),  # A1 and B3
+        well_points_plan=useq.GridRowsColumns(
+            rows=1, columns=2, fov_width=50, fov_height=50
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_real_mda_with_well_plate_plan(suffix: str, tmp_path: Path) -> None:
+    core = simulated_core(image_shape=SHAPE)
+    captured = _capture(core)
+    handler = OMEStreamHandler(tmp_path / f"plate{suffix}")
+    core.mda.run(PLATE_SEQ, output=handler)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    by_position: dict[int, list[useq.MDAEvent]] = {}
+    for event in PLATE_SEQ:
+        by_position.setdefault(event.index["p"], []).append(event)
+    # p -> (well row, well column, field within the well)
+    fields = {0: ("A", "1", 0), 1: ("A", "1", 1), 2: ("B", "3", 0), 3: ("B", "3", 1)}
+
+    def want(events: list[useq.MDAEvent]) -> np.ndarray:
+        data = np.zeros((2, 2, 1, *SHAPE), np.uint16)  # t, c, z
+        for e in events:
+            i = e.index
+            data[i["t"], i["c"], 0] = captured[tuple(sorted(i.items()))]
+        return data
+
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        readers.validate_ome_zarr_models(out)
+        plate = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]
+        wells = sorted(w["path"] for w in plate["plate"]["wells"])
+        assert wells == ["A/1", "B/3"]
+        for p, (row, col, field) in fields.items():
+            group = out / row / col / str(field)
+            data = readers.read_tensorstore(group / "0")  # t, c, y, x
+            np.testing.assert_array_equal(data, want(by_position[p])[:, :, 0])
+            attrs = json.loads((group / "zarr.json").read_text())["attributes"]
+            first = by_position[p][0]
+            assert attrs["ome_stream"]["position"]["x_coord"] == pytest.approx(
+                first.x_pos
+            )
+    else:
+        path = out / f"{out.name}_p000.ome.tiff"
+        info = readers.bioformats_info(path)
+        assert info.is_ome_tiff
+        assert info.warnings == []
+        assert len(info.series) == 4
+        plate = info.ome.plates[0]
+        well_names = sorted((w.row, w.column) for w in plate.wells)
+        assert well_names == [(0, 0), (1, 2)]
+        for p in range(4):
+            first = by_position[p][0]
+            assert info.ome.images[p].stage_label.x == pytest.approx(first.x_pos)
+            np.testing.assert_array_equal(
+                readers.bioformats_pixels(path, series=p, info=info),
+                want(by_position[p]),
+            )
+
+
+def test_handler_backend_option(tmp_path: Path) -> None:
+    core = simulated_core(image_shape=SHAPE)
+    seq = useq.MDASequence(channels=["DAPI"], time_plan={"interval": 0, "loops": 2})
+    handler = OMEStreamHandler(tmp_path / "b.ome.zarr", backend="tensorstore")
+    core.mda.run(seq, output=handler)
+    assert handler.errors == []
+    assert handler.settings is not None
+    assert handler.settings.format.backend == "tensorstore"
+    readers.validate_yaozarrs(tmp_path / "b.ome.zarr")
+    with pytest.raises(ValueError, match="contradicts"):
+        OMEStreamHandler(
+            tmp_path / "c.ome.zarr", format="tifffile", backend="tensorstore"
+        )

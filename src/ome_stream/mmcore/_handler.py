@@ -128,13 +128,41 @@ def _with_cameras(
     return dims, FrameNumbers(offsets, numbers.outer, numbers.frames_per_step * n)
 
 
+def _merge_backend(
+    format: str | dict[str, Any] | None, backend: str | None, path: Path
+) -> str | dict[str, Any] | None:
+    """`format` with the `backend` option folded in (checked by the settings
+    when the run starts)."""
+    if backend is None:
+        return format
+    if isinstance(format, dict):
+        if format.get("backend", backend) != backend:
+            raise ValueError(
+                f"backend={backend!r} contradicts format={format!r}; give the "
+                "backend once."
+            )
+        return {**format, "backend": backend}
+    from .._settings.formats import FORMAT_ALIASES, format_from_suffix
+
+    name = format or format_from_suffix(str(path)) or "ome-zarr"
+    base = FORMAT_ALIASES.get(name.lower(), {"name": name})
+    if base.get("backend", backend) != backend:
+        raise ValueError(
+            f"backend={backend!r} contradicts format={format!r}; give the backend "
+            "once, e.g. format='ome-zarr', backend='zarr-python'."
+        )
+    return {**base, "backend": backend}
+
+
 class OMEStreamHandler:
     """Writes every frame of an MDA run to OME-Zarr or OME-TIFF at `path`.
 
     Options: `format` ("ome-zarr", "ome-tiff" or a backend name; default from
-    the suffix of `path`), `chunk_shapes` / `shard_shapes` (by axis letter,
-    e.g. {"z": 16}), `compression`, `overwrite`, `storage_order`, and any other
-    `AcquisitionSettings` field (e.g. `max_queue_bytes`).
+    the suffix of `path`), `backend` ("tensorstore", "zarr-python",
+    "acquire-zarr", "tifffile"; default "auto"), `chunk_shapes` /
+    `shard_shapes` (by axis letter, e.g. {"z": 16}), `compression`,
+    `overwrite`, `storage_order`, and any other `AcquisitionSettings` field
+    (e.g. `max_queue_bytes`).
     """
 
     def __init__(
@@ -142,6 +170,7 @@ class OMEStreamHandler:
         path: str | Path,
         *,
         format: str | dict[str, Any] | None = None,
+        backend: str | None = None,
         chunk_shapes: Mapping[str, int] | None = None,
         shard_shapes: Mapping[str, int] | None = None,
         compression: str | None = None,
@@ -149,7 +178,7 @@ class OMEStreamHandler:
         **settings: Any,
     ) -> None:
         self.path = Path(path)
-        self._format = format
+        self._format = _merge_backend(format, backend, self.path)
         self._chunk_shapes = dict(chunk_shapes or {})
         self._shard_shapes = dict(shard_shapes or {})
         self._options: dict[str, Any] = {"overwrite": overwrite, **settings}
