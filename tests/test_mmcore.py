@@ -353,10 +353,43 @@ def test_multi_camera_run_writes_one_image_per_camera(
             )
 
 
-def test_multi_camera_with_positions_is_a_clear_error(tmp_path: Path) -> None:
-    handler = run_scripted(SEQ, tmp_path / "mc.ome.zarr", ScriptedEngine(cameras=2))
-    assert handler.stream is None
-    assert any("stage positions" in str(e.error) for e in handler.errors)
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_multi_camera_with_positions_writes_an_image_per_position_and_camera(
+    suffix: str, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(cameras=2, fail_snap={5})
+    handler = run_scripted(SEQ, tmp_path / f"mc{suffix}", engine)
+    assert handler.errors == []
+    assert handler.settings is not None
+    names = [p.name for p in handler.settings.positions]
+    assert len(names) == 4
+    assert names[1].endswith("_Cam1")
+    assert names[2] == "pos1_Cam0"
+    out = handler.output_path
+    assert out is not None
+    events = list(SEQ)
+    for image in range(4):
+        p, cam = divmod(image, 2)
+        want = np.zeros((2, 2, 3, *SHAPE), np.uint16)
+        for number, event in enumerate(events):
+            i = event.index
+            if number != 5 and i["p"] == p:
+                want[i["t"], i["c"], i["z"]] = frame_for(event) + 50 * cam
+        if suffix == ".ome.zarr":
+            series = json.loads((out / "OME" / "zarr.json").read_text())
+            group = series["attributes"]["ome"]["series"][image]
+            got = readers.read_tensorstore(out / group / "0")
+            np.testing.assert_array_equal(got, want)
+        else:
+            path = out / f"{out.name}_p{image:03d}.ome.tiff"
+            got = readers.bioformats_pixels(path, series=image)
+            np.testing.assert_array_equal(got, want)
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+    else:
+        info = readers.bioformats_info(out / f"{out.name}_p000.ome.tiff")
+        assert info.warnings == []
+        assert [s.name for s in info.series] == names
 
 
 def test_pause_and_resume_keep_every_frame(tmp_path: Path) -> None:

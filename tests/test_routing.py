@@ -82,3 +82,29 @@ def test_single_frame_without_loop_dimensions() -> None:
     )
     router = FrameRouter(settings)
     assert [t.storage_index for t in router] == [()]
+
+
+def test_two_position_dimensions_route_to_their_product() -> None:
+    settings = AcquisitionSettings(
+        root_path="",
+        format="scratch",
+        dtype="uint8",
+        dimensions=[
+            Dimension(name="t", count=2),
+            Dimension(name="p", coords=["a", "b", "c"]),
+            Dimension(name="z", count=2),
+            Dimension(name="cam", type="position", coords=["L", "R"]),
+            Dimension(name="y", count=2),
+            Dimension(name="x", count=2),
+        ],
+    )
+    router = FrameRouter(settings)
+    got = [(t.position_index, t.storage_index) for t in router]
+    want = [
+        (p * 2 + cam, (t, z))
+        for t in range(2)
+        for p in range(3)
+        for z in range(2)
+        for cam in range(2)
+    ]
+    assert got == want

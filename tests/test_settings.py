@@ -311,14 +311,6 @@ def test_multi_position_tiff_output_is_a_directory() -> None:
             [Dimension(name="t", count=2), Dimension(name="t", count=2), *YX],
             "must be unique",
         ),
-        (
-            [
-                Dimension(name="p", count=2),
-                Dimension(name="q", type="position", count=2),
-                *YX,
-            ],
-            "Only one position dimension",
-        ),
         ([Dimension(name="y", count=4)], "At least 2 non-position"),
         ([Dimension(name=n, count=2) for n in "abcd"] + YX, "At most 5 non-position"),
         (
@@ -466,3 +458,29 @@ def test_no_warning_for_explicit_formats() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         settings(root_path="data", format="ome-zarr")
+
+
+def test_several_position_dimensions_multiply_into_images() -> None:
+    settings = AcquisitionSettings(
+        root_path="",
+        format="scratch",
+        dtype="uint8",
+        dimensions=[
+            Dimension(
+                name="p",
+                coords=[
+                    Position(name="A", x_coord=1.0, plate_row="B", plate_column="2"),
+                    Position(name="B", y_coord=5.0),
+                ],
+            ),
+            Dimension(name="t", count=2),
+            Dimension(name="cam", type="position", coords=["left", "right"]),
+            *YX,
+        ],
+    )
+    names = [p.name for p in settings.positions]
+    assert names == ["A_left", "A_right", "B_left", "B_right"]
+    first = settings.positions[0]
+    assert (first.x_coord, first.plate_row, first.plate_column) == (1.0, "B", "2")
+    assert settings.positions[3].y_coord == 5.0
+    assert [d.name for d in settings.storage_index_dimensions] == ["t"]

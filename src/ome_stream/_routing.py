@@ -40,8 +40,13 @@ class FrameRouter:
             stride *= count or 1
         self._strides = tuple(reversed(strides))
         self._first_unbounded = bool(loop_dims) and loop_dims[0].count is None
-        pos_index = settings.position_dimension_index
-        self._position_axis = pos_index
+        # Several position dimensions multiply (the last varies fastest).
+        self._position_axes = tuple(
+            i for i, d in enumerate(loop_dims) if d.type == "position"
+        )
+        self._position_counts = tuple(
+            loop_dims[i].count or 1 for i in self._position_axes
+        )
         index_axes = [
             i for i, d in enumerate(loop_dims) if d.type != "position"
         ]  # acquisition positions of the index dimensions
@@ -75,14 +80,14 @@ class FrameRouter:
         """Where frame number `frame_number` (0-based) is stored."""
         if self.num_frames is not None and frame_number >= self.num_frames:
             raise IndexError(frame_number)
-        loop = self.loop_index(frame_number)
-        position = 0 if self._position_axis is None else loop[self._position_axis]
-        storage = tuple(loop[axis] for axis in self._storage_axes)
+        position, storage = self.locate(self.loop_index(frame_number))
         return FrameTarget(frame_number, position, storage)
 
     def locate(self, loop_index: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
         """(position, storage index) of an acquisition-order loop index."""
-        position = 0 if self._position_axis is None else loop_index[self._position_axis]
+        position = 0
+        for axis, count in zip(self._position_axes, self._position_counts):
+            position = position * count + loop_index[axis]
         return position, tuple(loop_index[axis] for axis in self._storage_axes)
 
     def __iter__(self) -> Iterator[FrameTarget]:

@@ -98,9 +98,9 @@ class MemoryBackend(ArrayBackend):
         return frame
 
     def get_metadata(self) -> dict[str, Any]:
-        """{"global": {namespace: ...}, "frame_metadata": per position a list
-        of each frame's metadata plus its "storage_index", "missing_frames": per position a
-        list of storage indices}."""
+        """{"global": {namespace: ...}, "frame_metadata": per position a
+        list of each frame's metadata plus its "storage_index",
+        "missing_frames": per position a list of storage indices}."""
         return {
             "global": copy.deepcopy(self.global_metadata),
             "frame_metadata": [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -123,12 +124,6 @@ class AcquisitionSettings(SettingsModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"Dimension names must be unique; repeated: {duplicates}.")
-        positions = [d for d in dims if d.type == "position"]
-        if len(positions) > 1:
-            raise ValueError(
-                "Only one position dimension is allowed; got "
-                f"{[d.name for d in positions]}."
-            )
         non_position = [d for d in dims if d.type != "position"]
         if len(non_position) < 2:
             raise ValueError(
@@ -331,12 +326,26 @@ class AcquisitionSettings(SettingsModel):
         )
 
     @property
+    def position_dimensions(self) -> tuple[Dimension, ...]:
+        """Every position dimension, in acquisition order."""
+        return tuple(d for d in self.dimensions if d.type == "position")
+
+    @property
     def positions(self) -> tuple[Position, ...]:
-        """The positions, or a single Position('0') without a position axis."""
-        dim = self.position_dimension
-        if dim is None or dim.coords is None:
+        """One Position per image, or a single Position('0') without a position
+        axis. Several position dimensions (e.g. stage position x camera)
+        multiply, the last varying fastest: each combination is one image
+        named "<a>_<b>", taking stage, plate and grid fields from the first
+        of its parts that has them."""
+        per_dim = [
+            [c for c in d.coords or () if isinstance(c, Position)]
+            for d in self.position_dimensions
+        ]
+        if not per_dim:
             return (Position(name="0"),)
-        return tuple(c for c in dim.coords if isinstance(c, Position))
+        if len(per_dim) == 1:
+            return tuple(per_dim[0])
+        return tuple(_combined(parts) for parts in itertools.product(*per_dim))
 
     @property
     def frame_dimensions(self) -> tuple[Dimension, Dimension]:
@@ -395,6 +404,18 @@ class AcquisitionSettings(SettingsModel):
             )
         if not self.dtype:
             raise ValueError("settings.dtype must be set before creating a stream.")
+
+
+def _combined(parts: tuple[Position, ...]) -> Position:
+    fields: dict[str, Any] = {"name": "_".join(p.name for p in parts)}
+    for pairs in (("plate_row", "plate_column"), ("grid_row", "grid_column")):
+        source = next((p for p in parts if getattr(p, pairs[0]) is not None), None)
+        if source is not None:
+            fields.update({f: getattr(source, f) for f in pairs})
+    for name in ("x_coord", "y_coord", "z_coord"):
+        values = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        fields[name] = values[0] if values else None
+    return Position(**fields)
 
 
 def tiff_axis_letter(dim: Dimension) -> str | None:

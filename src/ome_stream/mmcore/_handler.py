@@ -109,12 +109,9 @@ def _with_cameras(
     dims: list[Dimension], numbers: FrameNumbers | None, cameras: list[str]
 ) -> tuple[list[Dimension], FrameNumbers | None]:
     """Each camera becomes its own image: a position axis after every loop
-    (pymmcore-plus emits the cameras' frames of an event one after another)."""
-    if any(d.type == "position" for d in dims):
-        raise NotImplementedError(
-            f"Multi-camera runs ({len(cameras)} cameras) with stage positions are "
-            "not supported yet: write one camera, or acquire without positions."
-        )
+    (pymmcore-plus emits the cameras' frames of an event one after another).
+    With stage positions too, the two position axes multiply: one image per
+    (position, camera), named "<position>_<camera>"."""
     camera_dim = Dimension(name="cam", type="position", coords=cameras)
     dims = [*dims[:-2], camera_dim, *dims[-2:]]
     if numbers is None:
