@@ -83,10 +83,17 @@ def _recover_zarr(
 ) -> RecoveryReport:
     import tensorstore as ts
 
+    from ._formats.zarr.arrays import array_document
     from ._formats.zarr.layout import (
+        NAMESPACE,
+        group_attributes,
+        hierarchy_ome,
         image_locations,
-        write_image_document,
-        write_root_globals,
+        image_ome,
+        image_section,
+        read_group_attributes,
+        write_group,
+        write_json_atomic,
     )
 
     root = settings.output_path
@@ -94,31 +101,54 @@ def _recover_zarr(
     dims = settings.storage_index_dimensions
     unbounded = next((i for i, d in enumerate(dims) if d.count is None), None)
     entries = _per_position(contents, len(locations))
+
+    def kept(path: str, ome: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        # NGFF metadata and user attributes (update_metadata) already in the
+        # document win over regenerated ones; journaled global metadata wins
+        # on the root. A document another library overwrote (acquire-zarr
+        # rewrites group documents at close) keeps nothing.
+        existing = read_group_attributes(root, path) or {}
+        user = {k: v for k, v in existing.items() if k not in ("ome", NAMESPACE)}
+        if path == "":
+            user.update(contents.global_metadata)
+        if ome is not None and isinstance(existing.get("ome"), dict):
+            ome = existing["ome"]
+        return ome, user
+
     shapes = []
     for position, location in enumerate(locations):
-        spec = {
-            "driver": "zarr3",
-            "kvstore": {"driver": "file", "path": str(root / location.array_path)},
-        }
-        array = ts.open(spec, open=True).result()
-        shape = list(array.shape)
+        shape = [d.count or 0 for d in dims] + list(settings.frame_shape)
         if unbounded is not None:
             # Frames lost in open blocks were acquired: keep their place (as
             # missing) so the array spans the whole acquisition.
             reached = [e[0] for e in entries[position]]
             reached += [index for p, index in contents.lost if p == position]
-            extent = max((index[unbounded] + 1 for index in reached), default=1)
-            if extent != shape[unbounded]:
-                exclusive_max: list[int | None] = [None] * len(shape)
-                exclusive_max[unbounded] = extent
-                grow = extent > shape[unbounded]
-                array.resize(
-                    exclusive_max=exclusive_max,
-                    resize_metadata_only=True,
-                    expand_only=grow,
-                    shrink_only=not grow,
-                ).result()
-                shape[unbounded] = extent
+            shape[unbounded] = max((i[unbounded] + 1 for i in reached), default=1)
+        array_dir = root / location.array_path
+        if not (array_dir / "zarr.json").is_file():
+            # acquire-zarr writes an array's metadata only with its first
+            # chunks: killed before that, the array holds nothing readable.
+            shutil.rmtree(array_dir, ignore_errors=True)
+            write_json_atomic(
+                array_dir / "zarr.json", array_document(settings, tuple(shape))
+            )
+        spec = {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(array_dir)},
+        }
+        array = ts.open(spec, open=True).result()
+        if list(array.shape) != shape:
+            # metadata only, in either direction; never touches chunks
+            exclusive_max = [
+                new if new != old else None for new, old in zip(shape, array.shape)
+            ]
+            grow = any(new > old for new, old in zip(shape, array.shape))
+            array.resize(
+                exclusive_max=exclusive_max,
+                resize_metadata_only=True,
+                expand_only=grow,
+                shrink_only=not grow,
+            ).result()
         shapes.append(tuple(shape))
         written = np.zeros(shape[:-2], bool)
         records = []
@@ -128,20 +158,12 @@ def _recover_zarr(
             written[index] = True
             if metadata is not None:
                 records.append(FrameRecord(index, metadata))
-        write_image_document(
-            root,
-            settings,
-            location,
-            records=records,
-            missing=np.argwhere(~written).tolist(),
-            global_metadata=contents.global_metadata,
-        )
-    if locations[0].group_path != "":
-        import json
-
-        hierarchy = json.loads((root / "zarr.json").read_text()).get("attributes", {})
-        ours = {k: v for k, v in hierarchy.items() if k == "ome"}
-        write_root_globals(root, ours, contents.global_metadata)
+        ome, user = kept(location.group_path, image_ome(settings, location))
+        section = image_section(location, records, np.argwhere(~written).tolist())
+        write_group(root, location.group_path, group_attributes(ome, section, user))
+    for path, hierarchy in hierarchy_ome(settings, locations).items():
+        ome, user = kept(path, hierarchy)
+        write_group(root, path, group_attributes(ome, None, user))
     return RecoveryReport(
         output_path=root,
         format="ome-zarr",

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..._settings import AcquisitionSettings
 
-_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
+# Written in the normal form tensorstore writes (and reads back), so that every
+# backend's zarr.json is the same document: `endian` only where the data type
+# has more than one byte (zarr v3 core spec, "bytes" codec), and the sharding
+# codec's `index_location` left at its default, "end".
+_BYTES_LE = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def _bytes_codec(itemsize: int) -> dict[str, Any]:
+    return _BYTES_LE if itemsize > 1 else {"name": "bytes"}
 
 
 def _compression_codecs(compression: str | None, itemsize: int) -> list[dict[str, Any]]:
@@ -64,7 +72,10 @@ def array_metadata(
 ) -> dict[str, Any]:
     """The zarr.json metadata of one position's array."""
     dtype = np.dtype(settings.dtype)
-    codecs = [_BYTES, *_compression_codecs(settings.compression, dtype.itemsize)]
+    codecs = [
+        _bytes_codec(dtype.itemsize),
+        *_compression_codecs(settings.compression, dtype.itemsize),
+    ]
     chunks = chunk_shape(settings)
     shards = shard_shape(settings)
     if shards is not None:
@@ -74,8 +85,7 @@ def array_metadata(
                 "configuration": {
                     "chunk_shape": list(chunks),
                     "codecs": codecs,
-                    "index_codecs": [_BYTES, {"name": "crc32c"}],
-                    "index_location": "end",
+                    "index_codecs": [_BYTES_LE, {"name": "crc32c"}],
                 },
             }
         ]
@@ -93,6 +103,14 @@ def array_metadata(
     }
 
 
+def array_document(
+    settings: AcquisitionSettings, shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """The whole zarr.json of one position's array (zarr v3 core spec,
+    "array metadata"), as every backend that writes it itself writes it."""
+    return {"zarr_format": 3, "node_type": "array", **array_metadata(settings, shape)}
+
+
 def write_block_shape(settings: AcquisitionSettings) -> tuple[int, ...]:
     """Frames to gather per index axis so that each write covers whole chunks
     (whole shards when sharded) and never reads-modifies-writes."""
@@ -105,7 +123,6 @@ class _Block:
     data: np.ndarray
     expected: int
     filled: int = 0
-    written: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 class BlockBuffer:
@@ -154,6 +171,16 @@ class BlockBuffer:
             return None
         del self._blocks[key]
         return self._start(key), block.data
+
+    def peek(self, storage_index: tuple[int, ...]) -> np.ndarray | None:
+        """The frame at `storage_index` if its block is still open (a view)."""
+        key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
+        block = self._blocks.get(key)
+        if block is None:
+            return None
+        offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
+        frame: np.ndarray = block.data[offset]
+        return frame
 
     def _start(self, key: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(k * b for k, b in zip(key, self.block_shape))

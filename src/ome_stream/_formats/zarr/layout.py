@@ -112,46 +112,41 @@ def prepare_store(root: Path, overwrite: bool) -> None:
         root.unlink()
 
 
-def write_hierarchy(
-    root: Path, settings: AcquisitionSettings, locations: list[ImageLocation]
-) -> dict[str, dict[str, Any]]:
-    """Write every non-image group document; return them by group path."""
-    documents: dict[str, dict[str, Any]] = {}
+def hierarchy_ome(
+    settings: AcquisitionSettings, locations: list[ImageLocation]
+) -> dict[str, dict[str, Any] | None]:
+    """NGFF `ome` metadata of every group that is not an image, by group path
+    (None: a plain group, e.g. a plate row, which NGFF gives no metadata)."""
+    groups: dict[str, dict[str, Any] | None] = {}
     if settings.plate is not None:
-        documents[""] = {"ome": ngff.plate_attributes(settings.plate, locations)}
+        groups[""] = ngff.plate_attributes(settings.plate, locations)
         wells: dict[str, list[str]] = defaultdict(list)
         for loc in locations:
             row, col, field = loc.group_path.split("/")
-            documents.setdefault(row, {})
+            groups.setdefault(row, None)
             wells[f"{row}/{col}"].append(field)
         for well_path, fields in wells.items():
-            documents[well_path] = {"ome": ngff.well_attributes(fields)}
+            groups[well_path] = ngff.well_attributes(fields)
     elif len(locations) > 1:
-        documents[""] = {"ome": ngff.bf2raw_attributes()}
-        documents["OME"] = {"ome": ngff.series_attributes(locations)}
-    for group_path, attributes in documents.items():
-        write_json_atomic(root / group_path / "zarr.json", group_document(attributes))
-    return documents
+        groups[""] = ngff.bf2raw_attributes()
+        groups["OME"] = ngff.series_attributes(locations)
+    return groups
 
 
-def write_image_document(
-    root: Path,
-    settings: AcquisitionSettings,
+def image_ome(settings: AcquisitionSettings, location: ImageLocation) -> dict[str, Any]:
+    """NGFF `ome` metadata of one position's image group."""
+    return ngff.image_attributes(
+        settings, location.position.name, validate=settings.storage_order == "ome"
+    )
+
+
+def image_section(
     location: ImageLocation,
-    *,
     records: list[FrameRecord],
     missing: list[list[int]] | None,
-    global_metadata: dict[str, dict[str, Any]],
-) -> None:
-    """An image group's zarr.json: NGFF `ome` metadata and our section
-    (position, per-frame metadata, missing frames once known)."""
-    attributes: dict[str, Any] = {
-        "ome": ngff.image_attributes(
-            settings,
-            location.position.name,
-            validate=settings.storage_order == "ome",
-        )
-    }
+) -> dict[str, Any]:
+    """Our section of an image group: position, per-frame metadata, and the
+    missing frames once they are known (at close)."""
     section: dict[str, Any] = {
         "version": __version__,
         "position": location.position.model_dump(exclude_none=True),
@@ -160,17 +155,38 @@ def write_image_document(
         section["frame_metadata"] = [r.to_json() for r in records]
     if missing is not None:
         section["missing_frames"] = missing
-    attributes[NAMESPACE] = section
-    if location.group_path == "":
-        attributes.update(global_metadata)
-    path = root / location.group_path / "zarr.json"
-    write_json_atomic(path, group_document(attributes))
+    return section
 
 
-def write_root_globals(
-    root: Path, hierarchy_attributes: dict[str, Any], global_metadata: dict[str, Any]
-) -> None:
-    """The root group of a bf2raw or plate store, with the global namespaces."""
-    attributes = dict(hierarchy_attributes)
-    attributes.update(global_metadata)
-    write_json_atomic(root / "zarr.json", group_document(attributes))
+def group_attributes(
+    ome: dict[str, Any] | None,
+    section: dict[str, Any] | None,
+    user: dict[str, Any],
+) -> dict[str, Any]:
+    """A group's attributes: NGFF `ome`, our section, then the user's keys
+    (global metadata namespaces and `update_metadata`), which never hold
+    either reserved key."""
+    attributes: dict[str, Any] = {}
+    if ome is not None:
+        attributes["ome"] = ome
+    if section is not None:
+        attributes[NAMESPACE] = section
+    attributes.update(user)
+    return attributes
+
+
+def write_group(root: Path, group_path: str, attributes: dict[str, Any]) -> None:
+    write_json_atomic(root / group_path / "zarr.json", group_document(attributes))
+
+
+def read_group_attributes(root: Path, group_path: str) -> dict[str, Any] | None:
+    """The attributes of the group document at `group_path`, or None when it
+    is missing or unreadable."""
+    try:
+        document = json.loads((root / group_path / "zarr.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("node_type") != "group":
+        return None
+    attributes = document.get("attributes")
+    return attributes if isinstance(attributes, dict) else None

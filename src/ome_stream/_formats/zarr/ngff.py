@@ -128,3 +128,65 @@ def bf2raw_attributes() -> dict[str, Any]:
 
 def series_attributes(locations: list[ImageLocation]) -> dict[str, Any]:
     return _dump(v05.Series(series=[loc.group_path for loc in locations]))
+
+
+# The NGFF 0.5 model of each kind of group we write (see `group_kind`).
+_GROUP_MODELS: dict[str, Any] = {
+    "image": v05.Image,
+    "plate": v05.Plate,
+    "well": v05.Well,
+    "bf2raw": v05.Bf2Raw,
+    "series": v05.Series,
+}
+
+
+def group_kind(ome: dict[str, Any]) -> str:
+    """ "image", "plate", "well", "bf2raw" or "series", from a group's `ome`."""
+    for key, kind in (
+        ("multiscales", "image"),
+        ("plate", "plate"),
+        ("well", "well"),
+        ("bioformats2raw.layout", "bf2raw"),
+        ("series", "series"),
+    ):
+        if key in ome:
+            return kind
+    raise ValueError(f"not an NGFF 0.5 group of a kind ome-stream writes: {ome!r}")
+
+
+def validate_group(kind: str, ome: Any, *, strict: bool = True) -> None:
+    """Check `ome` against the NGFF 0.5 model of a `kind` group.
+
+    `strict=False` (an image whose storage order the user chose, which may
+    break NGFF's axis-order rule) checks only that it is an object. Raises
+    ValueError (pydantic's ValidationError is one) naming what is wrong.
+    """
+    if not isinstance(ome, dict):
+        raise ValueError(f"'ome' must be an object, got {type(ome).__name__}.")
+    if strict:
+        _GROUP_MODELS[kind].model_validate(ome)
+
+
+def referenced_paths(ome: dict[str, Any]) -> set[str]:
+    """The child paths a group's `ome` refers to (datasets of an image, wells
+    of a plate, fields of a well, series of `OME`); they must exist."""
+    try:
+        if "multiscales" in ome:
+            return {d["path"] for m in ome["multiscales"] for d in m["datasets"]}
+        if "plate" in ome:
+            return {w["path"] for w in ome["plate"]["wells"]}
+        if "well" in ome:
+            return {i["path"] for i in ome["well"]["images"]}
+        if "series" in ome:
+            return {str(s) for s in ome["series"]}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed 'ome' metadata ({exc!r}).") from None
+    return set()
+
+
+def axis_counts(ome: dict[str, Any]) -> set[int]:
+    """The number of axes of each multiscale of an image's `ome`."""
+    try:
+        return {len(m["axes"]) for m in ome["multiscales"]}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed 'multiscales' metadata ({exc!r}).") from None

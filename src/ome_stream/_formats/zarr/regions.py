@@ -1,0 +1,271 @@
+"""Zarr backends that write rectangular regions of an array (tensorstore,
+zarr-python).
+
+`RegionWriterBackend` turns routed frames into region writes: frames are
+gathered into write blocks covering whole chunks (whole shards when sharded)
+so no chunk is ever read-modified-written; unbounded axes grow ahead of the
+data and are trimmed at close; writes are kept in flight (bounded in count
+and bytes) and each frame is journaled once its write has completed. A
+backend supplies four hooks: create an array, write a region (returning a
+completion handle), resize, and read.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..._settings import AcquisitionSettings
+from .arrays import BlockBuffer, write_block_shape
+from .base import ZarrBackend, ZarrImage
+from .layout import ImageLocation
+
+# Writes in flight before the oldest is awaited: bounds the memory a backend
+# holds for data it has not written yet (beyond the stream's queue bound), and
+# surfaces write errors promptly.
+MAX_WRITES_IN_FLIGHT = 64
+MAX_BYTES_IN_FLIGHT = 32 * 2**20
+# Unbounded axes grow ahead of the data (then are trimmed at close) so the
+# array metadata is not rewritten for every frame.
+MAX_GROWTH_STEP = 1024
+
+Region = tuple[slice | int, ...]
+
+
+class Completion(Protocol):
+    """A write in progress (a tensorstore future, or one already done)."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+
+class Done:
+    """The completion of a write that finished before it was returned."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        return None
+
+
+# (storage index, frame metadata, skipped?) of a frame awaiting its write
+_Entry = tuple[tuple[int, ...], dict[str, Any] | None, bool]
+
+
+@dataclass
+class _ArrayState:
+    array: Any  # the backend's array handle
+    shape: list[int]  # current shape, including growth ahead of the data
+    buffer: BlockBuffer | None
+    # frames gathered in each open write block, for the journal
+    block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
+
+
+class RegionWriterBackend(ZarrBackend):
+    """Frames to `<image>/0` arrays through region writes (see module doc)."""
+
+    def __init__(self, settings: AcquisitionSettings) -> None:
+        super().__init__(settings)
+        self._arrays: list[_ArrayState] = []
+        self._pending: deque[tuple[Completion, int, list[_Entry], int]] = deque()
+        self._pending_bytes = 0
+        self._block_shape = write_block_shape(settings)
+        self._buffered = any(b > 1 for b in self._block_shape)
+
+    # ----------------------------------------------------------------- hooks
+
+    @abstractmethod
+    def _create_array(self, location: ImageLocation, shape: tuple[int, ...]) -> Any:
+        """Create (replacing) the array at `location.array_path`; its handle."""
+
+    @abstractmethod
+    def _write_region(self, array: Any, region: Region, data: np.ndarray) -> Completion:
+        """Start writing `data` to `region`; `data` is not modified until the
+        write completes."""
+
+    @abstractmethod
+    def _resize_array(
+        self, location: ImageLocation, array: Any, shape: tuple[int, ...]
+    ) -> Any:
+        """Change the shape (metadata only: chunks are neither read nor
+        deleted); the handle to use from now on."""
+
+    @abstractmethod
+    def _read_region(self, array: Any, region: Region) -> np.ndarray:
+        """Read `region` (every write to it has completed)."""
+
+    # ----------------------------------------------------------------- open
+
+    def _open_arrays(self) -> None:
+        settings = self.settings
+        frame_shape = settings.frame_shape
+        initial = tuple(0 if c is None else c for c in self._index_shape)
+        for image in self._images:
+            array = self._create_array(image.location, initial + frame_shape)
+            buffer = None
+            if self._buffered:
+                buffer = BlockBuffer(
+                    self._block_shape,
+                    self._index_shape,
+                    frame_shape,
+                    np.dtype(settings.dtype),
+                )
+            self._arrays.append(_ArrayState(array, list(initial + frame_shape), buffer))
+
+    # ---------------------------------------------------------------- frames
+
+    def _write_frame(
+        self,
+        position_index: int,
+        image: ZarrImage,
+        storage_index: tuple[int, ...],
+        frame: np.ndarray,
+        frame_metadata: dict[str, Any] | None,
+    ) -> None:
+        self._store(position_index, (storage_index, frame_metadata, False), frame)
+
+    def _skip_frame(
+        self, position_index: int, image: ZarrImage, storage_index: tuple[int, ...]
+    ) -> None:
+        self._store(position_index, (storage_index, None, True), None)
+
+    def _store(
+        self, position_index: int, entry: _Entry, frame: np.ndarray | None
+    ) -> None:
+        storage_index = entry[0]
+        state = self._arrays[position_index]
+        if self._unbounded_axis is not None:
+            needed = storage_index[self._unbounded_axis] + 1
+            if state.buffer is not None:
+                block = self._block_shape[self._unbounded_axis]
+                needed = math.ceil(needed / block) * block
+            self._ensure_capacity(position_index, needed)
+        if state.buffer is None:
+            if frame is not None:
+                completion = self._write_region(state.array, storage_index, frame)
+                self._submit(completion, position_index, [entry], frame.nbytes)
+            elif self.journal is not None:
+                self.journal.skip(position_index, storage_index)
+            return
+        key = tuple(i // b for i, b in zip(storage_index, self._block_shape))
+        state.block_frames.setdefault(key, []).append(entry)
+        if self.journal is not None and frame is not None:
+            self.journal.received(position_index, storage_index)
+        complete = state.buffer.add(storage_index, frame)
+        if complete is not None:
+            entries = state.block_frames.pop(key)
+            self._write_block(position_index, *complete, entries)
+
+    def _write_block(
+        self,
+        position_index: int,
+        start: tuple[int, ...],
+        block: np.ndarray,
+        entries: list[_Entry],
+    ) -> None:
+        state = self._arrays[position_index]
+        limits = list(state.shape)
+        if self._closed and self._unbounded_axis is not None:
+            # no tail past the data
+            limits[self._unbounded_axis] = self._images[position_index].extent
+        stop = [min(s + b, limit) for s, b, limit in zip(start, block.shape, limits)]
+        region = tuple(slice(s, e) for s, e in zip(start, stop))
+        data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
+        if data.size:
+            completion = self._write_region(state.array, region, data)
+            self._submit(completion, position_index, entries, data.nbytes)
+
+    def _ensure_capacity(self, position_index: int, needed: int) -> None:
+        axis = self._unbounded_axis
+        assert axis is not None
+        current = self._arrays[position_index].shape[axis]
+        if needed <= current:
+            return
+        grown = max(needed, current + min(max(current, 1), MAX_GROWTH_STEP))
+        self._resize(position_index, grown)
+
+    def _resize(self, position_index: int, size: int) -> None:
+        axis = self._unbounded_axis
+        assert axis is not None
+        state = self._arrays[position_index]
+        shape = list(state.shape)
+        shape[axis] = size
+        location = self._images[position_index].location
+        state.array = self._resize_array(location, state.array, tuple(shape))
+        state.shape = shape
+
+    def _submit(
+        self,
+        completion: Completion,
+        position_index: int,
+        entries: list[_Entry],
+        nbytes: int,
+    ) -> None:
+        self._pending.append((completion, position_index, entries, nbytes))
+        self._pending_bytes += nbytes
+        while (
+            len(self._pending) > MAX_WRITES_IN_FLIGHT
+            or self._pending_bytes > MAX_BYTES_IN_FLIGHT
+            or (self._pending and self._pending[0][0].done())
+        ):
+            self._complete_oldest()  # also journals finished writes promptly
+
+    def _complete_oldest(self) -> None:
+        completion, position_index, entries, nbytes = self._pending.popleft()
+        self._pending_bytes -= nbytes
+        completion.result()
+        if self.journal is None:
+            return
+        for storage_index, metadata, skipped in entries:
+            if skipped:
+                self.journal.skip(position_index, storage_index)
+            else:
+                self.journal.frame(position_index, storage_index, metadata)
+
+    def flush(self) -> None:
+        while self._pending:
+            self._complete_oldest()
+
+    # ------------------------------------------------------------------ read
+
+    def read_frame(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        if not self.was_written(position_index, storage_index):
+            return None
+        state = self._arrays[position_index]
+        if state.buffer is not None:
+            buffered = state.buffer.peek(storage_index)
+            if buffered is not None:
+                return buffered.copy()
+        self.flush()  # a write of this frame may still be in flight
+        return np.asarray(self._read_region(state.array, tuple(storage_index)))
+
+    # ----------------------------------------------------------------- close
+
+    def _finish_arrays(self) -> None:
+        axis = self._unbounded_axis
+        for position_index, state in enumerate(self._arrays):
+            if state.buffer is None:
+                continue
+            image = self._images[position_index]
+            for start, block in state.buffer.drain():
+                if axis is not None:
+                    self._ensure_capacity(position_index, image.extent)
+                key = tuple(s // b for s, b in zip(start, self._block_shape))
+                entries = state.block_frames.pop(key, [])
+                self._write_block(position_index, start, block, entries)
+        self.flush()
+        if axis is None:
+            return
+        for position_index, state in enumerate(self._arrays):
+            final = self.final_index_shape(self._images[position_index])[axis]
+            if final != state.shape[axis]:
+                self._resize(position_index, final)
