@@ -7,12 +7,19 @@ from .backend import ArrayBackend
 
 
 def create_backend(settings: AcquisitionSettings) -> ArrayBackend:
-    """The backend that writes `settings.format`."""
+    """The backend that writes `settings.format`.
+
+    Zarr: the requested backend, or for "auto" the first installed one in
+    `ZARR_BACKEND_ORDER` that can write the settings; the choice is recorded
+    in `settings.format.backend`. Raises ImportError naming the install
+    command when a requested backend is not installed, ValueError when it
+    cannot write the settings.
+    """
     fmt = settings.format
     if isinstance(fmt, OmeZarrFormat):
-        from .zarr.tensorstore import TensorStoreBackend
+        from .zarr.selection import create_zarr_backend
 
-        return TensorStoreBackend(settings)
+        return create_zarr_backend(settings)
     if isinstance(fmt, OmeTiffFormat):
         from .tiff.tifffile import TiffFileBackend
 

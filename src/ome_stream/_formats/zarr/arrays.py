@@ -21,7 +21,7 @@ def _bytes_codec(itemsize: int) -> dict[str, Any]:
     return _BYTES_LE if itemsize > 1 else {"name": "bytes"}
 
 
-def _compression_codecs(compression: str | None, itemsize: int) -> list[dict[str, Any]]:
+def compression_codecs(compression: str | None, itemsize: int) -> list[dict[str, Any]]:
     """Zarr v3 codec list after `bytes` (zarr v3 core spec, blosc/zstd codecs)."""
     if compression in (None, "none"):
         return []
@@ -74,7 +74,7 @@ def array_metadata(
     dtype = np.dtype(settings.dtype)
     codecs = [
         _bytes_codec(dtype.itemsize),
-        *_compression_codecs(settings.compression, dtype.itemsize),
+        *compression_codecs(settings.compression, dtype.itemsize),
     ]
     chunks = chunk_shape(settings)
     shards = shard_shape(settings)

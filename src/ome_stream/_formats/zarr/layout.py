@@ -75,13 +75,25 @@ def image_locations(settings: AcquisitionSettings) -> list[ImageLocation]:
     return locations
 
 
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Replace `path` with `document` so readers never see a partial file."""
+def write_json_atomic(
+    path: Path, document: dict[str, Any], *, compact: bool = False
+) -> None:
+    """Replace `path` with `document` so readers never see a partial file.
+
+    `compact`: sorted keys, no whitespace - the bytes tensorstore writes for
+    an array's zarr.json, so every backend's array documents are identical.
+    """
+    if compact:
+        text = json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    else:
+        text = json.dumps(document, indent=2, ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, ensure_ascii=False)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+"""OME-Zarr backend writing arrays with zarr-python (>= 3.1).
+
+Imported only when this backend is chosen (`pip install "ome-stream[zarr-python]"`).
+We write each array's zarr.json ourselves (`array_document`, the document
+tensorstore writes for the same settings) and let zarr-python read it and
+write the chunks, so both backends produce the same store. Resizing rewrites
+that document and reopens the array: zarr-python's own `resize` would write
+its own form of the document (and may delete chunks outside the new shape).
+Writes are synchronous. Runtime options are set per array (`with_config`),
+never through the process-global `zarr.config`, so other zarr users in the
+process (or several streams) cannot change each other's behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from .arrays import array_document
+from .layout import ImageLocation, write_json_atomic
+from .regions import Completion, Done, Region, RegionWriterBackend
+
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
+# Chunks equal to the fill value are not stored (tensorstore's default too):
+# skipped frames cost no disk, and the missing-frame list tells them apart.
+_ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": False}
+_DONE = Done()
+
+
+class ZarrPythonBackend(RegionWriterBackend):
+    """Synchronous region writes through zarr-python; zarr.json written by us."""
+
+    def _open(self, location: ImageLocation, shape: tuple[int, ...]) -> Any:
+        path = self.root / location.array_path
+        document = array_document(self.settings, shape)
+        write_json_atomic(path / "zarr.json", document, compact=True)
+        array = zarr.open_array(str(path), mode="r+", zarr_format=3)
+        return array.with_config(_ARRAY_CONFIG)
+
+    def _create_array(self, location: ImageLocation, shape: tuple[int, ...]) -> Any:
+        return self._open(location, shape)
+
+    def _write_region(self, array: Any, region: Region, data: np.ndarray) -> Completion:
+        array[region] = data
+        return _DONE
+
+    def _resize_array(
+        self, location: ImageLocation, array: Any, shape: tuple[int, ...]
+    ) -> Any:
+        return self._open(location, shape)
+
+    def _read_region(self, array: Any, region: Region) -> np.ndarray:
+        return np.asarray(array[region])
