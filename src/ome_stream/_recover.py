@@ -176,6 +176,9 @@ def _recover_zarr(
 def _recover_tiff(
     settings: AcquisitionSettings, contents: JournalContents
 ) -> RecoveryReport:
+    """Replay the journaled pages, in the order they were written, into a
+    fresh dataset of the same layout, and let it replace the interrupted
+    files (and companion)."""
     import tifffile
 
     from ._formats.tiff.tifffile import TiffFileBackend
@@ -183,7 +186,6 @@ def _recover_tiff(
     fmt = settings.format
     assert isinstance(fmt, OmeTiffFormat)
     n_positions = len(settings.positions)
-    originals = fmt.file_paths(settings.root_path, n_positions)
     entries = _per_position(contents, n_positions)
     parent = settings.output_path.parent
     scratch = Path(tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=parent))
@@ -192,24 +194,41 @@ def _recover_tiff(
             update={"root_path": str(scratch / Path(settings.root_path).name)}
         )
         backend = TiffFileBackend(rebuilt_settings)
+        original = TiffFileBackend(settings)  # names the interrupted files
+        # The journal lists each page once it is in the file, in write order:
+        # acquisition order, positions interleaving when they share a file.
+        # A file's pages are therefore its journaled planes in that order.
+        written = sorted(
+            (
+                (backend.acquisition_number(position, entry[0]), position, entry)
+                for position in range(n_positions)
+                for entry in entries[position]
+            ),
+        )
+        pages_seen = [0] * len(original.paths)
         backend.open()
-        for position, original in enumerate(originals):
-            # the journal lists a position's pages in the order they were written
-            ordered = sorted(
-                entries[position], key=lambda entry: backend.flat_index(entry[0])
-            )
-            with tifffile.TiffFile(original) as tif:
-                for page_number, (index, metadata, skipped) in enumerate(ordered):
-                    if skipped:
-                        backend.skip(position, index)
-                        continue
-                    data = tif.pages[page_number].asarray()
-                    backend.write(position, index, data, metadata)
+        sources = [tifffile.TiffFile(path) for path in original.paths]
+        try:
+            for _, position, (index, metadata, skipped) in written:
+                file_index = original.layout.file_of_position(position)
+                page = pages_seen[file_index]
+                pages_seen[file_index] += 1
+                if skipped:
+                    backend.skip(position, index)
+                    continue
+                data = sources[file_index].pages[page].asarray()
+                backend.write(position, index, data, metadata)
+        finally:
+            for source in sources:
+                source.close()
         for namespace, values in contents.global_metadata.items():
             backend.set_global_metadata(namespace, values)
         backend.close()
-        for original, rebuilt in zip(originals, backend.paths):
-            rebuilt.replace(original)
+        for interrupted, rebuilt in zip(original.paths, backend.paths):
+            rebuilt.replace(interrupted)
+        if backend.companion_path is not None:
+            assert original.companion_path is not None
+            backend.companion_path.replace(original.companion_path)
         shapes: list[tuple[int, ...]] = [
             (backend.page_count(p),) for p in range(n_positions)
         ]

@@ -3,8 +3,14 @@
 Rules followed (OME-TIFF specification, ome.xsd):
 - one `Image` per position; `Pixels.DimensionOrder` is the order planes are
   stored in (fastest first, always starting XY);
-- `TiffData` maps IFDs to planes; with one file per position each `TiffData`
-  names its file through `UUID` + `FileName` (multi-file OME-TIFF);
+- `TiffData` maps IFDs to planes: one element per run of consecutive IFDs
+  holding consecutive planes (in DimensionOrder), starting at plane
+  (FirstZ, FirstC, FirstT) - so pages of several Images may interleave in one
+  file; with one file per position each `TiffData` names its file through
+  `UUID` + `FileName` (multi-file OME-TIFF);
+- a TIFF that does not carry the metadata holds only
+  `<BinaryOnly MetadataFile=... UUID=...>` naming the file that does, by a
+  name relative to its own directory;
 - `Plane` attributes carry per-frame time, exposure and stage position with
   explicit units; other per-frame keys live in a `MapAnnotation` the plane
   references; acquisition-level metadata is a `MapAnnotation` with a namespace.
@@ -37,6 +43,20 @@ class PlaneRecord:
 
 
 @dataclass
+class TiffDataRecord:
+    """`plane_count` planes, consecutive in DimensionOrder from (first_z,
+    first_c, first_t), stored in consecutive IFDs from `ifd`."""
+
+    ifd: int
+    first_z: int
+    first_c: int
+    first_t: int
+    plane_count: int
+    file_name: str | None = None  # for multi-file OME-TIFF
+    file_uuid: str | None = None
+
+
+@dataclass
 class ImageRecord:
     """What the XML needs to know about one position's image."""
 
@@ -44,12 +64,37 @@ class ImageRecord:
     position: Position
     sizes: dict[str, int]  # "T", "C", "Z" -> size
     dimension_order: str
-    plane_count: int
+    tiff_data: list[TiffDataRecord]
     planes: list[PlaneRecord] = field(default_factory=list)
     missing: list[tuple[int, int, int]] = field(default_factory=list)  # (z, c, t)
-    file_name: str | None = None  # for multi-file OME-TIFF
-    file_uuid: str | None = None
     acquisition_date: datetime | None = None
+
+
+def tiff_data_runs(
+    ifds: list[int],
+    zct_of: Any,
+    *,
+    file_name: str | None = None,
+    file_uuid: str | None = None,
+) -> list[TiffDataRecord]:
+    """TiffData for planes 0..len(ifds)-1 (in DimensionOrder) stored at
+    `ifds`: one element per run of consecutive IFDs. `zct_of(plane)` gives
+    a plane's (z, c, t). With no planes, a single PlaneCount="0" element
+    (Pixels needs one; Bio-Formats then leaves that Image out)."""
+    if not ifds:
+        return [TiffDataRecord(0, 0, 0, 0, 0, file_name, file_uuid)]
+    runs = []
+    start = 0
+    for plane in range(1, len(ifds) + 1):
+        if plane == len(ifds) or ifds[plane] != ifds[plane - 1] + 1:
+            z, c, t = zct_of(start)
+            runs.append(
+                TiffDataRecord(
+                    ifds[start], z, c, t, plane - start, file_name, file_uuid
+                )
+            )
+            start = plane
+    return runs
 
 
 def dimension_order(letters: list[str]) -> str:
@@ -146,13 +191,7 @@ class OmeXmlBuilder:
         ome_images = [self._image(img, annotations) for img in images]
         for namespace, values in global_metadata.items():
             annotations.append(
-                model.MapAnnotation(
-                    id=self._next_annotation_id(),
-                    namespace=namespace,
-                    value=Map(
-                        ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]
-                    ),
-                )
+                global_annotation(self._next_annotation_id(), namespace, values)
             )
         ome = OME(
             uuid=uuid,
@@ -196,15 +235,10 @@ class OmeXmlBuilder:
             if unit is not None:
                 pixels_kwargs["time_increment"] = t_dim.scale
                 pixels_kwargs["time_increment_unit"] = unit
-        tiff_data: dict[str, Any] = {"ifd": 0, "plane_count": img.plane_count}
-        if img.file_name is not None:
-            tiff_data["uuid"] = model.TiffData.UUID(
-                value=f"urn:uuid:{img.file_uuid}", file_name=img.file_name
-            )
         pixels = model.Pixels(
             **pixels_kwargs,
             channels=_channels(settings, img.index, img.sizes["C"]),
-            tiff_data_blocks=[model.TiffData(**tiff_data)],
+            tiff_data_blocks=[_tiff_data(block) for block in img.tiff_data],
             planes=[self._plane(p, annotations) for p in img.planes],
         )
         image_kwargs: dict[str, Any] = {
@@ -330,6 +364,48 @@ class OmeXmlBuilder:
             column_naming_convention=_naming(plate.column_names),
             wells=ome_wells,
         )
+
+
+def global_annotation(
+    annotation_id: str, namespace: str, values: dict[str, Any]
+) -> model.MapAnnotation:
+    """Acquisition-level metadata: one MapAnnotation per namespace, each
+    top-level key an entry whose value is JSON (strings as they are)."""
+    return model.MapAnnotation(
+        id=annotation_id,
+        namespace=namespace,
+        value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]),
+    )
+
+
+def binary_only(uuid: str, metadata_file: str, metadata_uuid: str) -> OME:
+    """The OME-XML of a TIFF whose metadata is in another file
+    (OME-TIFF specification, "BinaryOnly"): `metadata_file` is that file's
+    name relative to this file's directory."""
+    return OME(
+        uuid=f"urn:uuid:{uuid}",
+        creator="ome-stream",
+        binary_only=OME.BinaryOnly(
+            metadata_file=metadata_file, uuid=f"urn:uuid:{metadata_uuid}"
+        ),
+    )
+
+
+def _tiff_data(block: TiffDataRecord) -> model.TiffData:
+    kwargs: dict[str, Any] = {"ifd": block.ifd, "plane_count": block.plane_count}
+    # FirstZ/FirstC/FirstT default to 0; written only when they are not
+    for key, value in (
+        ("first_z", block.first_z),
+        ("first_c", block.first_c),
+        ("first_t", block.first_t),
+    ):
+        if value:
+            kwargs[key] = value
+    if block.file_name is not None:
+        kwargs["uuid"] = model.TiffData.UUID(
+            value=f"urn:uuid:{block.file_uuid}", file_name=block.file_name
+        )
+    return model.TiffData(**kwargs)
 
 
 def _naming(names: list[str]) -> Any:

@@ -1,17 +1,29 @@
 """OME-TIFF backend: tifffile writes the pages, ome-types the OME-XML.
 
-Pages are written in the order frames arrive (TIFF is sequential), which for
-each position is its storage order. The OME-XML in the first page's
-ImageDescription is rewritten at close to describe exactly the planes in the
-file: an early close trims the outermost dimension to what was acquired and
-fills the rest of its last step with zero planes recorded as missing.
+Pages are written in the order frames arrive (TIFF is sequential): for each
+position that is its storage order; when several positions share one file
+their pages interleave as acquired, and TiffData elements map each run of
+consecutive pages to its planes. Which files exist and which carry the
+metadata is the layout's business (layout.py).
+
+Metadata, for each file holding the full OME-XML (or the companion file):
+until close an interim version describing only complete outer steps of each
+position, refreshed about every second (in place in the first page's
+ImageDescription, in space reserved for it; the companion is replaced
+atomically), so a killed run stays readable; at close the final version,
+describing exactly the planes in the files: an early close trims the
+outermost dimension to what was acquired and fills the rest of its last step
+with zero planes recorded as missing. TIFFs whose metadata lives elsewhere
+hold a fixed BinaryOnly reference from their first page on.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid as uuid_module
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,20 +31,47 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from ome_types import OME
 
 from ..._frame_metadata import FrameRecord
-from ..._settings import AcquisitionSettings, OmeTiffFormat, tiff_axis_letter
+from ..._settings import AcquisitionSettings, tiff_axis_letter
 from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
-from .ome_xml import ImageRecord, OmeXmlBuilder, PlaneRecord, dimension_order
+from .layout import TiffLayout, remove_earlier_outputs
+from .metadata import (
+    AnnotationIds,
+    check_document,
+    rebase,
+    set_namespace_annotation,
+)
+from .ome_xml import (
+    ImageRecord,
+    OmeXmlBuilder,
+    PlaneRecord,
+    binary_only,
+    dimension_order,
+    global_annotation,
+    tiff_data_runs,
+)
+from .pages import PageReader
 
 # How often written pages are flushed and recorded in the journal.
 JOURNAL_INTERVAL_S = 0.01
-# How often the interim OME-XML of an open file is refreshed in place.
+# How often the interim OME-XML of an open file is refreshed (at least; a
+# large document is refreshed less often, so building it costs at most
+# about a tenth of the writer's time).
 INTERIM_XML_INTERVAL_S = 1.0
+# Outer steps an unbounded acquisition's interim XML describes at most when
+# positions interleave in one file (one TiffData per run of pages: the XML
+# grows with the steps and must fit the space reserved at the first page).
+UNBOUNDED_INTERIM_STEPS = 1000
+# Reserved bytes per TiffData element of the interim XML (an element with
+# large numbers and its indentation is under 100).
+_TIFF_DATA_BYTES = 112
 # Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
 _CLASSIC_TIFF_LIMIT = 2**32 - 2**26
 _COMPRESSION = {"lzw": "lzw", "deflate": "adobe_deflate"}
+COMPANION_KEY = -1
 
 
 @dataclass
@@ -40,23 +79,50 @@ class _File:
     path: Path
     uuid: str
     writer: tifffile.TiffWriter | None
+    full_metadata: bool  # the full OME-XML, or a BinaryOnly reference
+    reader: PageReader
     pages: int = 0
-    records: list[FrameRecord] = field(default_factory=list)
-    missing: list[tuple[int, ...]] = field(default_factory=list)
     reserved: int = 0  # bytes kept for the first page's ImageDescription
     description_offset: int | None = None
 
 
+@dataclass
+class _Image:
+    """One position: which page of its file holds each of its planes."""
+
+    file_index: int
+    ifds: list[int] = field(default_factory=list)  # by flat storage index
+    records: list[FrameRecord] = field(default_factory=list)
+    missing: list[tuple[int, ...]] = field(default_factory=list)
+    missing_flat: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _UserDocument:
+    """An OME passed to update_metadata before close, and what the stream
+    did since: frames written (their Planes are added at close) and global
+    metadata set (it replaces the document's annotation of that namespace)."""
+
+    ome: OME
+    records_seen: list[int]
+    namespaces: set[str] = field(default_factory=set)
+
+
 class TiffFileBackend(ArrayBackend):
-    """One OME-TIFF file per position (one file in all for a single position)."""
+    """OME-TIFF in any layout of OmeTiffFormat (see layout.py)."""
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         super().__init__(settings)
-        fmt = settings.format
-        assert isinstance(fmt, OmeTiffFormat)
-        self.output_path = settings.output_path
-        self.paths = fmt.file_paths(settings.root_path, len(settings.positions))
+        self.layout = TiffLayout.from_settings(settings)
+        self.output_path = self.layout.output_path
+        self.paths = list(self.layout.files)
+        self.companion_path = self.layout.companion
+        self._companion_uuid = str(uuid_module.uuid4())
         self._files: list[_File] = []
+        self._images = [
+            _Image(self.layout.file_of_position(p))
+            for p in range(len(settings.positions))
+        ]
         dims = settings.storage_index_dimensions
         self._letters = [tiff_axis_letter(d) or "?" for d in dims]
         self._index_shape = [d.count for d in dims]
@@ -71,6 +137,9 @@ class TiffFileBackend(ArrayBackend):
             if not self._index_shape
             else math.prod(c or 1 for c in self._index_shape[1:])
         )
+        self._loop_counts = [d.count for d in settings.dimensions[:-2]]
+        self._position_axis = settings.position_dimension_index
+        self._interim_step_cap = self._step_cap()
         self._global: dict[str, dict[str, Any]] = {}
         self._created = datetime.now(timezone.utc)
         self._builder = OmeXmlBuilder(settings)
@@ -79,6 +148,9 @@ class TiffFileBackend(ArrayBackend):
         self._next_journal = 0.0
         self._unjournaled: list[tuple[str, int, tuple[int, ...], Any]] = []
         self._write_kwargs = self._page_options()
+        self._user_documents: dict[int, _UserDocument] = {}
+        self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
+        self._written: dict[int, OME] = {}  # after close: what the files hold
         self._closed = False
 
     # ----------------------------------------------------------------- open
@@ -117,33 +189,73 @@ class TiffFileBackend(ArrayBackend):
         per_file = frames // len(self.paths)
         return per_file * (self.settings.frame_nbytes + 512) > _CLASSIC_TIFF_LIMIT
 
+    def _step_cap(self) -> int | None:
+        """Outer steps the interim XML may describe (None: all)."""
+        unbounded = bool(self._index_shape) and self._index_shape[0] is None
+        if unbounded and self.layout.single_file and self._runs_per_step() > 0:
+            return UNBOUNDED_INTERIM_STEPS
+        return None
+
+    def _runs_per_step(self) -> int:
+        """TiffData runs of one position per outer step when positions
+        interleave in one file: a position's pages are consecutive for the
+        loops inside the position loop, so each iteration of the loops
+        outside it (bar the outermost, the step itself) starts a run."""
+        axis = self._position_axis
+        if axis is None or len(self.settings.positions) == 1:
+            return 0
+        return math.prod(c or 1 for c in self._loop_counts[1:axis]) if axis else 0
+
     def open(self) -> None:
         settings = self.settings
-        targets = [self.output_path] if len(self.paths) > 1 else self.paths
-        for target in targets:
-            if target.exists() and not settings.overwrite:
-                raise FileExistsError(
-                    f"{target} already exists. Pass overwrite=True to replace it, "
-                    "or choose another root_path."
-                )
-        if len(self.paths) > 1:
-            self.output_path.mkdir(parents=True, exist_ok=True)
+        layout = self.layout
+        target = layout.files[0] if layout.single_file else layout.output_path
+        if target.exists() and not settings.overwrite:
+            raise FileExistsError(
+                f"{target} already exists. Pass overwrite=True to replace it, "
+                "or choose another root_path."
+            )
+        if settings.overwrite:
+            remove_earlier_outputs(settings, layout)
         for path in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.unlink(missing_ok=True)
         bigtiff = self._needs_bigtiff()
-        for path in self.paths:
+        for index, path in enumerate(self.paths):
             writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
-            self._files.append(_File(path, str(uuid_module.uuid4()), writer))
+            self._files.append(
+                _File(
+                    path,
+                    str(uuid_module.uuid4()),
+                    writer,
+                    layout.holds_full_metadata(index),
+                    PageReader(path),
+                )
+            )
+        if layout.companion is not None:
+            self._write_companion(self._document(final=False))
 
     # ---------------------------------------------------------------- frames
 
     def flat_index(self, storage_index: tuple[int, ...]) -> int:
-        """The page number of a storage index within its position's file."""
+        """The plane number of a storage index within its position."""
         return sum(i * s for i, s in zip(storage_index, self._strides))
 
+    def acquisition_number(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> int:
+        """The frame number (acquisition order) of a position's plane: pages
+        are written in this order (TIFF storage order is acquisition order)."""
+        loop = list(storage_index)
+        if self._position_axis is not None:
+            loop.insert(self._position_axis, position_index)
+        number = 0
+        for value, count in zip(loop, self._loop_counts):
+            number = number * (count or 1) + value
+        return number
+
     def page_count(self, position_index: int) -> int:
-        return self._files[position_index].pages
+        """Planes written for a position (padding included after close)."""
+        return len(self._images[position_index].ifds)
 
     def write(
         self,
@@ -152,21 +264,22 @@ class TiffFileBackend(ArrayBackend):
         frame: np.ndarray,
         frame_metadata: dict[str, Any] | None,
     ) -> None:
-        file = self._files[position_index]
-        self._check_sequential(file, storage_index)
-        self._write_page(file, frame)
+        image = self._images[position_index]
+        self._check_sequential(position_index, storage_index)
+        self._write_page(image, frame)
         if frame_metadata is not None:
-            file.records.append(FrameRecord(storage_index, frame_metadata))
+            image.records.append(FrameRecord(storage_index, frame_metadata))
         if self.journal is not None:
             self._journal_later(
                 ("frame", position_index, storage_index, frame_metadata)
             )
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
-        file = self._files[position_index]
-        self._check_sequential(file, storage_index)
-        self._write_page(file, self._blank())
-        file.missing.append(storage_index)
+        image = self._images[position_index]
+        self._check_sequential(position_index, storage_index)
+        image.missing_flat.add(len(image.ifds))
+        self._write_page(image, self._blank())
+        image.missing.append(storage_index)
         if self.journal is not None:
             self._journal_later(("skip", position_index, storage_index, None))
 
@@ -179,9 +292,7 @@ class TiffFileBackend(ArrayBackend):
         if now < self._next_journal and len(self._unjournaled) < 256:
             return
         self._next_journal = now + JOURNAL_INTERVAL_S
-        for file in self._files:
-            if file.writer is not None:
-                file.writer.filehandle.flush()
+        self._flush_files()
         assert self.journal is not None
         for kind, position_index, storage_index, metadata in self._unjournaled:
             if kind == "frame":
@@ -190,25 +301,30 @@ class TiffFileBackend(ArrayBackend):
                 self.journal.skip(position_index, storage_index)
         self._unjournaled.clear()
 
-    def _check_sequential(self, file: _File, storage_index: tuple[int, ...]) -> None:
-        if self.flat_index(storage_index) != file.pages:
+    def _flush_files(self) -> None:
+        for file in self._files:
+            if file.writer is not None:
+                file.writer.filehandle.flush()
+
+    def _check_sequential(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> None:
+        expected = len(self._images[position_index].ifds)
+        if self.flat_index(storage_index) != expected:
             raise RuntimeError(
-                f"internal error: plane {storage_index} arrived out of order for "
-                f"{file.path.name} (expected plane number {file.pages})"
+                f"internal error: plane {storage_index} of position {position_index} "
+                f"arrived out of order (expected plane number {expected})"
             )
 
     def _blank(self) -> np.ndarray:
         return np.zeros(self.settings.frame_shape, self.settings.dtype)
 
-    def _write_page(self, file: _File, frame: np.ndarray) -> None:
+    def _write_page(self, image: _Image, frame: np.ndarray) -> None:
+        file = self._files[image.file_index]
         assert file.writer is not None
+        image.ifds.append(file.pages)
         if file.pages == 0:
-            # The first page carries the OME-XML. Until close it is an interim
-            # version describing only complete outer steps, refreshed in place
-            # (hence the reserved space), so a killed run stays readable.
-            interim = self._xml_for(file, final=False).encode()
-            file.reserved = 2 * len(interim) + 8192
-            description = interim.ljust(file.reserved)
+            description = self._first_description(file)
             file.writer.write(frame, description=description, **self._write_kwargs)
         else:
             file.writer.write(frame, **self._write_kwargs)
@@ -216,100 +332,223 @@ class TiffFileBackend(ArrayBackend):
         if time.monotonic() >= self._next_refresh:
             self._refresh_interim_xml()
 
+    def _first_description(self, file: _File) -> bytes:
+        """The first page's ImageDescription: a BinaryOnly reference, or the
+        interim OME-XML in space reserved for every later version of it."""
+        index = self._files.index(file)
+        if not file.full_metadata:
+            return self._xml(self._stub(index))
+        interim = self._xml(self._with_uuid(self._document(final=False), file.uuid))
+        file.reserved = 2 * len(interim) + 8192 + self._reserve_for_runs()
+        return interim.ljust(file.reserved)
+
+    def _reserve_for_runs(self) -> int:
+        """Room for the TiffData elements the interim XML gains as steps
+        complete (several per position when positions interleave)."""
+        per_step = self._runs_per_step()
+        if not per_step:
+            return 0
+        steps = self._interim_step_cap or self._index_shape[0] or 1
+        return len(self._images) * steps * per_step * _TIFF_DATA_BYTES
+
     def _refresh_interim_xml(self) -> None:
-        self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
+        started = time.monotonic()
+        self._flush_files()
+        document = self._document(final=False)
         for file in self._files:
-            if file.writer is None or file.pages == 0:
-                continue
-            file.writer.filehandle.flush()
-            if file.description_offset is None:
-                with tifffile.TiffFile(file.path) as tif:
-                    tag = tif.pages.first.tags[270]
-                    file.description_offset = tag.valueoffset
-            xml = self._xml_for(file, final=False).encode()
+            if file.full_metadata and file.writer is not None and file.pages:
+                self._rewrite_reserved(file, document)
+        if self.layout.companion is not None:
+            self._write_companion(document)
+        spent = time.monotonic() - started
+        self._next_refresh = time.monotonic() + max(INTERIM_XML_INTERVAL_S, 10 * spent)
+
+    def _rewrite_reserved(self, file: _File, document: OME) -> None:
+        if file.description_offset is None:
+            with tifffile.TiffFile(file.path) as tif:
+                file.description_offset = tif.pages.first.tags[270].valueoffset
+        xml = self._xml(self._with_uuid(document, file.uuid))
+        if len(xml) > file.reserved:
+            # global metadata grew past the reservation: it is not needed to
+            # read the pixels, and close writes it
+            xml = self._xml(
+                self._with_uuid(document, file.uuid, structured_annotations=None)
+            )
             if len(xml) > file.reserved:
-                continue  # cannot happen in practice; keep the older version
-            with file.path.open("r+b") as f:
-                f.seek(file.description_offset)
-                f.write(xml.ljust(file.reserved))
+                return  # keep the older version; `recover` restores the rest
+        with file.path.open("r+b") as f:
+            f.seek(file.description_offset)
+            f.write(xml.ljust(file.reserved))
+
+    # -------------------------------------------------------------- reading
+
+    def read_frame(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """The frame at `storage_index` as written, or None when it is not
+        written yet or was skipped (it then reads as zeros)."""
+        image = self._images[position_index]
+        flat = self.flat_index(storage_index)
+        if flat >= len(image.ifds) or flat in image.missing_flat:
+            return None
+        file = self._files[image.file_index]
+        if file.writer is not None:
+            file.writer.filehandle.flush()
+        return file.reader.read(image.ifds[flat])
 
     # -------------------------------------------------------------- metadata
 
     def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._global[namespace] = metadata
+        for user in self._user_documents.values():
+            user.namespaces.add(namespace)
         if self._closed:
-            self._write_final_xml()
+            annotation = global_annotation("Annotation:0", namespace, metadata)
+            for document in self._written.values():
+                if document.binary_only is None:
+                    set_namespace_annotation(
+                        document, annotation, AnnotationIds(document)
+                    )
+            self._write_documents(
+                {k: d for k, d in self._written.items() if d.binary_only is None}
+            )
 
-    def _image_record(self, index: int, file: _File, final: bool) -> ImageRecord:
-        """The XML's view of one file: final (every page, after padding) or
-        interim (only complete outer steps, no per-plane metadata)."""
+    def get_metadata(self) -> dict[int, OME]:
+        """{file index: a copy of the OME that file holds (after close) or will
+        hold at close (before)}. -1 is the companion file; a TIFF whose
+        metadata is elsewhere has its BinaryOnly reference."""
+        if self._closed:
+            documents = self._written
+        else:
+            documents = self._handed_out = self._documents_now()
+        return {key: doc.model_copy(deep=True) for key, doc in documents.items()}
+
+    def update_metadata(self, metadata: Any) -> None:
+        """Replace the OME of some files: {file index: OME}, as get_metadata
+        returns. After close it is written at once; before, it is kept and
+        written at close, brought up to date with what the stream wrote
+        since (new Planes, sizes after an early close, global metadata set
+        since). Nothing changes unless every document is valid: TypeError
+        (not a dict of OME), KeyError (no such file), ValueError (it would
+        not describe the pixels in the files)."""
+        if not isinstance(metadata, dict):
+            raise TypeError(
+                "update_metadata takes a dict {file index: ome_types.OME} like "
+                f"get_metadata() returns, not {type(metadata).__name__}."
+            )
+        current = self._written if self._closed else self._documents_now()
+        for key, document in metadata.items():
+            if key not in current:
+                raise KeyError(
+                    f"No file with index {key!r} in this dataset; valid indices: "
+                    f"{sorted(current)} ({self._describe_keys()})."
+                )
+            if not isinstance(document, OME):
+                raise TypeError(
+                    f"metadata[{key!r}] must be an ome_types.OME (as get_metadata() "
+                    f"returns), not {type(document).__name__}."
+                )
+        for key, document in metadata.items():
+            earlier = None if self._closed else self._handed_out.get(key)
+            check_document(self._where(key), document, current[key], earlier=earlier)
+        if self._closed:
+            self._write_documents(
+                {k: d.model_copy(deep=True) for k, d in metadata.items()}
+            )
+            return
+        seen = [len(image.records) for image in self._images]
+        for key, document in metadata.items():
+            self._user_documents[key] = _UserDocument(
+                document.model_copy(deep=True), seen
+            )
+
+    def _describe_keys(self) -> str:
+        if self.layout.companion is not None:
+            return "-1 is the companion file, 0.. the TIFF files"
+        if self.layout.single_file:
+            return "0 is the file"
+        return "0.. are the TIFF files in position order"
+
+    def _where(self, key: int) -> str:
+        if key == COMPANION_KEY:
+            assert self.layout.companion is not None
+            return f"the companion file {self.layout.companion.name} (key -1)"
+        return f"file {key} ({self.paths[key].name})"
+
+    # ------------------------------------------------------- documents
+
+    def _image_record(
+        self,
+        position_index: int,
+        *,
+        final: bool,
+        padding: int = 0,
+        padding_ifd: int = 0,
+    ) -> ImageRecord:
+        """The XML's view of one position. Final: every plane, with
+        `padding` planes of the last step still to be written from IFD
+        `padding_ifd` on; interim: complete outer steps only, no per-plane
+        metadata."""
+        image = self._images[position_index]
+        ifds = image.ifds + list(range(padding_ifd, padding_ifd + padding))
+        steps = len(ifds) // self._inner_planes
+        if final:
+            steps = max(1, steps)
+        elif self._interim_step_cap is not None:
+            steps = min(steps, self._interim_step_cap)
+        described = ifds[: steps * self._inner_planes]
         sizes = {"T": 1, "C": 1, "Z": 1}
         counts = list(self._index_shape)
         if counts:
-            steps = file.pages / self._inner_planes
-            counts[0] = max(1, math.ceil(steps) if final else math.floor(steps))
+            counts[0] = max(1, steps)
         for letter, count in zip(self._letters, counts):
             sizes[letter] = count or 1
-        plane_count = math.prod(sizes.values())
-        planes = []
-        missing = []
+        planes: list[PlaneRecord] = []
+        missing: list[tuple[int, int, int]] = []
         if final:
-            for record in file.records:
+            for record in image.records:
                 zct = self._zct(record.storage_index)
                 planes.append(PlaneRecord(*zct, metadata=record.metadata))
-            missing = [self._zct(idx) for idx in file.missing]
-        multi = len(self._files) > 1
+            missing = [self._zct(index) for index in image.missing]
+            first_pad = len(image.ifds)
+            missing += [
+                self._zct(self._unravel(flat))
+                for flat in range(first_pad, first_pad + padding)
+            ]
+        file = self._files[image.file_index]
+        multi = not self.layout.single_file
         return ImageRecord(
-            index=index,
-            position=self.settings.positions[index],
+            index=position_index,
+            position=self.settings.positions[position_index],
             sizes=sizes,
             dimension_order=dimension_order(self._letters),
-            plane_count=plane_count,
+            tiff_data=tiff_data_runs(
+                described,
+                lambda flat: self._zct(self._unravel(flat)),
+                file_name=file.path.name if multi else None,
+                file_uuid=file.uuid if multi else None,
+            ),
             planes=planes,
             missing=missing,
-            file_name=file.path.name if multi else None,
-            file_uuid=file.uuid if multi else None,
             acquisition_date=self._created,
         )
+
+    def _padding(self) -> list[tuple[int, int]]:
+        """(planes, first IFD) each position's last step still needs at close;
+        positions are padded in order, each file's pages appended."""
+        next_page = [file.pages for file in self._files]
+        padding = []
+        for image in self._images:
+            written = len(image.ifds)
+            target = max(1, math.ceil(written / self._inner_planes))
+            count = target * self._inner_planes - written
+            padding.append((count, next_page[image.file_index]))
+            next_page[image.file_index] += count
+        return padding
 
     def _zct(self, storage_index: tuple[int, ...]) -> tuple[int, int, int]:
         found = dict(zip(self._letters, storage_index))
         return found.get("Z", 0), found.get("C", 0), found.get("T", 0)
-
-    def _xml_for(self, file: _File, *, final: bool) -> str:
-        images = [self._image_record(i, f, final) for i, f in enumerate(self._files)]
-        ome = self._builder.build(images, self._global, uuid=f"urn:uuid:{file.uuid}")
-        return str(ome.to_xml())
-
-    def _write_final_xml(self) -> None:
-        for file in self._files:
-            xml = self._xml_for(file, final=True)
-            tifffile.tiffcomment(file.path, comment=xml.encode("utf-8"))
-
-    # ----------------------------------------------------------------- close
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            for file in self._files:
-                self._pad_last_step(file)
-        finally:
-            for file in self._files:
-                if file.writer is not None:
-                    file.writer.close()
-                    file.writer = None
-        self._write_final_xml()
-
-    def _pad_last_step(self, file: _File) -> None:
-        """Complete the outermost step with zero planes so the XML's sizes
-        and the page count agree; the padding is recorded as missing."""
-        target = max(1, math.ceil(file.pages / self._inner_planes)) * self._inner_planes
-        while file.pages < target:
-            index = self._unravel(file.pages)
-            self._write_page(file, self._blank())
-            file.missing.append(index)
 
     def _unravel(self, flat: int) -> tuple[int, ...]:
         index = []
@@ -317,3 +556,131 @@ class TiffFileBackend(ArrayBackend):
             value, flat = divmod(flat, stride)
             index.append(value)
         return tuple(index)
+
+    def _document(self, *, final: bool) -> OME:
+        """The full OME of the dataset (root UUID unset): final as if the
+        stream closed now, or interim."""
+        if final:
+            padding = self._padding()
+            images = [
+                self._image_record(p, final=True, padding=n, padding_ifd=first)
+                for p, (n, first) in enumerate(padding)
+            ]
+        else:
+            images = [
+                self._image_record(p, final=False) for p in range(len(self._images))
+            ]
+        return self._builder.build(images, self._global)
+
+    def _stub(self, file_index: int) -> OME:
+        layout = self.layout
+        if layout.companion is not None:
+            target, target_uuid = layout.companion.name, self._companion_uuid
+        else:
+            target, target_uuid = self._files[0].path.name, self._files[0].uuid
+        return binary_only(self._files[file_index].uuid, target, target_uuid)
+
+    def _with_uuid(self, document: OME, uuid: str, **update: Any) -> OME:
+        return document.model_copy(update={"uuid": f"urn:uuid:{uuid}", **update})
+
+    def _generated(self) -> dict[int, OME]:
+        """What ome-stream writes at close, as if it closed now."""
+        document = self._document(final=True)
+        documents: dict[int, OME] = {}
+        if self.layout.companion is not None:
+            documents[COMPANION_KEY] = self._with_uuid(document, self._companion_uuid)
+        for index, file in enumerate(self._files):
+            documents[index] = (
+                self._with_uuid(document, file.uuid)
+                if file.full_metadata
+                else self._stub(index)
+            )
+        return documents
+
+    def _documents_now(self) -> dict[int, OME]:
+        """The final documents as if the stream closed now, with the user's
+        (update_metadata) brought up to date."""
+        documents = self._generated()
+        for key, user in self._user_documents.items():
+            documents[key] = self._rebase(user, documents[key])
+        return documents
+
+    def _rebase(self, user: _UserDocument, generated: OME) -> OME:
+        new_planes = [
+            {self._zct(record.storage_index) for record in image.records[seen:]}
+            for image, seen in zip(self._images, user.records_seen)
+        ]
+        return rebase(
+            user.ome, generated, new_planes=new_planes, namespaces=user.namespaces
+        )
+
+    @staticmethod
+    def _xml(document: OME) -> bytes:
+        return str(document.to_xml()).encode("utf-8")
+
+    def _write_companion(self, document: OME) -> None:
+        self._replace_companion(
+            self._xml(self._with_uuid(document, self._companion_uuid))
+        )
+
+    def _replace_companion(self, xml: bytes) -> None:
+        """Replace the companion file atomically: a reader sees the old or
+        the new version, never a partial one."""
+        companion = self.layout.companion
+        temporary = self.layout.companion_temporary
+        assert companion is not None
+        assert temporary is not None
+        temporary.write_bytes(xml)
+        os.replace(temporary, companion)
+
+    def _write_documents(self, documents: dict[int, OME]) -> None:
+        for key, document in documents.items():
+            xml = self._xml(document)
+            if key == COMPANION_KEY:
+                self._replace_companion(xml)
+            else:
+                tifffile.tiffcomment(self.paths[key], comment=xml)
+            self._written[key] = document
+
+    # ----------------------------------------------------------------- close
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            final = self._final_documents()
+            for image, (count, _) in zip(self._images, self._padding()):
+                first = len(image.ifds)
+                for flat in range(first, first + count):
+                    image.missing_flat.add(flat)
+                    self._write_page(image, self._blank())
+                    image.missing.append(self._unravel(flat))
+        finally:
+            self._closed = True
+            for file in self._files:
+                file.reader.close()
+                if file.writer is not None:
+                    file.writer.close()
+                    file.writer = None
+        self._write_documents(final)
+
+    def _final_documents(self) -> dict[int, OME]:
+        """The documents to write at close: ours, or the user's brought up to
+        date (ours, with a warning, should that fail the checks)."""
+        generated = self._generated()
+        documents = dict(generated)
+        for key, user in self._user_documents.items():
+            document = self._rebase(user, generated[key])
+            try:
+                check_document(self._where(key), document, generated[key])
+            except ValueError as exc:
+                warnings.warn(
+                    f"The metadata passed to update_metadata for {self._where(key)} "
+                    f"no longer fits the data ({exc}); wrote ome-stream's instead. "
+                    "Call update_metadata again after close.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            documents[key] = document
+        return documents

@@ -1,0 +1,123 @@
+"""Where an OME-TIFF dataset's files go, and which of them hold the metadata.
+
+The layouts the OME-TIFF specification defines:
+
+- one file: every position is an Image (a series) of that file, which holds
+  the full OME-XML;
+- a directory `<stem>/` of `<stem>_p000<suffix>`, ... one file per position,
+  the metadata being
+  - "redundant": the full OME-XML in every file,
+  - "master-tiff": the full OME-XML in the first file, a `BinaryOnly`
+    reference to it in the others,
+  - "companion-file": the full OME-XML in `<stem>.companion.ome` beside the
+    files, each of which holds a `BinaryOnly` reference to it.
+
+With `overwrite=True` a new run removes what an earlier run with the same
+root path left that this run would not replace (files of more positions, a
+companion, the other layout's file or directory), and only names this module
+would write.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..._journal import journal_path
+from ..._settings import AcquisitionSettings, OmeTiffFormat
+from ..._settings.formats import TIFF_SUFFIXES
+
+MetadataPlacement = Literal["single", "redundant", "master-tiff", "companion-file"]
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """The files of one dataset, in file-index order."""
+
+    output_path: Path
+    files: tuple[Path, ...]
+    companion: Path | None
+    placement: MetadataPlacement
+
+    @classmethod
+    def from_settings(cls, settings: AcquisitionSettings) -> TiffLayout:
+        fmt = settings.format
+        assert isinstance(fmt, OmeTiffFormat)
+        n_positions = len(settings.positions)
+        single = fmt.is_single_file(n_positions)
+        return cls(
+            output_path=settings.output_path,
+            files=tuple(fmt.file_paths(settings.root_path, n_positions)),
+            companion=fmt.companion_path(settings.root_path, n_positions),
+            placement="single" if single else fmt.multi_file_metadata,
+        )
+
+    @property
+    def single_file(self) -> bool:
+        return self.placement == "single"
+
+    def file_of_position(self, position_index: int) -> int:
+        return 0 if self.single_file else position_index
+
+    def holds_full_metadata(self, file_index: int) -> bool:
+        """Whether the TIFF carries the full OME-XML (not a BinaryOnly stub)."""
+        if self.placement in ("single", "redundant"):
+            return True
+        return self.placement == "master-tiff" and file_index == 0
+
+    @property
+    def companion_temporary(self) -> Path | None:
+        """Where a new companion is written before it replaces the old one."""
+        if self.companion is None:
+            return None
+        return self.companion.with_name(self.companion.name + ".tmp")
+
+
+def _other_layouts(settings: AcquisitionSettings) -> tuple[Path, Path]:
+    """The single file and the directory this root path gives."""
+    fmt = settings.format
+    assert isinstance(fmt, OmeTiffFormat)
+    n_positions = len(settings.positions)
+    single = fmt.model_copy(update={"prefer_single_file": "always"})
+    directory = fmt.model_copy(update={"prefer_single_file": "never"})
+    return (
+        single.get_output_path(settings.root_path, num_positions=n_positions),
+        directory.get_output_path(settings.root_path, num_positions=n_positions),
+    )
+
+
+def _is_ours(name: str, stem: str, suffix: str) -> bool:
+    """Names ome-stream writes inside `<stem>/`: position files (any TIFF
+    suffix, any number of positions) and the companion with its temporary."""
+    suffixes = "|".join(
+        re.escape(s)
+        for s in {suffix, *TIFF_SUFFIXES, *(".ome" + s for s in TIFF_SUFFIXES)}
+    )
+    position_file = re.compile(rf"{re.escape(stem)}_p\d{{3,}}(?:{suffixes})", re.I)
+    companion = f"{stem}.companion.ome"
+    return bool(position_file.fullmatch(name)) or name in (
+        companion,
+        companion + ".tmp",
+    )
+
+
+def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) -> None:
+    """Delete what an earlier run with this root path wrote (overwrite=True):
+    our files in `<stem>/`, the other layout's single file, and their
+    journals. Files of other names are never touched."""
+    fmt = settings.format
+    assert isinstance(fmt, OmeTiffFormat)
+    single, directory = _other_layouts(settings)
+    if single.is_file():
+        single.unlink()
+        journal_path(single).unlink(missing_ok=True)
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_file() and _is_ours(entry.name, directory.name, fmt.suffix):
+                entry.unlink()
+        if layout.single_file:
+            journal_path(directory).unlink(missing_ok=True)
+            if not any(directory.iterdir()):
+                directory.rmdir()
