@@ -97,7 +97,7 @@ def array_metadata(
             "configuration": {"chunk_shape": list(shards or chunks)},
         },
         "chunk_key_encoding": {"name": "default"},
-        "fill_value": 0,
+        "fill_value": 0.0 if dtype.kind == "f" else 0,  # as tensorstore writes it
         "codecs": codecs,
         "dimension_names": [d.name for d in settings.array_storage_dimensions],
     }

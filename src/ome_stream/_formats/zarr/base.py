@@ -174,8 +174,8 @@ class ZarrBackend(ArrayBackend):
                     f"storage_index {index} is outside the array (axis {axis} has "
                     f"{count} entries)."
                 )
-            if i >= image.written.shape[axis]:
-                return False
+        if any(i >= n for i, n in zip(index, image.written.shape)):
+            return False  # past the data on the unbounded axis
         return bool(image.written[index])
 
     def final_index_shape(self, image: ZarrImage) -> tuple[int, ...]:
@@ -233,10 +233,11 @@ class ZarrBackend(ArrayBackend):
         (yaozarrs NGFF 0.5 models, and the children it names must be the
         ones in the store); without it the NGFF metadata is kept. Each
         document is rewritten at once (atomically) and kept by the documents
-        written later (global metadata, close). Nothing changes if any group
-        fails: KeyError for an unknown group path, TypeError for a value that
-        is not a dict of JSON data, ValueError for `ome_stream` (ours) or
-        invalid `ome`.
+        written later (global metadata, close). `ome_stream` is ours: it may
+        only come back unchanged. Nothing changes if any group fails:
+        KeyError for an unknown group path, TypeError for a value that is not
+        a dict of JSON data, ValueError for a changed `ome_stream` or invalid
+        `ome`.
         """
         if not isinstance(metadata, dict):
             raise TypeError(
@@ -256,12 +257,17 @@ class ZarrBackend(ArrayBackend):
                     f"The attributes of group {path!r} must be a dict, got "
                     f"{type(attributes).__name__}."
                 )
-            if NAMESPACE in attributes:
-                raise ValueError(
-                    f"The {NAMESPACE!r} attributes (group {path!r}) are written by "
-                    "ome-stream; leave that key out (get_metadata shows it)."
-                )
             user = _json_copy(attributes, path)
+            if NAMESPACE in user:
+                # ours: accepted back only unchanged (as get_metadata gave it)
+                current = self._attributes(path, frame_metadata=False)
+                ours = _json_copy(current, path).get(NAMESPACE)
+                if user.pop(NAMESPACE) != ours:
+                    raise ValueError(
+                        f"The {NAMESPACE!r} attributes (group {path!r}) are written "
+                        "by ome-stream and cannot be changed; leave that key out "
+                        "or as get_metadata returned it."
+                    )
             ome = (
                 self._checked_ome(path, group, user.pop("ome"))
                 if "ome" in user
