@@ -609,7 +609,12 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
     _kill_while_writing(root, backend)
     journal = read_journal(journal_path(root))
     assert journal.settings["format"]["backend"] == backend
+    chunks = sorted(p for p in (root / "0" / "c").rglob("*") if p.is_file())
+    if backend == "acquire-zarr" and chunks:
+        # as if the kill came halfway through acquire-zarr writing a shard
+        chunks[-1].write_bytes(chunks[-1].read_bytes()[:100])
     report = recover(root)
+    readers.read_tensorstore(root / "0")  # every remaining chunk decodes
     readers.validate_yaozarrs(root)
     readers.validate_ome_zarr_models(root)
     attributes = readers.zarr_documents(root)[""]["attributes"]

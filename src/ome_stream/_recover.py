@@ -142,12 +142,14 @@ def _recover_zarr(
                 new if new != old else None for new, old in zip(shape, array.shape)
             ]
             grow = any(new > old for new, old in zip(shape, array.shape))
-            array.resize(
+            array = array.resize(
                 exclusive_max=exclusive_max,
                 resize_metadata_only=True,
                 expand_only=grow,
                 shrink_only=not grow,
             ).result()
+        if settings.format.backend == "acquire-zarr":
+            _drop_undecodable_chunks(array, array_dir)
         shapes.append(tuple(shape))
         written = np.zeros(shape[:-2], bool)
         records = []
@@ -171,6 +173,35 @@ def _recover_zarr(
         frames_lost=contents.lost,
         shapes=shapes,
     )
+
+
+def _drop_undecodable_chunks(array: Any, array_dir: Path) -> None:
+    """Delete the chunk (shard) files of `array` that cannot be decoded.
+
+    acquire-zarr writes chunks on its own threads and never says a frame is
+    on disk, so its frames are all recovered as missing; a kill in the middle
+    of writing a file would still leave that file unreadable and break
+    readers of the whole array. Every file is read once (recovery is rare);
+    the ones that decode keep their pixels.
+    """
+    grid = array.chunk_layout.write_chunk.shape
+    for path in sorted((array_dir / "c").rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            cell = [int(part) for part in path.relative_to(array_dir / "c").parts]
+        except ValueError:
+            continue  # not a chunk key
+        region = tuple(
+            slice(i * g, min((i + 1) * g, n))
+            for i, g, n in zip(cell, grid, array.shape)
+        )
+        if len(cell) != len(grid) or any(r.start >= r.stop for r in region):
+            continue
+        try:
+            array[region].read().result()
+        except ValueError:  # tensorstore: DATA_LOSS
+            path.unlink()
 
 
 def _recover_tiff(
