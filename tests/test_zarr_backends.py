@@ -638,3 +638,24 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
         for r in attributes["ome_stream"]["frame_metadata"]
     }
     assert records == frames
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failed_open_leaves_no_store(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ome_stream._formats.zarr.base import ZarrBackend
+
+    settings = settings_for(CASES["5d"], tmp_path / "f.ome.zarr", backend)
+    created = create_backend(settings)
+    assert isinstance(created, ZarrBackend)
+
+    def refuse() -> None:
+        raise RuntimeError("the array library refused")
+
+    monkeypatch.setattr(created, "_open_arrays", refuse)
+    with pytest.raises(RuntimeError, match="refused"):
+        created.open()
+    assert not settings.output_path.exists()
+    with create_stream(settings) as stream:  # nothing left to block a retry
+        stream.skip(frames=stream.settings.num_frames or 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,15 @@ class ZarrBackend(ArrayBackend):
                 ome, "image", image=position_index
             )
             self._images.append(ZarrImage(location, np.zeros(initial, bool)))
-        for path in self._groups:
-            self._write_group(path)
-        self._open_arrays()
+        try:
+            for path in self._groups:
+                self._write_group(path)
+            self._open_arrays()
+        except BaseException:
+            # the store is ours (prepare_store made way for it): leave no
+            # half-made store behind to block a retry
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     # ---------------------------------------------------------------- frames
 

@@ -8,6 +8,7 @@ only once chosen, so an uninstalled one costs nothing.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from typing import cast
 
@@ -27,12 +28,20 @@ _MODULES = {
 def is_installed(backend: str) -> bool:
     if importlib.util.find_spec(_MODULES[backend]) is None:
         return False
-    if backend == "zarr-python":
-        from importlib.metadata import version
-
-        major, minor = (int(part) for part in version("zarr").split(".")[:2])
-        return (major, minor) >= (3, 1)
+    if backend == "zarr-python":  # zarr 2 has another API
+        return _version("zarr") >= (3, 1)
     return True
+
+
+def _version(distribution: str) -> tuple[int, ...]:
+    """(major, minor) of an installed distribution; (0,) when unknown."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        numbers = re.findall(r"\d+", version(distribution))[:2]
+    except PackageNotFoundError:
+        return (0,)
+    return tuple(int(n) for n in numbers)
 
 
 def install_hint(backend: str) -> str:
