@@ -1193,3 +1193,31 @@ def zarr_documents(path: StrPath) -> dict[str, dict[str, Any]]:
             meta_path.read_text(encoding="utf-8")
         )
     return documents
+
+
+def tifffile_ome_series(path: StrPath) -> list[npt.NDArray[Any]]:
+    """Every OME series of a TIFF as tifffile's own OME-XML parser maps it
+    (TiffData IFD/FirstZ/FirstC/FirstT/PlaneCount), each ``(T, C, Z, Y, X)``.
+
+    tifffile follows ``TiffData`` UUID/FileName to other files of a
+    multi-file set, but not ``BinaryOnly`` references: a TIFF holding only
+    a BinaryOnly stub comes back as its plain pages.
+    """
+    import tifffile
+
+    result: list[npt.NDArray[Any]] = []
+    with tifffile.TiffFile(path) as tif:
+        if not tif.is_ome:
+            raise ValueError(f"{path}: tifffile does not see OME-XML")
+        for series in tif.series:
+            axes = series.get_axes(False)
+            data = series.asarray().reshape(series.get_shape(False))
+            for axis in "TCZ":
+                if axis not in axes:
+                    data = data[np.newaxis]
+                    axes = axis + axes
+            keep = [axes.index(a) for a in "TCZYX"]
+            extra = [i for i in range(len(axes)) if i not in keep]
+            data = np.transpose(data, keep + extra)
+            result.append(data.reshape(data.shape[:5]))
+    return result

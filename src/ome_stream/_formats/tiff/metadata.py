@@ -237,8 +237,10 @@ def rebase(
             latest.size_t,
         )
         pixels.tiff_data_blocks = [b.model_copy() for b in latest.tiff_data_blocks]
+        present = {(p.the_z, p.the_c, p.the_t) for p in pixels.planes}
         for plane in latest.planes:
-            if (plane.the_z, plane.the_c, plane.the_t) not in planes:
+            zct = (plane.the_z, plane.the_c, plane.the_t)
+            if zct not in planes or zct in present:
                 continue
             plane = plane.model_copy(deep=True)
             refs = []

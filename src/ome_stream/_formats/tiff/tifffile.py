@@ -150,6 +150,7 @@ class TiffFileBackend(ArrayBackend):
         self._write_kwargs = self._page_options()
         self._user_documents: dict[int, _UserDocument] = {}
         self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
+        self._handed_out_records: list[int] = []  # frame records it included
         self._written: dict[int, OME] = {}  # after close: what the files hold
         self._closed = False
 
@@ -421,6 +422,7 @@ class TiffFileBackend(ArrayBackend):
             documents = self._written
         else:
             documents = self._handed_out = self._documents_now()
+            self._handed_out_records = [len(image.records) for image in self._images]
         return {key: doc.model_copy(deep=True) for key, doc in documents.items()}
 
     def update_metadata(self, metadata: Any) -> None:
@@ -456,10 +458,16 @@ class TiffFileBackend(ArrayBackend):
                 {k: d.model_copy(deep=True) for k, d in metadata.items()}
             )
             return
-        seen = [len(image.records) for image in self._images]
         for key, document in metadata.items():
+            # Planes of frames written after the get_metadata the document
+            # came from are added at close (frames may be written meanwhile).
+            seen = (
+                self._handed_out_records
+                if key in self._handed_out
+                else [len(image.records) for image in self._images]
+            )
             self._user_documents[key] = _UserDocument(
-                document.model_copy(deep=True), seen
+                document.model_copy(deep=True), list(seen)
             )
 
     def _describe_keys(self) -> str:

@@ -1,0 +1,728 @@
+"""OME-TIFF layouts (one file, a directory with redundant / master-tiff /
+companion-file metadata), reading frames back, and get/update_metadata.
+
+Every dataset is written for real and read back with readers we did not
+write: Bio-Formats (one dataset, one series per position, every pixel and
+the per-frame metadata of every position), the OME 2016-06 schema, tifffile
+and bioio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+from ome_types import OME, model
+
+from ome_stream import AcquisitionSettings, Dimension, Position, create_stream, recover
+from ome_stream._formats.tiff.tifffile import TiffFileBackend
+from ome_stream._journal import journal_path, read_journal
+from tests import _readers as readers
+from tests._cases import FRAME, make_frame
+
+POSITIONS = [
+    Position(name="A1", x_coord=1.0, y_coord=2.0),
+    Position(name="B2", x_coord=10.0, y_coord=20.0),
+    Position(name="C3", x_coord=100.0, y_coord=200.0),
+]
+CHANNELS = ["DAPI", "GFP"]
+MISSING_NS = "ome-stream.org/missing-frames"
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    prefer_single_file: str
+    multi_file_metadata: str
+    n_positions: int
+    position_axis: bool = True  # False: no position dimension at all
+
+    @property
+    def single_file(self) -> bool:
+        if self.prefer_single_file == "auto":
+            return self.n_positions == 1
+        return self.prefer_single_file == "always"
+
+    def format(self) -> dict[str, Any]:
+        return {
+            "name": "ome-tiff",
+            "prefer_single_file": self.prefer_single_file,
+            "multi_file_metadata": self.multi_file_metadata,
+        }
+
+    def tiffs(self, root: Path) -> list[Path]:
+        """The TIFF files for root_path `root` (".../run.ome.tiff")."""
+        if self.single_file:
+            return [root]
+        directory = root.parent / "run"
+        return [directory / f"run_p{p:03d}.ome.tiff" for p in range(self.n_positions)]
+
+    def companion(self, root: Path) -> Path | None:
+        if self.single_file or self.multi_file_metadata != "companion-file":
+            return None
+        return root.parent / "run" / "run.companion.ome"
+
+    def full_xml(self, root: Path) -> dict[str, str]:
+        """{name: OME-XML} of every file that carries the full metadata."""
+        companion = self.companion(root)
+        if companion is not None:
+            return {companion.name: companion.read_text(encoding="utf-8")}
+        tiffs = self.tiffs(root)
+        if self.multi_file_metadata == "master-tiff" and not self.single_file:
+            tiffs = tiffs[:1]
+        return {path.name: readers.tiff_ome_xml(path) for path in tiffs}
+
+    def stubs(self, root: Path) -> list[Path]:
+        """TIFFs holding only a BinaryOnly reference."""
+        if self.single_file or self.multi_file_metadata == "redundant":
+            return []
+        tiffs = self.tiffs(root)
+        return tiffs if self.companion(root) is not None else tiffs[1:]
+
+    def entry(self, root: Path) -> Path:
+        """What a user opens: the file, the companion, or any TIFF (the last,
+        which is a BinaryOnly stub in master-tiff)."""
+        companion = self.companion(root)
+        return companion if companion is not None else self.tiffs(root)[-1]
+
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in [
+        Layout("single", "auto", "redundant", 1, position_axis=False),
+        Layout("always", "always", "redundant", 3),
+        Layout("never", "never", "redundant", 1),
+        Layout("redundant", "auto", "redundant", 3),
+        Layout("master-tiff", "auto", "master-tiff", 3),
+        Layout("companion-file", "auto", "companion-file", 2),
+    ]
+}
+
+
+def dimensions(layout: Layout, t: int | None = 2, c: int = 2, z: int = 2) -> list[Any]:
+    """t-p-c-z acquisition order (positions interleave inside each time
+    point), then the frame."""
+    dims: list[Any] = [Dimension(name="t", count=t, unit="s", scale=2.0)]
+    if layout.position_axis:
+        dims.append(Dimension(name="p", coords=POSITIONS[: layout.n_positions]))
+    dims += [
+        Dimension(name="c", coords=CHANNELS[:c]),
+        Dimension(name="z", count=z, unit="um", scale=0.5),
+        Dimension(name="y", count=FRAME[0], unit="um", scale=0.25),
+        Dimension(name="x", count=FRAME[1], unit="um", scale=0.25),
+    ]
+    return dims
+
+
+def settings_for(
+    layout: Layout, root: Path, *, t: int | None = 2, **overrides: Any
+) -> AcquisitionSettings:
+    return AcquisitionSettings(
+        root_path=str(root),
+        dimensions=dimensions(layout, t=t),
+        dtype="uint16",
+        format=layout.format(),
+        **overrides,
+    )
+
+
+def frame_number(p: int, t: int, c: int, z: int, n_positions: int) -> int:
+    return ((t * n_positions + p) * 2 + c) * 2 + z
+
+
+def frame_metadata(number: int) -> dict[str, Any]:
+    return {
+        "delta_t": 0.5 * number,
+        "exposure_time": 0.001 * (number + 1),
+        "position_x": 1000.0 + number,
+        "frame": number,
+    }
+
+
+def expected_pixels(
+    n_positions: int,
+    t: int = 2,
+    zero: set[int] = frozenset(),  # type: ignore[assignment]
+) -> list[np.ndarray]:
+    """(T, C, Z, Y, X) of each position; frame numbers in `zero` are zeros."""
+    result = []
+    for p in range(n_positions):
+        data = np.zeros((t, 2, 2, *FRAME), np.uint16)
+        for ti in range(t):
+            for c in range(2):
+                for z in range(2):
+                    number = frame_number(p, ti, c, z, n_positions)
+                    if number not in zero:
+                        data[ti, c, z] = make_frame(number)
+        result.append(data)
+    return result
+
+
+def write_dataset(layout: Layout, root: Path, **overrides: Any) -> AcquisitionSettings:
+    settings = settings_for(layout, root, **overrides)
+    with create_stream(settings) as stream:
+        stream.set_global_metadata("experiment", {"id": 42, "lab": "ours"})
+        for number in range(settings.num_frames or 0):
+            stream.append(make_frame(number), frame_metadata=frame_metadata(number))
+    return settings
+
+
+def plane_table(ome: OME, image: int) -> dict[tuple[int, int, int], dict[str, Any]]:
+    """(t, c, z) -> the plane's fields and its MapAnnotation values."""
+    annotations = {
+        a.id: a
+        for a in (
+            ome.structured_annotations.map_annotations
+            if ome.structured_annotations
+            else []
+        )
+    }
+    table = {}
+    for plane in ome.images[image].pixels.planes:
+        values: dict[str, Any] = {
+            "delta_t": plane.delta_t,
+            "exposure_time": plane.exposure_time,
+            "position_x": plane.position_x,
+        }
+        for ref in plane.annotation_refs:
+            values.update({m.k: m.value for m in annotations[ref.id].value.ms})
+        table[(plane.the_t, plane.the_c, plane.the_z)] = values
+    return table
+
+
+def assert_frame_metadata(ome: OME, n_positions: int, t: int = 2) -> None:
+    """Every plane of every position carries its frame's metadata."""
+    for p in range(n_positions):
+        table = plane_table(ome, p)
+        assert len(table) == t * 4, f"position {p}"
+        for (ti, c, z), values in table.items():
+            number = frame_number(p, ti, c, z, n_positions)
+            assert values["delta_t"] == pytest.approx(0.5 * number)
+            assert values["exposure_time"] == pytest.approx(0.001 * (number + 1))
+            assert values["position_x"] == pytest.approx(1000.0 + number)
+            assert int(values["frame"]) == number
+
+
+def missing_planes(ome: OME, image: int) -> list[list[int]]:
+    """missing_planes_zct of an Image's missing-frames annotation ([] if none)."""
+    refs = {r.id for r in ome.images[image].annotation_refs}
+    for annotation in ome.structured_annotations.map_annotations:
+        if annotation.id in refs and annotation.namespace == MISSING_NS:
+            values = {m.k: m.value for m in annotation.value.ms}
+            result: list[list[int]] = json.loads(values["missing_planes_zct"])
+            return result
+    return []
+
+
+def wait_written(stream: Any, frames: int) -> None:
+    """Until the writer thread has handed `frames` frames to the backend."""
+    deadline = time.monotonic() + 30
+    while stream.frames_written < frames:
+        assert time.monotonic() < deadline, "the writer thread is stuck"
+        time.sleep(0.01)
+
+
+def file_bytes(paths: list[Path]) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in paths}
+
+
+# ------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_layout_is_one_dataset_with_a_series_per_position(
+    name: str, tmp_path: Path
+) -> None:
+    layout = LAYOUTS[name]
+    root = tmp_path / "run.ome.tiff"
+    write_dataset(layout, root)
+    n = layout.n_positions
+    tiffs = layout.tiffs(root)
+    companion = layout.companion(root)
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted([*tiffs, *([companion] if companion else [])])
+
+    # the full OME-XML: schema-valid, every position's planes, copies agree
+    full = {
+        file_name: readers.validate_ome_xml(xml)
+        for file_name, xml in layout.full_xml(root).items()
+    }
+    documents = list(full.values())
+    for ome in documents:
+        assert len(ome.images) == n
+        assert_frame_metadata(ome, n)
+        by_ns = {a.namespace: a for a in ome.structured_annotations.map_annotations}
+        assert {m.k: m.value for m in by_ns["experiment"].value.ms} == {
+            "id": "42",
+            "lab": "ours",
+        }
+        assert ome.images == documents[0].images
+        assert ome.structured_annotations == documents[0].structured_annotations
+    tiff_uuids = {
+        block.uuid.file_name: block.uuid.value
+        for image in documents[0].images
+        for block in image.pixels.tiff_data_blocks
+        if block.uuid is not None
+    }
+    if layout.single_file:
+        assert tiff_uuids == {}
+    else:
+        assert tiff_uuids.keys() == {path.name for path in tiffs}
+    # BinaryOnly stubs: schema-valid, name the metadata file (relative) + UUID
+    for stub in layout.stubs(root):
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(stub))
+        assert ome.images == []
+        holder = companion.name if companion else tiffs[0].name
+        assert ome.binary_only.metadata_file == holder
+        holder_uuid = full[holder].uuid
+        assert ome.binary_only.uuid == holder_uuid
+        assert ome.uuid == tiff_uuids[stub.name]
+
+    # Bio-Formats: one dataset, a series per position, pixels and metadata
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.is_ome_tiff, info.stdout
+    assert info.warnings == []
+    assert info.series_count == n
+    names = [p.name for p in POSITIONS[:n]] if layout.position_axis else ["0"]
+    assert [s.name for s in info.series] == names
+    for series, image in zip(info.series, info.ome.images):
+        assert series.shape == (2, 2, 2, *FRAME)
+        assert [c.name for c in image.pixels.channels] == CHANNELS
+        assert image.pixels.physical_size_z == pytest.approx(0.5)
+    assert_frame_metadata(info.ome, n)
+    expected = expected_pixels(n)
+    got = readers.bioformats_all_pixels(layout.entry(root), info=info)
+    for position, (data, want) in enumerate(zip(got, expected)):
+        np.testing.assert_array_equal(data, want, err_msg=f"position {position}")
+    # tifffile's own OME parser maps the same planes from a full-metadata TIFF
+    if companion is None:
+        for data, want in zip(readers.tifffile_ome_series(tiffs[0]), expected):
+            np.testing.assert_array_equal(data, want)
+
+
+def test_single_file_positions_read_by_bioio(tmp_path: Path) -> None:
+    root = tmp_path / "run.ome.tiff"
+    write_dataset(LAYOUTS["always"], root)
+    scenes = readers.read_bioio(root)
+    assert [s.scene_id for s in scenes] == ["Image:0", "Image:1", "Image:2"]
+    for scene, want in zip(scenes, expected_pixels(3)):
+        assert scene.channel_names == CHANNELS
+        np.testing.assert_array_equal(scene.data, want)
+
+
+@pytest.mark.parametrize("name", ["always", "companion-file"])
+def test_skips_and_early_close_recorded_as_missing(name: str, tmp_path: Path) -> None:
+    layout = LAYOUTS[name]
+    n = layout.n_positions
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root, t=5)
+    per_t = n * 4
+    skipped = {per_t + 1, per_t + 6}  # t=1: p0 c0 z1, p1 c1 z0
+    last = per_t + 4  # closed after p1's first plane of t=1
+    with create_stream(settings) as stream:
+        for number in range(last + 1):
+            if number in skipped:
+                stream.skip(frames=1)
+            else:
+                stream.append(make_frame(number), frame_metadata={"frame": number})
+    never = set(range(last + 1, 2 * per_t))
+    # each position keeps the time points it reached, the last one padded
+    size_t = [
+        1 + any(frame_number(p, 1, c, z, n) <= last for c in (0, 1) for z in (0, 1))
+        for p in range(n)
+    ]
+    full = readers.validate_ome_xml(next(iter(layout.full_xml(root).values())))
+    for p in range(n):
+        absent = [
+            (z, c, t)
+            for t in range(size_t[p])
+            for c in range(2)
+            for z in range(2)
+            if frame_number(p, t, c, z, n) in skipped | never
+        ]
+        assert sorted(map(tuple, missing_planes(full, p))) == sorted(absent)
+        assert full.images[p].pixels.size_t == size_t[p]
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    assert [s.shape for s in info.series] == [(t, 2, 2, *FRAME) for t in size_t]
+    got = readers.bioformats_all_pixels(layout.entry(root), info=info)
+    want = expected_pixels(n, zero=skipped | never)
+    for data, expected, t in zip(got, want, size_t):
+        np.testing.assert_array_equal(data, expected[:t])
+
+
+def test_overwrite_removes_earlier_outputs_and_keeps_other_files(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "run.ome.tiff"
+    directory = tmp_path / "run"
+    bigger = Layout("three", "auto", "companion-file", 3)
+    write_dataset(bigger, root)
+    assert (directory / "run.companion.ome").is_file()
+    unrelated = [
+        directory / "notes.txt",
+        directory / "run_p001.ome.tiff.bak",
+        directory / "run_pXYZ.ome.tiff",
+        directory / "other_p000.ome.tiff",
+        tmp_path / "run.txt",
+    ]
+    for path in unrelated:
+        path.write_text("keep me")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_dataset(LAYOUTS["redundant"], root)
+
+    smaller = Layout("two", "auto", "redundant", 2)
+    write_dataset(smaller, root, overwrite=True)
+    ours = sorted(p.name for p in directory.iterdir() if p not in unrelated)
+    assert ours == ["run_p000.ome.tiff", "run_p001.ome.tiff"]  # no p002, companion
+    ome = readers.validate_ome_xml(
+        readers.tiff_ome_xml(directory / "run_p001.ome.tiff")
+    )
+    assert len(ome.images) == 2
+
+    write_dataset(LAYOUTS["always"], root, overwrite=True)  # switch to one file
+    assert sorted(p.name for p in directory.iterdir() if p not in unrelated) == []
+    assert root.is_file()
+
+    write_dataset(smaller, root, overwrite=True)  # and back to a directory
+    assert not root.exists()
+    assert all(path.read_text() == "keep me" for path in unrelated)
+
+    # with no unrelated files left, switching to one file removes the directory
+    for path in unrelated:
+        path.unlink()
+    write_dataset(LAYOUTS["always"], root, overwrite=True)
+    assert not directory.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ome.tiff"]
+
+
+# ------------------------------------------------------- kill, then recover
+
+KILLED_WRITER = r"""
+import sys, time
+from ome_stream import AcquisitionSettings, Dimension, Position, create_stream
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import make_frame
+
+root, prefer, placement, n, t = sys.argv[1:6]
+n = int(n)
+dims = [
+    Dimension(name="t", count=None if t == "none" else int(t)),
+    Dimension(name="p", coords=[Position(name=f"P{{i}}") for i in range(n)]),
+    Dimension(name="c", coords=["DAPI", "GFP"]),
+    Dimension(name="y", count=24),
+    Dimension(name="x", count=40),
+]
+fmt = {{"name": "ome-tiff", "prefer_single_file": prefer,
+       "multi_file_metadata": placement}}
+stream = create_stream(
+    AcquisitionSettings(root_path=root, dimensions=dims, dtype="uint16", format=fmt)
+)
+stream.set_global_metadata("experiment", {{"id": 7}})
+print("started", flush=True)
+for i in range(100000):
+    if i % 17 == 5:
+        stream.skip(frames=1)
+    else:
+        stream.append(make_frame(i), frame_metadata={{"frame": i}})
+    time.sleep(0.004)
+"""
+
+
+def _kill_after(seconds: float, root: Path, layout: Layout, t: str) -> None:
+    script = KILLED_WRITER.format(tests_parent=str(Path(__file__).parents[1]))
+    args = [str(root), layout.prefer_single_file, layout.multi_file_metadata]
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args, str(layout.n_positions), t],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        if child.stdout.readline().strip() != "started":
+            child.kill()
+            raise AssertionError(child.stderr.read())
+        time.sleep(seconds)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+
+
+def _killed_frame(number: int) -> np.ndarray:
+    if number % 17 == 5:
+        return np.zeros(FRAME, np.uint16)
+    return make_frame(number)
+
+
+@pytest.mark.parametrize(
+    ("name", "t"),
+    [("always", "none"), ("companion-file", "500"), ("master-tiff", "none")],
+)
+def test_sigkill_readable_then_recovered(name: str, t: str, tmp_path: Path) -> None:
+    layout = LAYOUTS[name]
+    n = layout.n_positions
+    root = tmp_path / "run.ome.tiff"
+    output = root if layout.single_file else tmp_path / "run"
+    _kill_after(2.5, root, layout, t)  # past at least one interim refresh
+
+    # before recover: the interim metadata describes complete time points
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.is_ome_tiff, info.stdout
+    assert info.warnings == []
+    assert info.series_count == n
+    killed = readers.bioformats_all_pixels(layout.entry(root), info=info)
+    for p, data in enumerate(killed):
+        assert data.shape[0] >= 1
+        for ti in range(data.shape[0]):
+            for c in range(2):
+                number = (ti * n + p) * 2 + c
+                np.testing.assert_array_equal(data[ti, c, 0], _killed_frame(number))
+
+    journal = read_journal(journal_path(output))
+    report = recover(output)
+    assert report.frames_recovered == len(journal.frames)
+    assert not journal_path(output).exists()
+    assert not list(tmp_path.glob(".ome-stream-recover-*"))
+    reached = [*journal.frames, *journal.skipped]
+    size_t = [
+        1 + max((index[0] for q, index in reached if q == p), default=0)
+        for p in range(n)
+    ]
+    full = readers.validate_ome_xml(next(iter(layout.full_xml(root).values())))
+    for stub in layout.stubs(root):
+        readers.validate_ome_xml(readers.tiff_ome_xml(stub))
+    annotations = {a.id: a for a in full.structured_annotations.map_annotations}
+    assert "experiment" in {a.namespace for a in annotations.values()}
+    for p in range(n):
+        frames = {
+            (index[0], index[1]): meta["frame"]
+            for (position, index), meta in journal.frames.items()
+            if position == p
+        }
+        recorded = {}
+        for plane in full.images[p].pixels.planes:
+            ann = annotations[plane.annotation_refs[0].id]
+            recorded[(plane.the_t, plane.the_c)] = int(ann.value.ms[0].value)
+        assert recorded == frames
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    assert [s.size_t for s in info.series] == size_t
+    got = readers.bioformats_all_pixels(layout.entry(root), info=info)
+    for (p, (ti, c)), meta in journal.frames.items():
+        np.testing.assert_array_equal(got[p][ti, c, 0], make_frame(meta["frame"]))
+
+
+# ---------------------------------------------------------------- read_frame
+
+
+@pytest.mark.parametrize(
+    ("name", "compression"),
+    [
+        ("single", None),
+        ("always", None),
+        ("always", "lzw"),
+        ("companion-file", "deflate"),
+    ],
+)
+def test_read_frame_while_writing_and_after_close(
+    name: str, compression: str | None, tmp_path: Path
+) -> None:
+    layout = LAYOUTS[name]
+    n = layout.n_positions
+    settings = settings_for(
+        layout, tmp_path / "run.ome.tiff", t=3, compression=compression
+    )
+    backend = TiffFileBackend(settings)
+    backend.open()
+    order = [
+        (p, (t, c, z), frame_number(p, t, c, z, n))
+        for t in range(3)
+        for p in range(n)
+        for c in range(2)
+        for z in range(2)
+    ]
+    written = order[: len(order) - 3]  # closed early: the last planes are padding
+    skipped = {number for _, _, number in written if number % 7 == 3}
+    for step, (p, index, number) in enumerate(written):
+        assert backend.read_frame(p, index) is None
+        if number in skipped:
+            backend.skip(p, index)
+            assert backend.read_frame(p, index) is None
+            continue
+        backend.write(p, index, make_frame(number), None)
+        np.testing.assert_array_equal(backend.read_frame(p, index), make_frame(number))
+        earlier_p, earlier_index, earlier_number = written[step // 2]
+        earlier = backend.read_frame(earlier_p, earlier_index)
+        if earlier_number in skipped:
+            assert earlier is None
+        else:
+            np.testing.assert_array_equal(earlier, make_frame(earlier_number))
+    backend.close()
+    for p, index, number in order:
+        got = backend.read_frame(p, index)
+        if number in skipped or (p, index, number) not in written:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, make_frame(number))
+    path = layout.tiffs(tmp_path / "run.ome.tiff")[0]
+    with tifffile.TiffFile(path) as tif:
+        expected = {None: "NONE", "lzw": "LZW", "deflate": "ADOBE_DEFLATE"}
+        assert tif.pages.first.compression.name == expected[compression]
+
+
+# ----------------------------------------------------- get/update_metadata
+
+
+def _rename(ome: OME, suffix: str) -> OME:
+    for image in ome.images:
+        image.name = f"{image.name}{suffix}"
+        image.description = f"edited {suffix}"
+    return ome
+
+
+def test_update_metadata_after_close_is_written_at_once(tmp_path: Path) -> None:
+    layout = LAYOUTS["master-tiff"]
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root)
+    with create_stream(settings) as stream:
+        for number in range(settings.num_frames or 0):
+            stream.append(make_frame(number), frame_metadata=frame_metadata(number))
+    metadata = stream.get_metadata()
+    assert sorted(metadata) == [0, 1, 2]
+    assert metadata[1].binary_only.metadata_file == "run_p000.ome.tiff"
+    full = _rename(metadata[0], "-edited")
+    full.structured_annotations.map_annotations.append(
+        model.MapAnnotation(
+            id="Annotation:user",
+            namespace="user",
+            value=model.Map(ms=[model.Map.M(k="a", value="b")]),
+        )
+    )
+    stream.update_metadata({0: full})
+    assert stream.get_metadata()[0] == full
+    on_disk = readers.validate_ome_xml(readers.tiff_ome_xml(layout.tiffs(root)[0]))
+    assert [i.name for i in on_disk.images] == ["A1-edited", "B2-edited", "C3-edited"]
+    assert_frame_metadata(on_disk, 3)
+    # global metadata set after close joins the user's document
+    stream.set_global_metadata("late", {"note": 1})
+    on_disk = readers.validate_ome_xml(readers.tiff_ome_xml(layout.tiffs(root)[0]))
+    namespaces = {a.namespace for a in on_disk.structured_annotations.map_annotations}
+    assert {"user", "late"} <= namespaces
+    assert on_disk.images[0].name == "A1-edited"
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.warnings == []
+    assert [s.name for s in info.series] == ["A1-edited", "B2-edited", "C3-edited"]
+
+
+@pytest.mark.parametrize("name", ["always", "companion-file"])
+def test_update_metadata_before_close_survives_close(name: str, tmp_path: Path) -> None:
+    layout = LAYOUTS[name]
+    n = layout.n_positions
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root, t=3)
+    stream = create_stream(settings)
+    half = n * 4 + 3  # mid-way through t=1
+    for number in range(half):
+        stream.append(make_frame(number), frame_metadata=frame_metadata(number))
+    metadata = stream.get_metadata()  # as it would be if closed now
+    keys = [-1, *range(n)] if layout.companion(root) else [0]
+    assert sorted(metadata) == keys
+    key = keys[0]
+    stream.update_metadata({key: _rename(metadata[key], "-x")})
+    for number in range(half, 2 * n * 4):  # then close early, before t=2
+        stream.append(make_frame(number), frame_metadata=frame_metadata(number))
+    stream.set_global_metadata("after-update", {"ok": True})
+    stream.close()
+    full = readers.validate_ome_xml(next(iter(layout.full_xml(root).values())))
+    assert [i.name for i in full.images] == [f"{p.name}-x" for p in POSITIONS[:n]]
+    assert all(i.description == "edited -x" for i in full.images)
+    assert_frame_metadata(full, n)  # planes written after the update included
+    assert "after-update" in {
+        a.namespace for a in full.structured_annotations.map_annotations
+    }
+    assert stream.get_metadata()[key] == full
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.warnings == []
+    assert [s.shape for s in info.series] == [(2, 2, 2, *FRAME)] * n
+    assert [s.name for s in info.series] == [f"{p.name}-x" for p in POSITIONS[:n]]
+
+
+def _bad_documents(metadata: dict[int, OME], key: int) -> list[tuple[Any, type, str]]:
+    """(argument, error, message) for every way update_metadata refuses."""
+    cases: list[tuple[Any, type, str]] = [
+        ([metadata[key]], TypeError, "dict"),
+        ({key: metadata[key].to_xml()}, TypeError, "ome_types.OME"),
+        ({7: metadata[key]}, KeyError, "valid indices"),
+    ]
+
+    def changed(edit: Any) -> OME:
+        ome = metadata[key].model_copy(deep=True)
+        edit(ome)
+        return ome
+
+    def set_pixels(attribute: str, value: Any) -> Any:
+        return lambda ome: setattr(ome.images[0].pixels, attribute, value)
+
+    cases += [
+        ({key: changed(set_pixels("size_x", 41))}, ValueError, "SizeX=41"),
+        ({key: changed(set_pixels("type", "uint8"))}, ValueError, "Type=uint8"),
+        ({key: changed(set_pixels("size_t", 1))}, ValueError, "SizeT=1"),
+        ({key: changed(lambda o: o.images.pop())}, ValueError, "Images"),
+        (
+            {key: changed(lambda o: o.images[1].pixels.tiff_data_blocks.pop())},
+            ValueError,
+            "TiffData",
+        ),
+        ({key: changed(lambda o: setattr(o, "uuid", None))}, ValueError, "UUID"),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("when", ["before close", "after close"])
+def test_update_metadata_refuses_what_would_misdescribe_the_pixels(
+    when: str, tmp_path: Path
+) -> None:
+    layout = LAYOUTS["companion-file"]
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root)
+    stream = create_stream(settings)
+    for number in range(settings.num_frames or 0):
+        stream.append(make_frame(number), frame_metadata=frame_metadata(number))
+    if when == "after close":
+        stream.close()
+    else:
+        wait_written(stream, settings.num_frames or 0)
+    metadata = stream.get_metadata()
+    files = [*layout.tiffs(root), layout.companion(root)]
+    before = file_bytes(files) if when == "after close" else None
+    stub = metadata[0].model_copy(deep=True)
+    stub.binary_only = None
+    stub.images = metadata[-1].images
+    cases = [
+        *_bad_documents(metadata, -1),
+        ({0: stub}, ValueError, "BinaryOnly"),
+        ({0: metadata[-1]}, ValueError, "BinaryOnly"),
+    ]
+    for argument, error, message in cases:
+        with pytest.raises(error, match=message):
+            stream.update_metadata(argument)
+    stream.close()
+    if before is not None:
+        assert file_bytes(files) == before
+    assert stream.get_metadata()[-1] == metadata[-1]
+    info = readers.bioformats_info(layout.entry(root))
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    assert info.series_count == 2
