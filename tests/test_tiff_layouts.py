@@ -25,6 +25,7 @@ import tifffile
 from ome_types import OME, model
 
 from ome_stream import AcquisitionSettings, Dimension, Position, create_stream, recover
+from ome_stream._formats.tiff.layout import read_dataset_ome
 from ome_stream._formats.tiff.tifffile import TiffFileBackend
 from ome_stream._journal import journal_path, read_journal
 from tests import _readers as readers
@@ -287,6 +288,12 @@ def test_layout_is_one_dataset_with_a_series_per_position(
         holder_uuid = full[holder].uuid
         assert ome.binary_only.uuid == holder_uuid
         assert ome.uuid == tiff_uuids[stub.name]
+
+    # every file leads to the full metadata (what `validate`/`info` rely on)
+    for path in [*tiffs, *([companion] if companion else [])]:
+        ome, holder = read_dataset_ome(path)
+        assert holder.name in full
+        assert ome.images == documents[0].images
 
     # Bio-Formats: one dataset, a series per position, pixels and metadata
     info = readers.bioformats_info(layout.entry(root))
@@ -653,6 +660,12 @@ def test_update_metadata_before_close_survives_close(name: str, tmp_path: Path) 
         a.namespace for a in full.structured_annotations.map_annotations
     }
     assert stream.get_metadata()[key] == full
+    stream.set_global_metadata("after-close", {"ok": 2})  # where the OME is
+    full = readers.validate_ome_xml(next(iter(layout.full_xml(root).values())))
+    assert {"after-update", "after-close"} <= {
+        a.namespace for a in full.structured_annotations.map_annotations
+    }
+    assert full.images[0].name == f"{POSITIONS[0].name}-x"
     info = readers.bioformats_info(layout.entry(root))
     assert info.warnings == []
     assert [s.shape for s in info.series] == [(2, 2, 2, *FRAME)] * n

@@ -260,6 +260,10 @@ def _recover_tiff(
         if backend.companion_path is not None:
             assert original.companion_path is not None
             backend.companion_path.replace(original.companion_path)
+            # a kill while the companion was being replaced leaves its temporary
+            temporary = original.layout.companion_temporary
+            assert temporary is not None
+            temporary.unlink(missing_ok=True)
         shapes: list[tuple[int, ...]] = [
             (backend.page_count(p),) for p in range(n_positions)
         ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..._journal import journal_path
 from ..._settings import AcquisitionSettings, OmeTiffFormat
@@ -121,3 +121,36 @@ def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) ->
             journal_path(directory).unlink(missing_ok=True)
             if not any(directory.iterdir()):
                 directory.rmdir()
+
+
+def read_dataset_ome(path: Path) -> tuple[Any, Path]:
+    """The full OME (ome_types.OME) of the dataset a file belongs to, and the
+    file holding it: a TIFF's own OME-XML, the file its BinaryOnly element
+    names (relative to its directory), or a companion `.ome` file's.
+
+    Raises ValueError when there is no OME-XML or a BinaryOnly reference
+    leads nowhere.
+    """
+    import tifffile
+    from ome_types import from_xml
+
+    holder = path
+    for _ in range(2):  # a BinaryOnly stub names the holder; no chains
+        if holder.name.lower().endswith(".ome"):
+            xml = holder.read_text(encoding="utf-8")
+        else:
+            with tifffile.TiffFile(holder) as tif:
+                xml = tif.pages.first.description
+        if not xml.lstrip().startswith("<"):
+            raise ValueError(f"{holder.name} holds no OME-XML.")
+        ome = from_xml(xml)
+        if ome.binary_only is None:
+            return ome, holder
+        target = holder.parent / ome.binary_only.metadata_file
+        if not target.is_file():
+            raise ValueError(
+                f"{holder.name} refers to {ome.binary_only.metadata_file} for its "
+                "metadata (BinaryOnly), which does not exist beside it."
+            )
+        holder = target
+    raise ValueError(f"{path.name}: BinaryOnly refers to another BinaryOnly file.")

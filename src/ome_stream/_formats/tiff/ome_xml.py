@@ -19,6 +19,7 @@ Rules followed (OME-TIFF specification, ome.xsd):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -71,7 +72,7 @@ class ImageRecord:
 
 
 def tiff_data_runs(
-    ifds: list[int],
+    ifds: Sequence[int],
     zct_of: Any,
     *,
     file_name: str | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ class PageReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._offsets: list[int] = []
+        self._offsets = array("Q")  # IFD offset of each page found so far
         self._entry_format: tuple[str, int, int, str] | None = None
         self._fd: int | None = None
         self._tif: Any = None  # tifffile.TiffFile kept open while it is current

@@ -24,6 +24,7 @@ import os
 import time
 import uuid as uuid_module
 import warnings
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,7 +92,8 @@ class _Image:
     """One position: which page of its file holds each of its planes."""
 
     file_index: int
-    ifds: list[int] = field(default_factory=list)  # by flat storage index
+    # IFD of each plane, by flat storage index (8 bytes a plane, not a list)
+    ifds: array[int] = field(default_factory=lambda: array("q"))
     records: list[FrameRecord] = field(default_factory=list)
     missing: list[tuple[int, ...]] = field(default_factory=list)
     missing_flat: set[int] = field(default_factory=set)
@@ -498,7 +500,7 @@ class TiffFileBackend(ArrayBackend):
         `padding_ifd` on; interim: complete outer steps only, no per-plane
         metadata."""
         image = self._images[position_index]
-        ifds = image.ifds + list(range(padding_ifd, padding_ifd + padding))
+        ifds = image.ifds + array("q", range(padding_ifd, padding_ifd + padding))
         steps = len(ifds) // self._inner_planes
         if final:
             steps = max(1, steps)
