@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from ome_types import OME, model
 from ome_types.model import Map
 
@@ -82,19 +83,20 @@ def tiff_data_runs(
     `ifds`: one element per run of consecutive IFDs. `zct_of(plane)` gives
     a plane's (z, c, t). With no planes, a single PlaneCount="0" element
     (Pixels needs one; Bio-Formats then leaves that Image out)."""
-    if not ifds:
+    if not len(ifds):
         return [TiffDataRecord(0, 0, 0, 0, 0, file_name, file_uuid)]
+    pages = np.asarray(ifds, dtype=np.int64)
+    # a run ends where the next plane is not in the next IFD
+    starts = [0, *(np.flatnonzero(np.diff(pages) != 1) + 1).tolist()]
+    ends = [*starts[1:], len(pages)]
     runs = []
-    start = 0
-    for plane in range(1, len(ifds) + 1):
-        if plane == len(ifds) or ifds[plane] != ifds[plane - 1] + 1:
-            z, c, t = zct_of(start)
-            runs.append(
-                TiffDataRecord(
-                    ifds[start], z, c, t, plane - start, file_name, file_uuid
-                )
+    for start, end in zip(starts, ends):
+        z, c, t = zct_of(start)
+        runs.append(
+            TiffDataRecord(
+                int(pages[start]), z, c, t, end - start, file_name, file_uuid
             )
-            start = plane
+        )
     return runs
 
 
@@ -418,8 +420,6 @@ def _naming(names: list[str]) -> Any:
 
 
 def _significant_bits(dtype: str) -> int:
-    import numpy as np
-
     return np.dtype(dtype).itemsize * 8
 
 

@@ -62,10 +62,11 @@ JOURNAL_INTERVAL_S = 0.01
 # large document is refreshed less often, so building it costs at most
 # about a tenth of the writer's time).
 INTERIM_XML_INTERVAL_S = 1.0
-# Outer steps an unbounded acquisition's interim XML describes at most when
-# positions interleave in one file (one TiffData per run of pages: the XML
-# grows with the steps and must fit the space reserved at the first page).
-UNBOUNDED_INTERIM_STEPS = 1000
+# TiffData elements the interim XML holds at most when positions interleave
+# in one file (one per run of pages, so the XML grows with the outer steps
+# and must fit the space reserved at the first page, about 2 MB here). Past
+# it, a killed file shows the first steps; `recover` restores all of them.
+INTERIM_TIFF_DATA_LIMIT = 20_000
 # Reserved bytes per TiffData element of the interim XML (an element with
 # large numbers and its indentation is under 100).
 _TIFF_DATA_BYTES = 112
@@ -194,10 +195,12 @@ class TiffFileBackend(ArrayBackend):
 
     def _step_cap(self) -> int | None:
         """Outer steps the interim XML may describe (None: all)."""
-        unbounded = bool(self._index_shape) and self._index_shape[0] is None
-        if unbounded and self.layout.single_file and self._runs_per_step() > 0:
-            return UNBOUNDED_INTERIM_STEPS
-        return None
+        per_step = self._runs_per_step()
+        if not (self.layout.single_file and per_step):
+            return None
+        cap = max(1, INTERIM_TIFF_DATA_LIMIT // (len(self._images) * per_step))
+        steps = self._index_shape[0] if self._index_shape else None
+        return cap if steps is None or steps > cap else None
 
     def _runs_per_step(self) -> int:
         """TiffData runs of one position per outer step when positions
