@@ -88,3 +88,59 @@ def test_nonexistent_path_fails(tmp_path: Path) -> None:
     assert validate_dataset(tmp_path / "nope") == [
         f"{tmp_path / 'nope'} does not exist."
     ]
+
+
+def _write_positions(path: Path, **tiff: str) -> Path:
+    settings = AcquisitionSettings(
+        root_path=str(path),
+        format={"name": "ome-tiff", **tiff},
+        dimensions=dims_from_standard_axes(
+            {"t": 2, "p": ["a", "b", "c"], "c": ["A", "B"], "y": 8, "x": 8}
+        ),
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        for i in range(12):
+            stream.append(np.full((8, 8), i, np.uint16), {"i": i})
+    return settings.output_path
+
+
+TIFF_LAYOUTS = [
+    {"prefer_single_file": "always"},
+    {"multi_file_metadata": "redundant"},
+    {"multi_file_metadata": "master-tiff"},
+    {"multi_file_metadata": "companion-file"},
+]
+
+
+@pytest.mark.parametrize("layout", TIFF_LAYOUTS, ids=lambda d: next(iter(d.values())))
+def test_every_tiff_layout_validates_and_summarises(
+    layout: dict[str, str], tmp_path: Path
+) -> None:
+    out = _write_positions(tmp_path / "run.ome.tiff", **layout)
+    assert validate_dataset(out) == []
+    result = CliRunner().invoke(app, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    text = _text(result.output)
+    for name in ("a", "b", "c"):
+        assert name in text
+    summary_paths = [out] if out.is_file() else sorted(out.iterdir())
+    for path in summary_paths:  # any file of the set (or the companion) works
+        result = CliRunner().invoke(app, ["info", str(path)])
+        assert result.exit_code == 0, (path, result.output)
+
+
+def test_companion_referring_to_a_missing_tiff_fails(tmp_path: Path) -> None:
+    out = _write_positions(
+        tmp_path / "run.ome.tiff", multi_file_metadata="companion-file"
+    )
+    (out / "run_p001.ome.tiff").unlink()
+    problems = validate_dataset(out)
+    assert any("run_p001.ome.tiff, which is missing" in p for p in problems), problems
+
+
+def test_stub_whose_master_is_gone_fails(tmp_path: Path) -> None:
+    out = _write_positions(tmp_path / "run.ome.tiff", multi_file_metadata="master-tiff")
+    (out / "run_p000.ome.tiff").unlink()
+    problems = validate_dataset(out)
+    assert any("does not exist beside it" in p for p in problems), problems

@@ -30,9 +30,9 @@ def summarize(path: Path) -> DatasetSummary:
     """Summarise an OME-Zarr store or an OME-TIFF file/directory."""
     if (path / "zarr.json").is_file():
         return _zarr(path)
-    tiffs = [path] if path.is_file() else sorted(path.glob("*.ome.tif*"))
-    if tiffs:
-        return _tiff(tiffs[0])
+    files = [path] if path.is_file() else tiff_dataset_files(path)
+    if files:
+        return _tiff(files[0])
     raise ValueError(f"{path} is neither an OME-Zarr store nor OME-TIFF.")
 
 
@@ -96,12 +96,21 @@ def _zarr(root: Path) -> DatasetSummary:
     return DatasetSummary("OME-Zarr", images, highlights)
 
 
-def _tiff(path: Path) -> DatasetSummary:
-    import tifffile
-    from ome_types import from_xml
+def tiff_dataset_files(directory: Path) -> list[Path]:
+    """The OME-TIFF files of a directory, the companion file first if any."""
+    companions = sorted(directory.glob("*.companion.ome"))
+    tiffs = [
+        f
+        for f in sorted(directory.iterdir())
+        if f.name.lower().endswith((".ome.tif", ".ome.tiff", ".ome.tf2", ".ome.tf8"))
+    ]
+    return companions + tiffs
 
-    with tifffile.TiffFile(path) as tif:
-        ome = from_xml(tif.pages.first.description)
+
+def _tiff(path: Path) -> DatasetSummary:
+    from ._formats.tiff.layout import read_dataset_ome
+
+    ome, _ = read_dataset_ome(path)  # follows BinaryOnly to the full OME-XML
     annotations = {
         a.id: a
         for a in (

@@ -21,12 +21,17 @@ def validate_dataset(path: str | Path) -> list[str]:
         return [f"{path} does not exist."]
     if (path / "zarr.json").is_file():
         return _validate_zarr(path)
-    files = [path] if path.is_file() else sorted(path.glob("*.ome.tif*"))
+    from ._inspect import tiff_dataset_files
+
+    files = [path] if path.is_file() else tiff_dataset_files(path)
     if not files:
         return [f"{path} is neither an OME-Zarr store nor OME-TIFF."]
     problems: list[str] = []
     for file in files:
-        problems += _validate_tiff(file)
+        if file.name.lower().endswith(".ome"):
+            problems += _validate_companion(file)
+        else:
+            problems += _validate_tiff(file)
     return problems
 
 
@@ -84,31 +89,66 @@ def _check_records(group: Path, root: Path, ours: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _validate_companion(file: Path) -> list[str]:
+    from ome_types import from_xml
+
+    try:
+        ome = from_xml(file.read_text(encoding="utf-8"), validate=True)
+    except Exception as exc:
+        return [f"{file.name}: the companion OME-XML is not valid: {exc}"]
+    problems = []
+    for image in ome.images:
+        for block in image.pixels.tiff_data_blocks:
+            if block.uuid is None or not block.uuid.file_name:
+                problems.append(
+                    f"{file.name}: {image.id} has TiffData without a file name."
+                )
+            elif not (file.parent / block.uuid.file_name).is_file():
+                problems.append(
+                    f"{file.name}: {image.id} refers to {block.uuid.file_name}, "
+                    "which is missing."
+                )
+    return problems
+
+
 def _validate_tiff(file: Path) -> list[str]:
+    """The file's own OME-XML (full or a BinaryOnly reference) against the
+    schema; the full metadata's TiffData for this file against its pages;
+    every page decoded."""
     import tifffile
     from ome_types import from_xml
+
+    from ._formats.tiff.layout import read_dataset_ome
 
     problems: list[str] = []
     try:
         with tifffile.TiffFile(file) as tif:
             description = tif.pages.first.description
             try:
-                ome = from_xml(description, validate=True)
+                own = from_xml(description, validate=True)
             except Exception as exc:
                 return [f"{file.name}: the OME-XML is not valid: {exc}"]
+            if own.binary_only is not None:
+                try:
+                    ome, holder = read_dataset_ome(file)
+                except Exception as exc:
+                    return [f"{file.name}: {exc}"]
+            else:
+                ome, holder = own, file
             expected = 0
             for image in ome.images:
                 for block in image.pixels.tiff_data_blocks:
-                    in_this_file = (
-                        block.uuid is None or block.uuid.file_name == file.name
-                    )
-                    if in_this_file:
+                    named = block.uuid is not None and block.uuid.file_name
+                    if (named and block.uuid.file_name == file.name) or (
+                        not named and holder == file
+                    ):
                         expected += block.plane_count or 0
             pages = len(tif.pages)
             if pages != expected:
+                where = "" if holder == file else f" in {holder.name}"
                 problems.append(
-                    f"{file.name}: the OME-XML describes {expected} planes in this "
-                    f"file but it has {pages} pages."
+                    f"{file.name}: the OME-XML{where} describes {expected} planes "
+                    f"in this file but it has {pages} pages."
                 )
             for page in tif.pages:
                 page.asarray()
