@@ -23,6 +23,7 @@ OUTPUTS = {
     "unbounded_timelapse": "example_unbounded",
     "event_driven": "example_event_driven",
     "skip_frames": "example_skip",
+    "live_view": "example_live_view",
 }
 
 
@@ -69,6 +70,10 @@ def test_example_writes_valid_ome_zarr(example: str, tmp_path: Path) -> None:
         assert records[4]["event"] == "division"
     if example == "plate":
         assert len(images) == 4
+    if example == "live_view":
+        (data,) = images
+        assert data.shape == (3, 2, 5, 96, 96)
+        assert data[2, 1, 4, 50, 25] >= 5000  # the last frame's bright block
 
 
 @pytest.mark.parametrize("example", sorted(OUTPUTS))
