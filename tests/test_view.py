@@ -25,24 +25,43 @@ from ome_stream import (
     create_stream,
 )
 from ome_stream._formats.memory import MemoryBackend
+from ome_stream._formats.zarr.acquire_zarr_support import acquire_zarr_incompatibility
 from tests import _readers as readers
 from tests._cases import CASES, FRAME, Case, make_frame
 
+# Every format, each Zarr backend and the single-file TIFF layout.
+VARIANTS: dict[str, Any] = {
+    "scratch": "scratch",
+    "ome-zarr": {"name": "ome-zarr", "backend": "tensorstore"},
+    "zarr-python": {"name": "ome-zarr", "backend": "zarr-python"},
+    "acquire-zarr": {"name": "ome-zarr", "backend": "acquire-zarr"},
+    "ome-tiff": "ome-tiff",
+    "tiff-single": {"name": "ome-tiff", "prefer_single_file": "always"},
+}
 FORMATS = ["scratch", "ome-zarr", "ome-tiff"]
-SUFFIX = {"scratch": "", "ome-zarr": ".ome.zarr", "ome-tiff": ".ome.tiff"}
 
 
-def open_case(case: Case, fmt: str, tmp_path: Path, **overrides: Any) -> OMEStream:
-    root = "" if fmt == "scratch" else str(tmp_path / f"out{SUFFIX[fmt]}")
-    settings = AcquisitionSettings(
-        root_path=root,
-        format=fmt,
+def suffix(variant: str) -> str:
+    if variant == "scratch":
+        return ""
+    return ".ome.tiff" if "tiff" in variant else ".ome.zarr"
+
+
+def case_settings(
+    case: Case, variant: str, root: Path, **kw: Any
+) -> AcquisitionSettings:
+    return AcquisitionSettings(
+        root_path="" if variant == "scratch" else str(root / f"out{suffix(variant)}"),
+        format=VARIANTS[variant],
         dimensions=case.dims,
         dtype="uint16",
         plate=case.plate,
-        **{**case.settings, **overrides},
+        **{**case.settings, **kw},
     )
-    return create_stream(settings)
+
+
+def open_case(case: Case, fmt: str, tmp_path: Path, **overrides: Any) -> OMEStream:
+    return create_stream(case_settings(case, fmt, tmp_path, **overrides))
 
 
 def visited(case: Case, frames: int) -> tuple[int, ...]:
@@ -62,10 +81,13 @@ def visited(case: Case, frames: int) -> tuple[int, ...]:
 
 def read_back(case: Case, fmt: str, stream: OMEStream) -> list[np.ndarray]:
     """Per position, the stored data as an external reader sees it, in the
-    order our expectations use (zarr: storage order; TIFF: page order)."""
+    order our expectations use (zarr: storage order; TIFF: page order;
+    single-file TIFF: T, C, Z, Y, X as tifffile maps the TiffData)."""
     out = stream.output_path
-    if fmt == "ome-zarr":
+    if "zarr" in fmt:
         return [readers.read_tensorstore(out / p) for p in case.zarr_paths]
+    if fmt == "tiff-single":
+        return readers.tifffile_ome_series(out)
     if case.n_positions == 1:
         paths = [out]
     else:
@@ -79,16 +101,37 @@ def read_back(case: Case, fmt: str, stream: OMEStream) -> list[np.ndarray]:
 
 def stored_layout(case: Case, fmt: str, data: np.ndarray) -> list[np.ndarray]:
     """Acquisition-order data laid out as `read_back` returns it."""
-    if fmt == "ome-zarr":
+    if "zarr" in fmt:
         return case.zarr_expected(data)
+    if fmt == "tiff-single":
+        return [tczyx(p, case.index_names()) for p in case.per_position(data)]
     return [p.reshape(-1, *FRAME) for p in case.per_position(data)]
 
 
+def tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:
+    """Acquisition-order data (names..., Y, X) as (T, C, Z, Y, X)."""
+    for axis in "tcz":
+        if axis not in names:
+            data = data[np.newaxis]
+            names = [axis, *names]
+    n = len(names)
+    return np.transpose(data, [*(names.index(a) for a in "tcz"), n, n + 1])
+
+
+def _writable(case: Case, variant: str) -> bool:
+    if "tiff" in variant:
+        return case.tiff
+    if variant == "acquire-zarr":
+        settings = case_settings(case, variant, Path("unused"))
+        return acquire_zarr_incompatibility(settings) is None
+    return True
+
+
 CASE_FORMATS = [
-    (name, fmt)
+    (name, variant)
     for name, case in CASES.items()
-    for fmt in FORMATS
-    if fmt != "ome-tiff" or case.tiff
+    for variant in VARIANTS
+    if _writable(case, variant)
 ]
 
 
@@ -131,7 +174,7 @@ def test_view_matches_data_during_and_after_writing(
             np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("fmt", ["ome-zarr", "ome-tiff"])
+@pytest.mark.parametrize("fmt", [v for v in VARIANTS if v != "scratch"])
 def test_view_mid_write_agrees_with_the_files(fmt: str, tmp_path: Path) -> None:
     """After a flush point the stored frames, as an external reader sees them,
     equal the view's frames."""

@@ -12,9 +12,12 @@ Zarr backend (`base.py`): the group documents are written at open, kept
 current while streaming, and rewritten after acquire-zarr closes, so layout
 and NGFF metadata match the other backends.
 
-Limits, because acquire-zarr gives no read access and does not say when a
-frame is on disk:
-- `read_frame` returns None until close (then reads the file).
+acquire-zarr gives no read access and does not say when a frame is on
+disk, so:
+- `read_frame` (the live view) answers from the frames this backend still
+  holds (the most recent ones, at least two write blocks per image), then
+  from the chunk files acquire-zarr has finished (read with tensorstore);
+  a frame in neither reads as None (zeros). After close: from the file.
 - The journal records each frame as received, never as written, so a
   killed process loses every frame to recovery (they are listed as missing;
   pixels acquire-zarr had written stay on disk).
@@ -24,13 +27,15 @@ frame is on disk:
 from __future__ import annotations
 
 import json
+import math
+from collections import OrderedDict
 from typing import Any
 
 import acquire_zarr as az
 import numpy as np
 
 from ..._settings import AcquisitionSettings
-from .arrays import array_document, chunk_shape, compression_codecs
+from .arrays import array_document, chunk_shape, compression_codecs, write_block_shape
 from .base import ZarrBackend, ZarrImage
 from .layout import ImageLocation, write_json_atomic
 
@@ -75,6 +80,17 @@ class AcquireZarrBackend(ZarrBackend):
             range(len(self._acquired_counts))
         )
         self._readers: dict[int, Any] = {}
+        # Frames kept for live reads until acquire-zarr has surely written
+        # them: a byte budget of two write blocks per image, plus slack.
+        self._recent: OrderedDict[tuple[int, tuple[int, ...]], np.ndarray] = (
+            OrderedDict()
+        )
+        self._recent_bytes = 0
+        block_frames = math.prod(write_block_shape(settings))
+        self._recent_budget = (
+            2 * block_frames * settings.frame_nbytes * len(settings.positions)
+            + 32 * 2**20
+        )
 
     # ----------------------------------------------------------------- open
 
@@ -158,9 +174,20 @@ class AcquireZarrBackend(ZarrBackend):
         frame_metadata: dict[str, Any] | None,
     ) -> None:
         self._send(position_index, storage_index, frame)
+        self._keep_recent(position_index, storage_index, frame)
         if self.journal is not None:
             # acquire-zarr does not say when the pixels reach the file
             self.journal.received(position_index, storage_index)
+
+    def _keep_recent(
+        self, position_index: int, storage_index: tuple[int, ...], frame: np.ndarray
+    ) -> None:
+        # The frame is the stream's own copy: keeping a reference costs no copy.
+        self._recent[(position_index, tuple(storage_index))] = frame
+        self._recent_bytes += frame.nbytes
+        while self._recent_bytes > self._recent_budget and len(self._recent) > 1:
+            _, old = self._recent.popitem(last=False)
+            self._recent_bytes -= old.nbytes
 
     def _skip_frame(
         self, position_index: int, image: ZarrImage, storage_index: tuple[int, ...]
@@ -174,14 +201,33 @@ class AcquireZarrBackend(ZarrBackend):
     def read_frame(
         self, position_index: int, storage_index: tuple[int, ...]
     ) -> np.ndarray | None:
-        """None while streaming (acquire-zarr cannot read back); after close
-        the frame from the file (None where no frame was written)."""
-        if not self.was_written(position_index, storage_index) or not self._closed:
+        """While streaming: a frame still held, else from a chunk file
+        acquire-zarr has finished, else None. After close: from the file.
+        None where no frame was written."""
+        if not self.was_written(position_index, storage_index):
             return None
-        reader = self._readers.get(position_index)
-        if reader is None:
-            import tensorstore as ts
+        if not self._closed:
+            recent = self._recent.get((position_index, tuple(storage_index)))
+            if recent is not None:
+                return recent
+            # The array and its finished chunks are on disk already; reopen
+            # once if the cached handle fails (acquire-zarr grew the array).
+            for reopen in (False, True):
+                try:
+                    return self._read_file(position_index, storage_index, reopen=reopen)
+                except Exception:
+                    continue
+            return None  # a chunk being written: not readable yet
+        return self._read_file(position_index, storage_index, reopen=False)
 
+    def _read_file(
+        self, position_index: int, storage_index: tuple[int, ...], *, reopen: bool
+    ) -> np.ndarray:
+        import tensorstore as ts
+
+        reader = None if reopen else self._readers.get(position_index)
+        if reader is None:
+            # Reopened while streaming: acquire-zarr grows an unbounded axis.
             path = self.root / self._images[position_index].location.array_path
             spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
             reader = ts.open(spec, open=True, read=True).result()
@@ -191,6 +237,9 @@ class AcquireZarrBackend(ZarrBackend):
     # ----------------------------------------------------------------- close
 
     def _finish_arrays(self) -> None:
+        self._recent.clear()
+        self._recent_bytes = 0
+        self._readers.clear()  # opened while streaming: shapes may be stale
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
