@@ -201,6 +201,22 @@ CONTENDERS = [
     Contender("os-zarr", "ome-stream zarr", "ome_stream", "ome-zarr", "zarr"),
     Contender("os-tiff", "ome-stream tiff", "ome_stream", "ome-tiff", "tiff"),
     Contender(
+        "os-zarr-python",
+        "ome-stream zarr-python",
+        "ome_stream",
+        "zarr-python",
+        "zarr",
+        ("zarr",),
+    ),
+    Contender(
+        "os-acquire-zarr",
+        "ome-stream acquire-zarr",
+        "ome_stream",
+        "acquire-zarr",
+        "zarr",
+        ("acquire_zarr",),
+    ),
+    Contender(
         "ow-tensorstore",
         "ome-writers tensorstore",
         "ome_writers",
@@ -215,6 +231,14 @@ CONTENDERS = [
         "zarr-python",
         "zarr",
         ("zarr",),
+    ),
+    Contender(
+        "ow-acquire-zarr",
+        "ome-writers acquire-zarr",
+        "ome_writers",
+        "acquire-zarr",
+        "zarr",
+        ("acquire_zarr",),
     ),
     Contender(
         "ow-tifffile",
