@@ -25,9 +25,11 @@ from .regions import Completion, Done, Region, RegionWriterBackend
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArrayConfigParams
 
-# Chunks equal to the fill value are not stored (tensorstore's default too):
-# skipped frames cost no disk, and the missing-frame list tells them apart.
-_ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": False}
+# Every chunk we write is stored, even one equal to the fill value: checking
+# each chunk for emptiness cost two thirds of the write rate (100 x 2048²
+# uint16: ~250 MB/s with the check, ~800 MB/s without). Skipped frames still
+# cost no disk: no region is written for them unless they share a chunk.
+_ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 _DONE = Done()
 
 
