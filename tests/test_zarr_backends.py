@@ -27,18 +27,8 @@ from ome_stream._routing import FrameRouter
 from tests import _readers as readers
 from tests._cases import CASES, FRAME, Case, make_frame
 
-MODULES = {"tensorstore": "tensorstore", "acquire-zarr": "acquire_zarr"}
-MODULES["zarr-python"] = "zarr"
-
-
-def _param(backend: str) -> Any:
-    missing = importlib.util.find_spec(MODULES[backend]) is None
-    return pytest.param(
-        backend, marks=pytest.mark.skipif(missing, reason=f"{backend} not installed")
-    )
-
-
-BACKENDS = [_param(b) for b in ("tensorstore", "zarr-python", "acquire-zarr")]
+# Both optional backends are in the `test` extra: a missing one must fail.
+BACKENDS = ["tensorstore", "zarr-python", "acquire-zarr"]
 OTHER_BACKENDS = BACKENDS[1:]  # compared with tensorstore, the reference
 # acquire-zarr cannot store the first acquired dimension anywhere but first
 ACQUIRE_ZARR_UNSUPPORTED = {"chunked_transposed"}
@@ -242,7 +232,6 @@ def test_compression_codecs(backend: str, compression: str, tmp_path: Path) -> N
 def test_zarr_python_array_document_is_tensorstores_byte_for_byte(
     dtype: str, compression: str | None, sharded: bool, tmp_path: Path
 ) -> None:
-    pytest.importorskip("zarr")
     dims = [
         Dimension(name="t", count=None, shard_size_chunks=2 if sharded else None),
         Dimension(name="c", count=2),
@@ -300,8 +289,6 @@ def test_auto_takes_tensorstore_first(tmp_path: Path) -> None:
 def test_auto_takes_the_next_installed_and_compatible_backend(
     tmp_path: Path, hide_modules: Any
 ) -> None:
-    pytest.importorskip("acquire_zarr")
-    pytest.importorskip("zarr")
     hide_modules("tensorstore")
     assert choose_zarr_backend(_settings(tmp_path)) == "acquire-zarr"
     # acquire-zarr cannot write these: passed over for zarr-python
@@ -357,7 +344,6 @@ def test_requested_backend_not_installed_names_the_extra(
 def test_acquire_zarr_rejects_settings_it_cannot_write(
     overrides: dict[str, Any], fix: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("acquire_zarr")
     settings = _settings(tmp_path, "acquire-zarr", **overrides)
     with pytest.raises(ValueError, match="cannot write these settings") as error:
         create_stream(settings)
@@ -366,7 +352,6 @@ def test_acquire_zarr_rejects_settings_it_cannot_write(
 
 
 def test_acquire_zarr_writes_acquisition_order_when_asked(tmp_path: Path) -> None:
-    pytest.importorskip("acquire_zarr")
     case = CASES["chunked_transposed"]  # acquired z, c
     root = write(
         case, tmp_path / "a.ome.zarr", "acquire-zarr", storage_order="acquisition"

@@ -57,6 +57,7 @@ class ArrayBackend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Push buffered data towards the disk (optional)."""
 
+    @abstractmethod
     def read_frame(
         self, position_index: int, storage_index: tuple[int, ...]
     ) -> np.ndarray | None:
@@ -64,17 +65,16 @@ class ArrayBackend(ABC):
         frames still buffered for a chunk or shard), or None when nothing is
         stored there yet (it reads as the fill value, 0). Works before and
         after `close`."""
-        raise NotImplementedError(f"{type(self).__name__} cannot read frames back")
 
+    @abstractmethod
     def get_metadata(self) -> Any:
         """A deep copy of the format's metadata, in the form `update_metadata`
         takes (see OMEStream.get_metadata)."""
-        raise NotImplementedError(f"{type(self).__name__} has no get_metadata")
 
+    @abstractmethod
     def update_metadata(self, metadata: Any) -> None:
         """Replace metadata (see OMEStream.update_metadata); before close it
         must survive the final metadata written at close."""
-        raise NotImplementedError(f"{type(self).__name__} has no update_metadata")
 
     @abstractmethod
     def close(self) -> None:
