@@ -101,6 +101,17 @@ class Case:
         return [np.transpose(p, [*order, n, n + 1]) for p in self.per_position(data)]
 
 
+def to_tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:
+    """Acquisition-order data (names..., Y, X) as (T, C, Z, Y, X), the order
+    Bio-Formats and tifffile's OME series report."""
+    for axis in "tcz":
+        if axis not in names:
+            data = data[np.newaxis]
+            names = [axis, *names]
+    n = len(names)
+    return np.transpose(data, [*(names.index(a) for a in "tcz"), n, n + 1])
+
+
 def _yx(**kw: Any) -> list[Dimension]:
     return [
         Dimension(name="y", count=FRAME[0], **kw),

@@ -14,7 +14,7 @@ import tifffile
 
 from ome_stream import AcquisitionSettings, OMEStream, create_stream
 from tests import _readers as readers
-from tests._cases import CASES, Case, make_frame
+from tests._cases import CASES, Case, make_frame, to_tczyx
 
 
 def write_case(
@@ -290,20 +290,9 @@ def test_tiff_opens_in_bioformats_with_right_pixels(name: str, tmp_path: Path) -
     expected = case.per_position(case.acquisition_array("uint16"))
     names = case.index_names()
     for series, want in enumerate(expected):
-        tczyx = _to_tczyx(want, names)
+        tczyx = to_tczyx(want, names)
         got = readers.bioformats_pixels(path, series=series)
         np.testing.assert_array_equal(got, tczyx)
-
-
-def _to_tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:
-    """Acquisition-order data (names..., Y, X) as (T, C, Z, Y, X)."""
-    for axis in "tcz":
-        if axis not in names:
-            data = data[np.newaxis]
-            names = [axis, *names]
-    order = [names.index(a) for a in "tcz"]
-    n = len(names)
-    return np.transpose(data, [*order, n, n + 1])
 
 
 def test_tiff_metadata_as_bioformats_reads_it(tmp_path: Path) -> None:
@@ -391,7 +380,7 @@ def test_tiff_every_bioformats_pixel_type(dtype: str, tmp_path: Path) -> None:
     assert info.is_ome_tiff
     assert info.warnings == []
     assert info.series[0].dtype == np.dtype(dtype)
-    want = _to_tczyx(case.acquisition_array(dtype), case.index_names())
+    want = to_tczyx(case.acquisition_array(dtype), case.index_names())
     np.testing.assert_array_equal(
         readers.bioformats_pixels(settings.output_path, info=info), want
     )
@@ -406,7 +395,7 @@ def test_tiff_compression_read_by_bioformats(compression: str, tmp_path: Path) -
             tif.pages[0].compression.name
             == {"lzw": "LZW", "deflate": "ADOBE_DEFLATE"}[compression]
         )
-    want = _to_tczyx(case.acquisition_array("uint16"), case.index_names())
+    want = to_tczyx(case.acquisition_array("uint16"), case.index_names())
     np.testing.assert_array_equal(readers.bioformats_pixels(settings.output_path), want)
 
 

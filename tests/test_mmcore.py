@@ -113,10 +113,10 @@ class ScriptedEngine:
             )
 
     def teardown_event(self, event: useq.MDAEvent) -> None:
-        pass
+        """No hardware to reset."""
 
     def teardown_sequence(self, sequence: useq.MDASequence) -> None:
-        pass
+        """No hardware to release."""
 
 
 def run_scripted(

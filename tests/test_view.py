@@ -27,7 +27,7 @@ from ome_stream import (
 from ome_stream._formats.memory import MemoryBackend
 from ome_stream._formats.zarr.acquire_zarr_support import acquire_zarr_incompatibility
 from tests import _readers as readers
-from tests._cases import CASES, FRAME, Case, make_frame
+from tests._cases import CASES, FRAME, Case, make_frame, to_tczyx
 
 # Every format, each Zarr backend and the single-file TIFF layout.
 VARIANTS: dict[str, Any] = {
@@ -104,18 +104,8 @@ def stored_layout(case: Case, fmt: str, data: np.ndarray) -> list[np.ndarray]:
     if "zarr" in fmt:
         return case.zarr_expected(data)
     if fmt == "tiff-single":
-        return [tczyx(p, case.index_names()) for p in case.per_position(data)]
+        return [to_tczyx(p, case.index_names()) for p in case.per_position(data)]
     return [p.reshape(-1, *FRAME) for p in case.per_position(data)]
-
-
-def tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:
-    """Acquisition-order data (names..., Y, X) as (T, C, Z, Y, X)."""
-    for axis in "tcz":
-        if axis not in names:
-            data = data[np.newaxis]
-            names = [axis, *names]
-    n = len(names)
-    return np.transpose(data, [*(names.index(a) for a in "tcz"), n, n + 1])
 
 
 def _writable(case: Case, variant: str) -> bool:
