@@ -22,6 +22,7 @@ from ._version import __version__
 SUFFIX = ".ome-stream-journal.jsonl"
 
 Index = tuple[int, ...]
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def journal_path(output_path: Path) -> Path:
@@ -39,15 +40,31 @@ class Journal:
         )
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
+        self._write_all([record])
+
+    def _write_all(self, records: list[dict[str, Any]]) -> None:
+        """Write the records' lines, then flush once."""
+        if self._file is None or not records:
             return
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        encode = _ENCODER.encode
+        self._file.write("".join([encode(record) + "\n" for record in records]))
         self._file.flush()
 
     def frame(
         self, position: int, index: Index, metadata: dict[str, Any] | None
     ) -> None:
         self._write({"event": "frame", "p": position, "i": list(index), "m": metadata})
+
+    def written(self, entries: list[tuple[int, Index, Any, bool]]) -> None:
+        """Record many frames at once: (position, index, metadata, skipped)."""
+        self._write_all(
+            [
+                {"event": "skip", "p": p, "i": list(i)}
+                if skipped
+                else {"event": "frame", "p": p, "i": list(i), "m": m}
+                for p, i, m, skipped in entries
+            ]
+        )
 
     def skip(self, position: int, index: Index) -> None:
         self._write({"event": "skip", "p": position, "i": list(index)})

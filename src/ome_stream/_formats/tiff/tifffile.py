@@ -54,7 +54,7 @@ from .ome_xml import (
     global_annotation,
     tiff_data_runs,
 )
-from .pages import PageReader
+from .pages import PageAppender, PageReader
 
 # How often written pages are flushed and recorded in the journal.
 JOURNAL_INTERVAL_S = 0.01
@@ -80,9 +80,12 @@ COMPANION_KEY = -1
 class _File:
     path: Path
     uuid: str
-    writer: tifffile.TiffWriter | None
+    writer: tifffile.TiffWriter | None  # until the first page is written,
+    # or for every page when compressing
     full_metadata: bool  # the full OME-XML, or a BinaryOnly reference
     reader: PageReader
+    appender: PageAppender | None = None  # uncompressed pages after the first
+    is_open: bool = True
     pages: int = 0
     reserved: int = 0  # bytes kept for the first page's ImageDescription
     description_offset: int | None = None
@@ -149,7 +152,8 @@ class TiffFileBackend(ArrayBackend):
         self._compression = _COMPRESSION.get(settings.compression or "none")
         self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
         self._next_journal = 0.0
-        self._unjournaled: list[tuple[str, int, tuple[int, ...], Any]] = []
+        # (position, storage index, metadata, skipped) of pages not journaled
+        self._unjournaled: list[tuple[int, tuple[int, ...], Any, bool]] = []
         self._write_kwargs = self._page_options()
         self._user_documents: dict[int, _UserDocument] = {}
         self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
@@ -167,8 +171,10 @@ class TiffFileBackend(ArrayBackend):
         }
         if self._compression:
             options["compression"] = self._compression
-        # Not `contiguous`: tifffile then writes each page's IFD with its data,
-        # so a killed process leaves every written page reachable.
+        # Not `contiguous`: each page's IFD is written with its data, so a
+        # killed process leaves every written page reachable (uncompressed
+        # pages after the first are appended by PageAppender, compressed ones
+        # by tifffile).
         resolution = self._resolution()
         if resolution is not None:
             options["resolution"] = resolution
@@ -276,9 +282,7 @@ class TiffFileBackend(ArrayBackend):
         if frame_metadata is not None:
             image.records.append(FrameRecord(storage_index, frame_metadata))
         if self.journal is not None:
-            self._journal_later(
-                ("frame", position_index, storage_index, frame_metadata)
-            )
+            self._journal_later((position_index, storage_index, frame_metadata, False))
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
@@ -287,9 +291,9 @@ class TiffFileBackend(ArrayBackend):
         self._write_page(image, self._blank())
         image.missing.append(storage_index)
         if self.journal is not None:
-            self._journal_later(("skip", position_index, storage_index, None))
+            self._journal_later((position_index, storage_index, None, True))
 
-    def _journal_later(self, entry: tuple[str, int, tuple[int, ...], Any]) -> None:
+    def _journal_later(self, entry: tuple[int, tuple[int, ...], Any, bool]) -> None:
         """Journal pages in batches: one flush of the files, then one line per
         page, at most every JOURNAL_INTERVAL_S (a kill loses only the pages
         of the last interval from the journal, never a journaled page)."""
@@ -300,11 +304,7 @@ class TiffFileBackend(ArrayBackend):
         self._next_journal = now + JOURNAL_INTERVAL_S
         self._flush_files()
         assert self.journal is not None
-        for kind, position_index, storage_index, metadata in self._unjournaled:
-            if kind == "frame":
-                self.journal.frame(position_index, storage_index, metadata)
-            else:
-                self.journal.skip(position_index, storage_index)
+        self.journal.written(self._unjournaled)
         self._unjournaled.clear()
 
     def _flush_files(self) -> None:
@@ -327,12 +327,19 @@ class TiffFileBackend(ArrayBackend):
 
     def _write_page(self, image: _Image, frame: np.ndarray) -> None:
         file = self._files[image.file_index]
-        assert file.writer is not None
         image.ifds.append(file.pages)
-        if file.pages == 0:
+        if file.appender is not None:
+            file.appender.append(frame)
+        elif file.pages == 0:
+            assert file.writer is not None
             description = self._first_description(file)
             file.writer.write(frame, description=description, **self._write_kwargs)
+            if self._compression is None:
+                file.writer.close()
+                file.writer = None
+                file.appender = PageAppender(file.path)
         else:
+            assert file.writer is not None
             file.writer.write(frame, **self._write_kwargs)
         file.pages += 1
         if time.monotonic() >= self._next_refresh:
@@ -362,7 +369,7 @@ class TiffFileBackend(ArrayBackend):
         self._flush_files()
         document = self._document(final=False)
         for file in self._files:
-            if file.full_metadata and file.writer is not None and file.pages:
+            if file.full_metadata and file.is_open and file.pages:
                 self._rewrite_reserved(file, document)
         if self.layout.companion is not None:
             self._write_companion(document)
@@ -672,9 +679,13 @@ class TiffFileBackend(ArrayBackend):
             self._closed = True
             for file in self._files:
                 file.reader.close()
+                file.is_open = False
                 if file.writer is not None:
                     file.writer.close()
                     file.writer = None
+                if file.appender is not None:
+                    file.appender.close()
+                    file.appender = None
         self._write_documents(final)
 
     def _final_documents(self) -> dict[int, OME]:
