@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,46 @@ class _Block:
     data: np.ndarray
     expected: int
     filled: int = 0
+    # a reused block holds an earlier block's pixels: which frames were set
+    set_frames: np.ndarray | None = None
+
+
+class BlockPool:
+    """Blocks handed back once written, for the next blocks to reuse.
+
+    A fresh block costs a page fault per 4 KiB on its first write (on this
+    kind of VM that was most of the cost of buffering a 256 x 256 frame); a
+    reused one does not. A block is reused only when nothing refers to it any
+    more (tensorstore holds it until it has copied it). At most `max_bytes`
+    of blocks wait here (at least one).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._blocks: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        for i in range(len(self._blocks)):
+            block = self._blocks[i]
+            # references: the list, `block` and getrefcount's argument
+            # (not enumerate: its cached result tuple would be one more)
+            if (
+                block.shape == shape
+                and block.dtype == dtype
+                and sys.getrefcount(block) <= 3
+            ):
+                del self._blocks[i]
+                return block
+        return None
+
+    def give_back(self, block: np.ndarray) -> None:
+        if block.base is not None:
+            return  # a view: its base is what would be reused
+        self._blocks.append(block)
+        while len(self._blocks) > 1 and (
+            sum(b.nbytes for b in self._blocks) > self.max_bytes
+        ):
+            self._blocks.pop(0)
 
 
 class BlockBuffer:
@@ -138,11 +179,13 @@ class BlockBuffer:
         index_shape: tuple[int | None, ...],
         frame_shape: tuple[int, int],
         dtype: np.dtype,
+        pool: BlockPool | None = None,
     ) -> None:
         self.block_shape = block_shape
         self.index_shape = index_shape
         self.frame_shape = frame_shape
         self.dtype = dtype
+        self.pool = pool
         self._blocks: dict[tuple[int, ...], _Block] = {}
 
     def _expected(self, key: tuple[int, ...]) -> int:
@@ -151,6 +194,15 @@ class BlockBuffer:
             sizes.append(block if count is None else min(block, count - k * block))
         return math.prod(sizes)
 
+    def _new_block(self, key: tuple[int, ...]) -> _Block:
+        shape = self.block_shape + self.frame_shape
+        reused = self.pool.take(shape, self.dtype) if self.pool else None
+        if reused is None:
+            return _Block(np.zeros(shape, self.dtype), self._expected(key))
+        return _Block(
+            reused, self._expected(key), set_frames=np.zeros(self.block_shape, bool)
+        )
+
     def add(
         self, storage_index: tuple[int, ...], frame: np.ndarray | None
     ) -> tuple[tuple[int, ...], np.ndarray] | None:
@@ -158,14 +210,14 @@ class BlockBuffer:
         key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
         block = self._blocks.get(key)
         if block is None:
-            block = _Block(
-                data=np.zeros(self.block_shape + self.frame_shape, self.dtype),
-                expected=self._expected(key),
-            )
-            self._blocks[key] = block
+            block = self._blocks[key] = self._new_block(key)
         offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
         if frame is not None:
             block.data[offset] = frame
+        elif block.set_frames is not None:
+            block.data[offset] = 0
+        if block.set_frames is not None:
+            block.set_frames[offset] = True
         block.filled += 1
         if block.filled < block.expected:
             return None
@@ -187,7 +239,11 @@ class BlockBuffer:
 
     def drain(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every incomplete block (early close, unbounded tail), emptied."""
-        blocks = [(self._start(key), b.data) for key, b in self._blocks.items()]
+        blocks = []
+        for key, block in self._blocks.items():
+            if block.set_frames is not None:
+                block.data[~block.set_frames] = 0  # frames that never came
+            blocks.append((self._start(key), block.data))
         self._blocks.clear()
         return blocks
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..._settings import AcquisitionSettings
-from .arrays import BlockBuffer, write_block_shape
+from .arrays import BlockBuffer, BlockPool, write_block_shape
 from .base import ZarrBackend, ZarrImage
 from .layout import ImageLocation
 
@@ -107,6 +107,7 @@ class RegionWriterBackend(ZarrBackend):
         settings = self.settings
         frame_shape = settings.frame_shape
         initial = tuple(0 if c is None else c for c in self._index_shape)
+        pool = BlockPool()
         for image in self._images:
             array = self._create_array(image.location, initial + frame_shape)
             buffer = None
@@ -116,6 +117,7 @@ class RegionWriterBackend(ZarrBackend):
                     self._index_shape,
                     frame_shape,
                     np.dtype(settings.dtype),
+                    pool,
                 )
             self._arrays.append(_ArrayState(array, list(initial + frame_shape), buffer))
 
@@ -181,6 +183,9 @@ class RegionWriterBackend(ZarrBackend):
         if data.size:
             completion = self._write_region(state.array, region, data)
             self._submit(completion, position_index, entries, data.nbytes)
+        del data
+        if state.buffer is not None and state.buffer.pool is not None:
+            state.buffer.pool.give_back(block)  # reused once the write let go
 
     def _ensure_capacity(self, position_index: int, needed: int) -> None:
         axis = self._unbounded_axis
@@ -221,13 +226,13 @@ class RegionWriterBackend(ZarrBackend):
         completion, position_index, entries, nbytes = self._pending.popleft()
         self._pending_bytes -= nbytes
         completion.result()
-        if self.journal is None:
-            return
-        for storage_index, metadata, skipped in entries:
-            if skipped:
-                self.journal.skip(position_index, storage_index)
-            else:
-                self.journal.frame(position_index, storage_index, metadata)
+        if self.journal is not None:
+            self.journal.written(
+                [
+                    (position_index, index, metadata, skipped)
+                    for index, metadata, skipped in entries
+                ]
+            )
 
     def flush(self) -> None:
         while self._pending:

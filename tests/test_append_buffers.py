@@ -1,0 +1,274 @@
+"""What `append` does with the caller's array, and how OME-TIFF pages after
+the first are appended.
+
+- `append` copies by default, into buffers the stream reuses once written:
+  a caller refilling one buffer in place gets every frame as it was at its
+  `append`, in every format and backend - also those that hold on to a
+  frame after writing it (tensorstore until it has copied it, acquire-zarr's
+  recent frames), which must keep their buffer out of reuse.
+- `append(copy=False)` queues the caller's array itself.
+- Uncompressed OME-TIFF pages after the first are packed by ome-stream
+  (`PageAppender`): read back here by tifffile and Bio-Formats, and a page
+  is linked into the file only once it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+from ome_stream._formats.tiff import pages as tiff_pages
+from ome_stream._formats.tiff.pages import PageAppender
+from tests import _readers as readers
+
+N_FRAMES = 300
+SHAPE = (32, 48)
+
+FORMATS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    # name: (suffix, format, t-dimension options)
+    "tensorstore": (
+        ".ome.zarr",
+        {"name": "ome-zarr", "backend": "tensorstore"},
+        {},
+    ),
+    "tensorstore-sharded": (
+        ".ome.zarr",
+        {"name": "ome-zarr", "backend": "tensorstore"},
+        {"chunk_size": 1, "shard_size_chunks": 50},
+    ),
+    "zarr-python": (".ome.zarr", {"name": "ome-zarr", "backend": "zarr-python"}, {}),
+    "acquire-zarr": (
+        ".ome.zarr",
+        {"name": "ome-zarr", "backend": "acquire-zarr"},
+        {"chunk_size": 10},
+    ),
+    "tiff": (".ome.tiff", {"name": "ome-tiff"}, {}),
+}
+
+
+def _settings(
+    root: Path, name: str, count: int | None = N_FRAMES
+) -> AcquisitionSettings:
+    suffix, fmt, t_options = FORMATS[name]
+    return AcquisitionSettings(
+        root_path=str(root / f"out{suffix}"),
+        dimensions=[
+            Dimension(name="t", count=count, **t_options),
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ],
+        dtype="uint16",
+        format=fmt,
+    )
+
+
+def _frame(i: int) -> np.ndarray:
+    rows = np.arange(SHAPE[0], dtype=np.uint16)[:, None]
+    return (rows * 7 + np.arange(SHAPE[1], dtype=np.uint16) + i * 101).astype(np.uint16)
+
+
+def _read_back(settings: AcquisitionSettings) -> np.ndarray:
+    path = settings.output_path
+    if path.name.endswith(".zarr"):
+        return readers.read_tensorstore(path / "0")
+    with tifffile.TiffFile(path) as tif:
+        return np.stack([page.asarray() for page in tif.pages])
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_a_buffer_refilled_in_place_is_written_as_it_was_at_append(
+    name: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, name)
+    buffer = np.empty(SHAPE, np.uint16)
+    with create_stream(settings) as stream:
+        for i in range(N_FRAMES):
+            buffer[...] = _frame(i)
+            stream.append(buffer)
+            buffer[...] = 0xFFFF  # the camera overwrites its buffer
+        live = stream.view()[:]
+    expected = np.stack([_frame(i) for i in range(N_FRAMES)])
+    np.testing.assert_array_equal(live, expected)
+    np.testing.assert_array_equal(_read_back(settings), expected)
+
+
+@pytest.mark.parametrize("name", ["tensorstore", "tiff"])
+def test_copy_false_writes_the_callers_arrays(name: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, name, count=6)
+    frames = [_frame(i) for i in range(6)]
+    # a Fortran-ordered array and a strided view are written in C order
+    frames[2] = np.asfortranarray(frames[2])
+    wide = np.zeros((SHAPE[0], SHAPE[1] * 2), np.uint16)
+    wide[:, ::2] = frames[3]
+    frames[3] = wide[:, ::2]
+    with create_stream(settings) as stream:
+        for frame in frames:
+            stream.append(frame, frame_metadata={"x": 1}, copy=False)
+    np.testing.assert_array_equal(
+        _read_back(settings), np.stack([np.ascontiguousarray(f) for f in frames])
+    )
+
+
+# ----------------------------------------------------------- TIFF page appender
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "count"),
+    [
+        ("uint8", (5, 7), 9),  # odd byte count: pages padded to a word boundary
+        ("int16", (16, 20), None),  # unbounded: BigTIFF
+        ("float32", (9, 11), 4),
+        ("float64", (3, 5), None),
+    ],
+)
+def test_appended_pages_read_back_in_tifffile_and_bioformats(
+    dtype: str, shape: tuple[int, int], count: int | None, tmp_path: Path
+) -> None:
+    n = count or 7
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "p.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=count),
+            Dimension(name="y", count=shape[0], unit="um", scale=0.5),
+            Dimension(name="x", count=shape[1], unit="um", scale=0.5),
+        ],
+        dtype=dtype,
+    )
+    rng = np.random.default_rng(3)
+    frames = (
+        rng.random((n, *shape)) * 100 - (0 if dtype.startswith("u") else 50)
+    ).astype(dtype)
+    with create_stream(settings) as stream:
+        for frame in frames:
+            stream.append(frame)
+    with tifffile.TiffFile(settings.output_path) as tif:
+        assert tif.is_bigtiff == (count is None)
+        assert len(tif.pages) == n
+        first = tif.pages.first
+        for page in tif.pages:
+            # every page describes itself as the first does, bar the OME-XML
+            assert page.shape == shape
+            assert page.dtype == np.dtype(dtype)
+            assert page.compression == first.compression == 1
+            assert page.tags["XResolution"].value == first.tags["XResolution"].value
+            assert page.tags["ResolutionUnit"].value == 3  # centimeter
+            assert page.dataoffsets[0] % 2 == 0
+            assert page.offset % 2 == 0
+        np.testing.assert_array_equal(
+            np.stack([p.asarray() for p in tif.pages]), frames
+        )
+    info = readers.bioformats_info(settings.output_path)
+    assert info.is_ome_tiff
+    pixels = readers.bioformats_pixels(settings.output_path, info=info)
+    np.testing.assert_array_equal(pixels[:, 0, 0], frames)
+
+
+def test_a_page_is_linked_only_once_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half way (disk full) leaves the file as it was:
+    the earlier pages, and no link to the broken one."""
+    path = tmp_path / "a.tif"
+    frames = np.arange(4 * 64 * 64, dtype=np.uint16).reshape(4, 64, 64)
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(frames[0], photometric="minisblack", metadata=None)
+    appender = PageAppender(path)
+    appender.append(frames[1])
+    appender.append(frames[2])
+
+    real = os.pwritev
+
+    def disk_full(fd: int, buffers: list[Any], offset: int) -> int:
+        real(fd, [bytes(buffers[0])[:100]], offset)  # part of the IFD, then fail
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tiff_pages.os, "pwritev", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        appender.append(frames[3])
+    appender.close()
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == 3
+        np.testing.assert_array_equal(tif.asarray(), frames[:3])
+
+
+def test_short_writes_are_continued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.tif"
+    frames = np.arange(3 * 40 * 40, dtype=np.uint16).reshape(3, 40, 40)
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(frames[0], photometric="minisblack", metadata=None)
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[Any], offset: int) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        return real(fd, [data[: max(1, len(data) // 3)]], offset)
+
+    monkeypatch.setattr(tiff_pages.os, "pwritev", short)
+    appender = PageAppender(path)
+    appender.append(frames[1])
+    appender.append(frames[2])
+    appender.close()
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(tif.asarray(), frames)
+
+
+@pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
+def test_reused_zarr_blocks_keep_skipped_and_missing_frames_zero(
+    backend: str, tmp_path: Path
+) -> None:
+    """Write blocks are reused once written: a skipped frame, and the frames
+    an early close never delivered, must read as zeros, not as the pixels an
+    earlier block left there."""
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "z.ome.zarr"),
+        dimensions=[
+            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=20),
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+    skipped = {45, 46, 70}
+    expected = []
+    with create_stream(settings) as stream:
+        for i in range(87):  # the last block (80-99) stays incomplete
+            if i in skipped:
+                stream.skip()
+                expected.append(np.zeros(SHAPE, np.uint16))
+            else:
+                stream.append(_frame(i) | 1)  # never zero
+                expected.append(_frame(i) | 1)
+    got = readers.read_tensorstore(settings.output_path / "0")
+    assert got.shape == (87, *SHAPE)
+    np.testing.assert_array_equal(got, np.stack(expected))
+
+
+def test_reused_zarr_block_of_an_early_close_has_zeros_where_frames_never_came(
+    tmp_path: Path,
+) -> None:
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "e.ome.zarr"),
+        dimensions=[
+            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=10),
+            Dimension(name="c", count=2, chunk_size=2),
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ],
+        dtype="uint16",
+    )
+    n = 2 * 47 + 1  # t=47 gets channel 0 only
+    with create_stream(settings) as stream:
+        for i in range(n):
+            stream.append(_frame(i) | 1)
+    got = readers.read_tensorstore(settings.output_path / "0")
+    expected = np.zeros((48, 2, *SHAPE), np.uint16)
+    expected.reshape(-1, *SHAPE)[:n] = [_frame(i) | 1 for i in range(n)]
+    np.testing.assert_array_equal(got, expected)
