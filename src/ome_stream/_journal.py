@@ -13,9 +13,10 @@ journal; its presence means the dataset was interrupted.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ._version import __version__
 
@@ -30,11 +31,12 @@ def journal_path(output_path: Path) -> Path:
 
 
 class Journal:
-    """Appends records; each line is flushed to the OS as it is written."""
+    """Appends records; each call's lines reach the OS in one write."""
 
     def __init__(self, path: Path, settings_json: dict[str, Any]) -> None:
         self.path = path
-        self._file: IO[str] | None = path.open("w", encoding="utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        self._fd: int | None = os.open(path, flags | getattr(os, "O_BINARY", 0))
         self._write(
             {"event": "open", "version": __version__, "settings": settings_json}
         )
@@ -43,12 +45,15 @@ class Journal:
         self._write_all([record])
 
     def _write_all(self, records: list[dict[str, Any]]) -> None:
-        """Write the records' lines, then flush once."""
-        if self._file is None or not records:
-            return
         encode = _ENCODER.encode
-        self._file.write("".join([encode(record) + "\n" for record in records]))
-        self._file.flush()
+        self._write_text("".join([encode(record) + "\n" for record in records]))
+
+    def _write_text(self, text: str) -> None:
+        if self._fd is None or not text:
+            return
+        data = memoryview(text.encode("utf-8"))
+        while data:  # a short write is continued
+            data = data[os.write(self._fd, data) :]
 
     def frame(
         self, position: int, index: Index, metadata: dict[str, Any] | None
@@ -70,22 +75,22 @@ class Journal:
         self._write({"event": "skip", "p": position, "i": list(index)})
 
     def received(self, position: int, index: Index) -> None:
-        self._write({"event": "received", "p": position, "i": list(index)})
+        # one per buffered frame: formatted directly (as json.dumps would)
+        indices = ",".join(map(str, index))
+        self._write_text(f'{{"event":"received","p":{position},"i":[{indices}]}}\n')
 
     def global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._write({"event": "global", "namespace": namespace, "data": metadata})
 
     def remove(self) -> None:
         """The dataset is complete: the journal is no longer needed."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.close()
         self.path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
