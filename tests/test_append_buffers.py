@@ -272,3 +272,24 @@ def test_reused_zarr_block_of_an_early_close_has_zeros_where_frames_never_came(
     expected = np.zeros((48, 2, *SHAPE), np.uint16)
     expected.reshape(-1, *SHAPE)[:n] = [_frame(i) | 1 for i in range(n)]
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["tensorstore", "tiff"])
+def test_callers_arrays_are_never_reused_as_copy_buffers(
+    name: str, tmp_path: Path
+) -> None:
+    """Arrays passed with copy=False (here temporary views of the caller's
+    stack) go back to the caller untouched; only the stream's own copy
+    buffers are reused."""
+    settings = _settings(tmp_path, name, count=200)
+    stack = np.stack([_frame(i) for i in range(100)])
+    original = stack.copy()
+    with create_stream(settings) as stream:
+        for i in range(100):
+            stream.append(stack[i], copy=False)  # a view nobody else keeps
+        for i in range(100, 200):
+            stream.append(_frame(i))
+    np.testing.assert_array_equal(stack, original)
+    np.testing.assert_array_equal(
+        _read_back(settings), np.stack([_frame(i) for i in range(200)])
+    )

@@ -129,6 +129,7 @@ class _ByteBoundedQueue:
             return [item for item, _ in self._items]
 
     def get(self) -> tuple[Any, int]:
+        """The oldest item (left in the queue until `done`)."""
         with self._not_empty:
             self._not_empty.wait_for(lambda: bool(self._items))
             return self._items[0]
@@ -148,37 +149,47 @@ class _FramePool:
     """Buffers for `append`'s copies, reused once written.
 
     Copying a small frame into a fresh array costs more in page faults than
-    in copying (about 27 vs 4 µs for 256 x 256 uint16 here), so the writer
-    thread hands each written frame's buffer back - only when nothing else
-    refers to it: a backend that keeps the frame (acquire-zarr's recent
-    frames, a write tensorstore has not copied yet) or a live view reading
-    it keeps it out of the pool. At most `max_bytes` of buffers wait here.
+    in copying (about 27 vs 4 µs for 256 x 256 uint16 here). So the writer
+    thread hands each written frame's buffer back, and `copy` reuses the
+    oldest one returned as soon as nothing else refers to it any more: a
+    backend may still hold it (a write tensorstore has not copied yet,
+    acquire-zarr's recent frames), or a live view reading it. Only buffers made here come back (never a caller's
+    array passed with copy=False); at most `max_bytes` of them wait.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, max_bytes: int):
         self._shape = shape
         self._dtype = dtype
         nbytes = max(1, math.prod(shape) * dtype.itemsize)
-        self._capacity = max(2, max_bytes // nbytes)
-        self._free: list[np.ndarray] = []  # list.append/pop are atomic
+        # deque.append/popleft are atomic: the writer thread returns, the
+        # caller's thread takes
+        self._returned: deque[np.ndarray] = deque(maxlen=max(2, max_bytes // nbytes))
 
     def copy(self, frame: np.ndarray) -> np.ndarray:
-        try:
-            buffer = self._free.pop()
-        except IndexError:
+        buffer = self._reusable()
+        if buffer is None:
             buffer = np.empty(self._shape, self._dtype)
         np.copyto(buffer, frame)
         return buffer
 
-    def release(self, buffer: np.ndarray, references: int) -> None:
-        """Take `buffer` back if the caller's `references` are the only ones
-        (sys.getrefcount also counts this call's parameter and its own
-        argument)."""
-        if (
-            sys.getrefcount(buffer) <= references + 2
-            and len(self._free) < self._capacity
-        ):
-            self._free.append(buffer)
+    def _reusable(self) -> np.ndarray | None:
+        """The first of the oldest few returned buffers nothing refers to."""
+        returned = self._returned
+        for _ in range(min(len(returned), 4)):
+            try:
+                buffer = returned.popleft()
+            except IndexError:
+                return None
+            # references: `buffer` and getrefcount's argument
+            if sys.getrefcount(buffer) <= 2:
+                return buffer
+            returned.append(buffer)  # still in use: look again later
+        return None
+
+    def release(self, buffer: np.ndarray) -> None:
+        """A buffer from `copy` the writer is done with (others may still
+        hold it)."""
+        self._returned.append(buffer)
 
 
 class OMEStream:
@@ -320,6 +331,7 @@ class OMEStream:
             self._pool.copy(frame) if copy else np.ascontiguousarray(frame),
             frame_metadata,
             number,
+            copy,  # the frame is the pool's buffer
         )
         self._put(item, frame.nbytes)
         self._next_frame = number + 1
@@ -418,7 +430,8 @@ class OMEStream:
                         self._frames_written += 1
                         self._bytes_written += nbytes
                         self._emit_coords(item[5])
-                        frame = item[3]
+                        if item[6]:  # the pool's buffer
+                            frame = item[3]
                     elif kind == "skip":
                         with self._backend_lock:
                             for position_index, storage_index in item[1]:
@@ -434,8 +447,10 @@ class OMEStream:
             finally:
                 self._queue.done(nbytes)
             if frame is not None:
-                item = None  # the queue's tuple: gone from the queue too now
-                self._pool.release(frame, references=1)
+                # drop this loop's references to the item first, or the
+                # buffer stays busy until the next item arrives
+                item = None
+                self._pool.release(frame)
                 frame = None
             now = time.monotonic()
             if now >= next_progress:
