@@ -293,3 +293,18 @@ def test_callers_arrays_are_never_reused_as_copy_buffers(
     np.testing.assert_array_equal(
         _read_back(settings), np.stack([_frame(i) for i in range(200)])
     )
+
+
+def test_a_write_that_writes_nothing_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "z.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(np.zeros((8, 8), np.uint16), photometric="minisblack")
+    appender = PageAppender(path)
+    monkeypatch.setattr(tiff_pages.os, "pwritev", lambda fd, buffers, offset: 0)
+    with pytest.raises(OSError, match="wrote nothing"):
+        appender.append(np.ones((8, 8), np.uint16))
+    appender.close()
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == 1

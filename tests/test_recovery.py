@@ -162,7 +162,10 @@ def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
             dtype="uint8",
         )
         with create_stream(settings) as stream:
-            assert journal_path(settings.output_path).exists()
+            journal = journal_path(settings.output_path)
+            assert journal.exists()
+            # an ordinary data file: read-write, never executable
+            assert journal.stat().st_mode & 0o111 == 0
             stream.append(np.zeros((4, 4), np.uint8))
             stream.append(np.ones((4, 4), np.uint8))
         assert not journal_path(settings.output_path).exists()

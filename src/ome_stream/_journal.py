@@ -36,7 +36,7 @@ class Journal:
     def __init__(self, path: Path, settings_json: dict[str, Any]) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        self._fd: int | None = os.open(path, flags | getattr(os, "O_BINARY", 0))
+        self._fd: int | None = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
         self._write(
             {"event": "open", "version": __version__, "settings": settings_json}
         )
@@ -53,7 +53,10 @@ class Journal:
             return
         data = memoryview(text.encode("utf-8"))
         while data:  # a short write is continued
-            data = data[os.write(self._fd, data) :]
+            written = os.write(self._fd, data)
+            if not written:
+                raise OSError(f"writing the journal {self.path} wrote nothing")
+            data = data[written:]
 
     def frame(
         self, position: int, index: Index, metadata: dict[str, Any] | None

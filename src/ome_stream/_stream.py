@@ -30,6 +30,7 @@ from psygnal import Signal, SignalGroup
 from ._formats import ArrayBackend, create_backend
 from ._frame_metadata import checked_metadata
 from ._journal import Journal, journal_path
+from ._refs import LOCAL_ONLY
 from ._routing import FrameRouter
 from ._settings import AcquisitionSettings, ScratchFormat
 from ._view import CoordUpdate, LoopGeometry, StreamView, coord_labels
@@ -153,8 +154,9 @@ class _FramePool:
     thread hands each written frame's buffer back, and `copy` reuses the
     oldest one returned as soon as nothing else refers to it any more: a
     backend may still hold it (a write tensorstore has not copied yet,
-    acquire-zarr's recent frames), or a live view reading it. Only buffers made here come back (never a caller's
-    array passed with copy=False); at most `max_bytes` of them wait.
+    acquire-zarr's recent frames), or a live view reading it. Only buffers
+    made here come back (never a caller's array passed with copy=False); at
+    most `max_bytes` of them wait.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, max_bytes: int):
@@ -180,8 +182,8 @@ class _FramePool:
                 buffer = returned.popleft()
             except IndexError:
                 return None
-            # references: `buffer` and getrefcount's argument
-            if sys.getrefcount(buffer) <= 2:
+            # held by `buffer` only (see _refs)
+            if sys.getrefcount(buffer) <= LOCAL_ONLY:
                 return buffer
             returned.append(buffer)  # still in use: look again later
         return None

@@ -68,7 +68,7 @@ class PageReader:
 
     def _descriptor(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         return self._fd
 
     def _read_exact(self, size: int, offset: int) -> bytes:
@@ -296,6 +296,8 @@ def _write_fully(fd: int, buffers: list[Any], offset: int) -> int:
         else:  # Windows
             os.lseek(fd, offset + done, os.SEEK_SET)
             written = os.write(fd, views[0])
+        if not written:
+            raise OSError(f"writing at byte {offset + done} of a TIFF wrote nothing")
         done += written
         while views and written >= views[0].nbytes:
             written -= views[0].nbytes

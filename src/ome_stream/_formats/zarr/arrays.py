@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._refs import LOCAL_ONLY
 from ..._settings import AcquisitionSettings
 
 # Written in the normal form tensorstore writes (and reads back), so that every
@@ -145,12 +146,12 @@ class BlockPool:
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         for i in range(len(self._blocks)):
             block = self._blocks[i]
-            # references: the list, `block` and getrefcount's argument
-            # (not enumerate: its cached result tuple would be one more)
+            # held by the list and `block` only (see _refs; not enumerate:
+            # its cached result tuple would be one more reference)
             if (
                 block.shape == shape
                 and block.dtype == dtype
-                and sys.getrefcount(block) <= 3
+                and sys.getrefcount(block) <= LOCAL_ONLY + 1
             ):
                 del self._blocks[i]
                 return block
