@@ -15,6 +15,7 @@ the first are appended.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,60 @@ def test_a_write_that_writes_nothing_raises(
     appender.close()
     with tifffile.TiffFile(path) as tif:
         assert len(tif.pages) == 1
+
+
+def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffered Zarr: `append` copies the frame straight into its write
+    block. When the queue then refuses it (BackpressureError), its place
+    must read as missing, not as the refused pixels."""
+    from ome_stream import BackpressureError
+    from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+
+    gate = threading.Event()
+    real_write = TensorStoreBackend.write
+
+    def slow_write(self: Any, *args: Any) -> None:
+        gate.wait(timeout=30)
+        real_write(self, *args)
+
+    monkeypatch.setattr(TensorStoreBackend, "write", slow_write)
+    frame_bytes = SHAPE[0] * SHAPE[1] * 2
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "q.ome.zarr"),
+        dimensions=[
+            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=10),
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ],
+        dtype="uint16",
+        max_queue_bytes=2 * frame_bytes,
+        append_timeout=0.2,
+    )
+    stream = create_stream(settings)
+    stream.append(_frame(0) | 1)
+    stream.append(_frame(1) | 1)
+    with pytest.raises(BackpressureError):
+        stream.append(_frame(2) | 1)
+    gate.set()
+    stream.close()  # frame 2 never came
+    got = readers.read_tensorstore(settings.output_path / "0")
+    assert got.shape[0] == 2
+    np.testing.assert_array_equal(got, np.stack([_frame(0) | 1, _frame(1) | 1]))
+
+    # and with a later frame in the same block, frame 2's place is zero
+    settings = settings.model_copy(update={"root_path": str(tmp_path / "r.ome.zarr")})
+    gate.clear()
+    stream = create_stream(settings)
+    stream.append(_frame(0) | 1)
+    stream.append(_frame(1) | 1)
+    with pytest.raises(BackpressureError):
+        stream.append(_frame(2) | 1)
+    gate.set()
+    stream.skip()  # frame 2 will never come
+    stream.append(_frame(3) | 1)
+    stream.close()
+    got = readers.read_tensorstore(settings.output_path / "0")
+    expected = np.stack([_frame(0) | 1, _frame(1) | 1, _frame(0) * 0, _frame(3) | 1])
+    np.testing.assert_array_equal(got, expected)

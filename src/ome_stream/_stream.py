@@ -326,16 +326,33 @@ class OMEStream:
         if frame_metadata is not None:
             frame_metadata = checked_metadata(frame_metadata)
         target = self._router.route(number)
+        pooled = False
+        slot = None
+        if copy:
+            slot = self._backend.frame_slot(target.position_index, target.storage_index)
+        if slot is not None:  # copied straight into the backend's write block
+            np.copyto(slot, frame)
+            data = slot
+        elif copy:
+            data = self._pool.copy(frame)
+            pooled = True
+        else:
+            data = np.ascontiguousarray(frame)
         item = (
             "frame",
             target.position_index,
             target.storage_index,
-            self._pool.copy(frame) if copy else np.ascontiguousarray(frame),
+            data,
             frame_metadata,
             number,
-            copy,  # the frame is the pool's buffer
+            pooled,
         )
-        self._put(item, frame.nbytes)
+        try:
+            self._put(item, frame.nbytes)
+        except BaseException:
+            if slot is not None:
+                slot[...] = 0  # not queued: its place must read as missing
+            raise
         self._next_frame = number + 1
 
     def _raise_bad_frame(self, frame: np.ndarray) -> None:

@@ -57,6 +57,16 @@ class ArrayBackend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Push buffered data towards the disk (optional)."""
 
+    def frame_slot(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """Where `append` may copy the frame for `storage_index` directly
+        (then `write` gets that very array), or None. Called on the caller's
+        thread without the stream's backend lock: it must not block on I/O.
+        Optional; buffered Zarr writes return the frame's place in its
+        write block."""
+        return None
+
     @abstractmethod
     def read_frame(
         self, position_index: int, storage_index: tuple[int, ...]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,8 +143,13 @@ class BlockPool:
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._blocks: list[np.ndarray] = []
+        self._lock = threading.Lock()  # the caller's thread takes (frame_slot)
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        with self._lock:
+            return self._take(shape, dtype)
+
+    def _take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         for i in range(len(self._blocks)):
             block = self._blocks[i]
             # held by the list and `block` only (see _refs; not enumerate:
@@ -160,11 +166,12 @@ class BlockPool:
     def give_back(self, block: np.ndarray) -> None:
         if block.base is not None:
             return  # a view: its base is what would be reused
-        self._blocks.append(block)
-        while len(self._blocks) > 1 and (
-            sum(b.nbytes for b in self._blocks) > self.max_bytes
-        ):
-            self._blocks.pop(0)
+        with self._lock:
+            self._blocks.append(block)
+            while len(self._blocks) > 1 and (
+                sum(b.nbytes for b in self._blocks) > self.max_bytes
+            ):
+                self._blocks.pop(0)
 
 
 class BlockBuffer:
@@ -172,6 +179,11 @@ class BlockBuffer:
 
     Several blocks may be open at once (e.g. chunks along z while channels
     interleave). Skipped frames count as filled: they stay zero (fill value).
+
+    `slot` gives the caller's thread the place of a frame still to come, so
+    that `append` copies the frame there directly (one copy fewer); the
+    writer's `add` then only counts it. A lock guards the open blocks
+    between the two threads (held briefly, never across I/O).
     """
 
     def __init__(
@@ -188,6 +200,7 @@ class BlockBuffer:
         self.dtype = dtype
         self.pool = pool
         self._blocks: dict[tuple[int, ...], _Block] = {}
+        self._lock = threading.Lock()
 
     def _expected(self, key: tuple[int, ...]) -> int:
         sizes = []
@@ -204,17 +217,41 @@ class BlockBuffer:
             reused, self._expected(key), set_frames=np.zeros(self.block_shape, bool)
         )
 
+    def _open_block(self, key: tuple[int, ...]) -> _Block:
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = self._new_block(key)
+        return block
+
+    def slot(self, storage_index: tuple[int, ...]) -> np.ndarray:
+        """Where the frame at `storage_index` goes (a view into its block,
+        opened if need be); fill it, then `add` it."""
+        key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
+        offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
+        with self._lock:
+            frame: np.ndarray = self._open_block(key).data[offset]
+        return frame
+
     def add(
         self, storage_index: tuple[int, ...], frame: np.ndarray | None
     ) -> tuple[tuple[int, ...], np.ndarray] | None:
         """Add a frame (None: skipped). Returns (start, block) when complete."""
         key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
-        block = self._blocks.get(key)
-        if block is None:
-            block = self._blocks[key] = self._new_block(key)
         offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
+        with self._lock:
+            block = self._open_block(key)
+            return self._add(key, offset, block, frame)
+
+    def _add(
+        self,
+        key: tuple[int, ...],
+        offset: tuple[int, ...],
+        block: _Block,
+        frame: np.ndarray | None,
+    ) -> tuple[tuple[int, ...], np.ndarray] | None:
         if frame is not None:
-            block.data[offset] = frame
+            if frame.base is not block.data:  # not already in its slot
+                block.data[offset] = frame
         elif block.set_frames is not None:
             block.data[offset] = 0
         if block.set_frames is not None:
@@ -228,7 +265,8 @@ class BlockBuffer:
     def peek(self, storage_index: tuple[int, ...]) -> np.ndarray | None:
         """The frame at `storage_index` if its block is still open (a view)."""
         key = tuple(i // b for i, b in zip(storage_index, self.block_shape))
-        block = self._blocks.get(key)
+        with self._lock:
+            block = self._blocks.get(key)
         if block is None:
             return None
         offset = tuple(i % b for i, b in zip(storage_index, self.block_shape))
@@ -241,11 +279,12 @@ class BlockBuffer:
     def drain(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every incomplete block (early close, unbounded tail), emptied."""
         blocks = []
-        for key, block in self._blocks.items():
-            if block.set_frames is not None:
-                block.data[~block.set_frames] = 0  # frames that never came
-            blocks.append((self._start(key), block.data))
-        self._blocks.clear()
+        with self._lock:
+            for key, block in self._blocks.items():
+                if block.set_frames is not None:
+                    block.data[~block.set_frames] = 0  # frames that never came
+                blocks.append((self._start(key), block.data))
+            self._blocks.clear()
         return blocks
 
     @property

@@ -165,6 +165,14 @@ class RegionWriterBackend(ZarrBackend):
             entries = state.block_frames.pop(key)
             self._write_block(position_index, *complete, entries)
 
+    def frame_slot(
+        self, position_index: int, storage_index: tuple[int, ...]
+    ) -> np.ndarray | None:
+        buffer = self._arrays[position_index].buffer if self._arrays else None
+        if buffer is None or self._closed:
+            return None
+        return buffer.slot(storage_index)
+
     def _write_block(
         self,
         position_index: int,
