@@ -17,8 +17,12 @@ settings = AcquisitionSettings(
         Dimension(name="t", count=2, chunk_size=1, type="time", unit="s", scale=10),
         Dimension(name="c", count=3, chunk_size=1, type="channel"),
         Dimension(name="z", count=4, chunk_size=1, type="space", scale=0.5, unit="um"),
-        Dimension(name="y", count=256, chunk_size=128, type="space", scale=0.1, unit="um"),
-        Dimension(name="x", count=256, chunk_size=128, type="space", scale=0.1, unit="um"),
+        Dimension(
+            name="y", count=256, chunk_size=128, type="space", scale=0.1, unit="um"
+        ),
+        Dimension(
+            name="x", count=256, chunk_size=128, type="space", scale=0.1, unit="um"
+        ),
     ],
     dtype="uint16",
     overwrite=True,
