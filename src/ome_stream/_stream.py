@@ -92,7 +92,7 @@ POOL_MAX_BYTES = 16 * 2**20
 
 
 class _Stop:
-    pass
+    """The item `close` queues last: the writer thread ends on it."""
 
 
 _STOP = _Stop()

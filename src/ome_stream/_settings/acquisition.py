@@ -158,9 +158,7 @@ class AcquisitionSettings(SettingsModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> AcquisitionSettings:
         fmt = self.format
-        if isinstance(fmt, ScratchFormat):
-            pass
-        elif not self.root_path:
+        if not isinstance(fmt, ScratchFormat) and not self.root_path:
             raise ValueError(
                 f"root_path is required for the {fmt.name} format. Give a path, "
                 "or use format='scratch' to keep the data in memory."
