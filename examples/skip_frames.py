@@ -28,7 +28,7 @@ settings = AcquisitionSettings(
 
 
 class AutofocusFailed(Exception):
-    pass
+    """The simulated autofocus gave up on this frame."""
 
 
 def acquire(t: int, z: int) -> np.ndarray:

@@ -280,8 +280,8 @@ def _settings(tmp_path: Path, backend: str = "auto", **kwargs: Any) -> Any:
 
 def test_auto_takes_tensorstore_first(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with create_stream(settings) as stream:
-        pass
+    stream = create_stream(settings)
+    stream.close()
     assert stream.settings.format.backend == "tensorstore"
     assert settings.format.backend == "auto"  # the caller's settings untouched
 
