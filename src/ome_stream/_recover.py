@@ -84,6 +84,7 @@ def _recover_zarr(
     import tensorstore as ts
 
     from ._formats.zarr.arrays import array_document
+    from ._formats.zarr.chunkfiles import partial_files
     from ._formats.zarr.layout import (
         NAMESPACE,
         group_attributes,
@@ -150,6 +151,8 @@ def _recover_zarr(
             ).result()
         if settings.format.backend == "acquire-zarr":
             _drop_undecodable_chunks(array, array_dir)
+        for partial in partial_files(array_dir):
+            partial.unlink()  # a chunk the kill interrupted: never journaled
         shapes.append(tuple(shape))
         written = np.zeros(shape[:-2], bool)
         records = []

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..._settings import AcquisitionSettings
-from .arrays import BlockBuffer, BlockPool, write_block_shape
+from .arrays import BlockBuffer, BlockPool, chunk_shape, write_block_shape
 from .base import ZarrBackend, ZarrImage
+from .chunkfiles import ChunkFiles, writes_whole_chunks
 from .layout import ImageLocation
 
 # Writes in flight before the oldest is awaited: bounds the memory a backend
@@ -64,12 +65,21 @@ class _ArrayState:
     array: Any  # the backend's array handle
     shape: list[int]  # current shape, including growth ahead of the data
     buffer: BlockBuffer | None
+    # set when whole uncompressed chunks are written straight to their files
+    chunk_files: ChunkFiles | None = None
     # frames gathered in each open write block, for the journal
     block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
 
 
+_DONE = Done()
+
+
 class RegionWriterBackend(ZarrBackend):
     """Frames to `<image>/0` arrays through region writes (see module doc)."""
+
+    # Write whole uncompressed, unsharded chunks straight to their files
+    # (`chunkfiles.py`) rather than through `_write_region`.
+    direct_chunk_files = False
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         super().__init__(settings)
@@ -108,6 +118,8 @@ class RegionWriterBackend(ZarrBackend):
         frame_shape = settings.frame_shape
         initial = tuple(0 if c is None else c for c in self._index_shape)
         pool = BlockPool()
+        dtype = np.dtype(settings.dtype)
+        direct = self.direct_chunk_files and writes_whole_chunks(settings)
         for image in self._images:
             array = self._create_array(image.location, initial + frame_shape)
             buffer = None
@@ -116,10 +128,16 @@ class RegionWriterBackend(ZarrBackend):
                     self._block_shape,
                     self._index_shape,
                     frame_shape,
-                    np.dtype(settings.dtype),
+                    dtype,
                     pool,
                 )
-            self._arrays.append(_ArrayState(array, list(initial + frame_shape), buffer))
+            chunk_files = None
+            if direct:
+                array_dir = self.root / image.location.array_path
+                chunk_files = ChunkFiles(array_dir, chunk_shape(settings), dtype)
+            self._arrays.append(
+                _ArrayState(array, list(initial + frame_shape), buffer, chunk_files)
+            )
 
     # ---------------------------------------------------------------- frames
 
@@ -151,7 +169,7 @@ class RegionWriterBackend(ZarrBackend):
             self._ensure_capacity(position_index, needed)
         if state.buffer is None:
             if frame is not None:
-                completion = self._write_region(state.array, storage_index, frame)
+                completion = self._write(state, storage_index, frame)
                 self._submit(completion, position_index, [entry], frame.nbytes)
             elif self.journal is not None:
                 self.journal.skip(position_index, storage_index)
@@ -189,11 +207,19 @@ class RegionWriterBackend(ZarrBackend):
         region = tuple(slice(s, e) for s, e in zip(start, stop))
         data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
         if data.size:
-            completion = self._write_region(state.array, region, data)
+            completion = self._write(state, region, data)
             self._submit(completion, position_index, entries, data.nbytes)
         del data
         if state.buffer is not None and state.buffer.pool is not None:
             state.buffer.pool.give_back(block)  # reused once the write let go
+
+    def _write(
+        self, state: _ArrayState, region: Region, data: np.ndarray
+    ) -> Completion:
+        if state.chunk_files is not None:
+            state.chunk_files.write(region, data)
+            return _DONE
+        return self._write_region(state.array, region, data)
 
     def _ensure_capacity(self, position_index: int, needed: int) -> None:
         axis = self._unbounded_axis

@@ -14,7 +14,15 @@ from .regions import Completion, Region, RegionWriterBackend
 
 
 class TensorStoreBackend(RegionWriterBackend):
-    """Asynchronous region writes; tensorstore writes each zarr.json."""
+    """Asynchronous region writes; tensorstore writes each zarr.json.
+
+    Whole uncompressed, unsharded chunks bypass tensorstore (`chunkfiles.py`):
+    they are the chunk's bytes, and one `write` each is faster than
+    tensorstore's chunk cache and thread hand-offs for them. Everything else
+    (compression, sharding, chunks within a frame) is tensorstore's.
+    """
+
+    direct_chunk_files = True
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         super().__init__(settings)

@@ -1,0 +1,128 @@
+"""Whole uncompressed chunks written straight to their files.
+
+Without compression or sharding a Zarr v3 chunk file is nothing but the
+chunk's bytes, little-endian, C order (zarr v3 core spec, "bytes" codec), at
+the key `c/<i>/<j>/...` (the "default" chunk key encoding). When every write
+covers whole chunks, as the region backends' writes do once a chunk spans the
+whole frame, a chunk can be written with one `write` instead of going through
+a library: on this kind of VM that took large-frame Zarr from ~0.8x to the
+speed of a raw sequential write (docs/performance.md).
+
+Each chunk is written to a hidden temporary file beside its key and renamed
+into place once complete, so a reader (or a killed process) never sees a
+partial chunk; `recover` deletes temporaries a kill left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..._settings import AcquisitionSettings
+from .arrays import chunk_shape, shard_shape
+
+PARTIAL_SUFFIX = ".partial"
+Region = tuple[slice | int, ...]
+
+
+def writes_whole_chunks(settings: AcquisitionSettings) -> bool:
+    """Whether chunk files can be written directly: no codec but `bytes`, no
+    sharding, and each chunk spans whole frames (so every region write of a
+    frame or a write block is one whole chunk)."""
+    return (
+        settings.compression in (None, "none")
+        and shard_shape(settings) is None
+        and chunk_shape(settings)[-2:] == tuple(settings.frame_shape)
+    )
+
+
+def partial_files(array_dir: Path) -> list[Path]:
+    """Temporary chunk files a killed writer left in the array at `array_dir`."""
+    chunks = array_dir / "c"
+    if not chunks.is_dir():
+        return []
+    return [p for p in chunks.rglob(f".*{PARTIAL_SUFFIX}") if p.is_file()]
+
+
+class ChunkFiles:
+    """Writes one array's chunks, each a whole chunk, to their files."""
+
+    def __init__(self, array_dir: Path, chunks: tuple[int, ...], dtype: np.dtype):
+        self.array_dir = array_dir
+        self.chunks = chunks
+        # zarr v3 "bytes" codec: little-endian (no byte order for one byte)
+        self.dtype = dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
+        self._made: set[str] = set()
+
+    def _directory(self, coords: tuple[int, ...]) -> str:
+        """The directory of the chunks at `coords` (all but the last axis),
+        made if need be: one `mkdir` per missing level, the levels above
+        known to exist (a failed `mkdir` costs as much as one that works)."""
+        path = os.path.join(self.array_dir, "c")
+        if path not in self._made:
+            os.makedirs(path, exist_ok=True)
+            self._made.add(path)
+        for c in coords:
+            path = os.path.join(path, str(c))
+            if path not in self._made:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path)
+                self._made.add(path)
+        return path
+
+    def chunk_of(self, region: Region) -> tuple[int, ...]:
+        """The chunk `region` starts at; it must start on a chunk boundary and
+        span at most one chunk (a region is an index or a slice per axis)."""
+        coords = []
+        for axis, (r, size) in enumerate(zip(region, self.chunks)):
+            start = r if isinstance(r, int) else (r.start or 0)
+            stop = start + 1 if isinstance(r, int) else r.stop
+            if start % size or (stop is not None and stop - start > size):
+                raise ValueError(
+                    f"region {region} does not start a whole chunk on axis {axis} "
+                    f"(chunk shape {self.chunks})"
+                )
+            coords.append(start // size)
+        return (*coords, *([0] * (len(self.chunks) - len(coords))))
+
+    def write(self, region: Region, data: np.ndarray) -> None:
+        """Write the chunk at `region` from `data` (the region's pixels; a
+        region cut short by the array's end is padded with the fill value)."""
+        coords = self.chunk_of(region)
+        data = np.asarray(data)
+        if data.shape != self.chunks:
+            # region-shaped: an index drops its axis from `data`; axes past
+            # the region (the frame's) are whole
+            extent = [
+                1 if isinstance(r, int) else r.stop - (r.start or 0) for r in region
+            ]
+            extent += self.chunks[len(region) :]
+            pixels = data.reshape(extent)
+            if pixels.shape != self.chunks:  # cut short by the array's end
+                full = np.zeros(self.chunks, self.dtype)
+                full[tuple(slice(0, n) for n in pixels.shape)] = pixels
+                pixels = full
+            data = pixels
+        data = np.ascontiguousarray(data, dtype=self.dtype)
+        directory = self._directory(coords[:-1])
+        name = str(coords[-1])
+        final = os.path.join(directory, name)
+        temporary = os.path.join(directory, f".{name}{PARTIAL_SUFFIX}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = data.data.cast("B")
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(f"no bytes written to {temporary}")
+                view = view[written:]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        os.close(fd)
+        os.replace(temporary, final)
