@@ -349,6 +349,50 @@ def test_full_queue_times_out_with_a_clear_error(
         np.testing.assert_array_equal(arrays[i], make_frame(i))
 
 
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_the_bound_counts_what_the_zarr_writer_still_holds(
+    compression: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 8 frames along t: the writer holds each open chunk block
+    (and, compressed, tensorstore's writes in flight) after taking its
+    frames. Queue plus held never pass max_queue_bytes; every frame lands."""
+    from ome_stream._formats.zarr.regions import RegionWriterBackend
+
+    frame_bytes = make_frame(0).nbytes
+    bound = 12 * frame_bytes  # a block is 8 frames
+    dims = [
+        Dimension(name="t", count=48, chunk_size=8),
+        Dimension(name="y", count=FRAME[0]),
+        Dimension(name="x", count=FRAME[1]),
+    ]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "held.ome.zarr"),
+        dimensions=dims,
+        dtype="uint16",
+        compression=compression,
+        max_queue_bytes=bound,
+    )
+    store = RegionWriterBackend._store
+
+    def slow_store(self: Any, *args: Any) -> None:
+        time.sleep(0.002)  # a slow disk: the queue fills
+        store(self, *args)
+
+    monkeypatch.setattr(RegionWriterBackend, "_store", slow_store)
+    used: list[tuple[int, int, int]] = []
+    with create_stream(settings) as stream:
+        queue = stream._queue
+        for i in range(48):
+            stream.append(make_frame(i))
+            used.append((queue.queued_bytes, queue.held_bytes, len(queue)))
+    assert max(held for _, held, _ in used) >= 8 * frame_bytes  # a block was held
+    over = [(q, h) for q, h, n in used if n > 1 and q + h > bound]
+    assert over == []
+    data = readers.read_tensorstore(settings.output_path / "0")
+    for i in range(48):
+        np.testing.assert_array_equal(data[i], make_frame(i))
+
+
 def test_memory_format_keeps_arrays_and_metadata() -> None:
     settings = AcquisitionSettings(
         dimensions=[

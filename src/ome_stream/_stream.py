@@ -99,12 +99,15 @@ _STOP = _Stop()
 
 
 class _ByteBoundedQueue:
-    """FIFO holding at most `max_bytes` of frames (one oversized item may pass
-    alone, so a frame bigger than the bound cannot deadlock)."""
+    """FIFO holding at most `max_bytes` of frames, counting with them the
+    bytes the backend still holds of frames already taken (`held_bytes`, set
+    by the writer). An item always fits in an empty queue, so a frame bigger
+    than the bound cannot deadlock."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
+        self.held_bytes = 0
         self._items: deque[tuple[Any, int]] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
@@ -122,7 +125,8 @@ class _ByteBoundedQueue:
             return True
 
     def _has_room(self, nbytes: int) -> bool:
-        return not self._items or self.queued_bytes + nbytes <= self.max_bytes
+        used = self.queued_bytes + self.held_bytes
+        return not self._items or used + nbytes <= self.max_bytes
 
     def snapshot(self) -> list[Any]:
         """The items waiting (or being written), oldest first."""
@@ -135,11 +139,13 @@ class _ByteBoundedQueue:
             self._not_empty.wait_for(lambda: bool(self._items))
             return self._items[0]
 
-    def done(self, nbytes: int) -> None:
-        """Release the item `get` returned (it stays counted until written)."""
+    def done(self, nbytes: int, held_bytes: int) -> None:
+        """Release the item `get` returned (it stays counted until written);
+        `held_bytes`: what the backend holds now."""
         with self._lock:
             self._items.popleft()
             self.queued_bytes -= nbytes
+            self.held_bytes = held_bytes
             self._not_full.notify_all()
 
     def __len__(self) -> int:
@@ -413,7 +419,8 @@ class OMEStream:
             self._check_usable()
             raise BackpressureError(
                 f"The write queue stayed full ({self._queue.queued_bytes} bytes "
-                f"queued, max_queue_bytes={self._settings.max_queue_bytes}) for "
+                f"queued, {self._queue.held_bytes} held by the writer, "
+                f"max_queue_bytes={self._settings.max_queue_bytes}) for "
                 f"{self._timeout} s: the disk is slower than the acquisition. "
                 "Raise max_queue_bytes or append_timeout, or write to a faster disk."
                 " Nothing was lost; this frame was not queued."
@@ -464,7 +471,7 @@ class OMEStream:
             except BaseException as exc:  # kept and raised on the caller's thread
                 self._error = exc
             finally:
-                self._queue.done(nbytes)
+                self._queue.done(nbytes, backend.held_bytes)
             if frame is not None:
                 # drop this loop's references to the item first, or the
                 # buffer stays busy until the next item arrives

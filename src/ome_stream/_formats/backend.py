@@ -57,6 +57,14 @@ class ArrayBackend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Push buffered data towards the disk (optional)."""
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of frames the backend still holds in memory after `write`
+        returned (writes in flight, partly filled write blocks); the stream
+        counts them against `max_queue_bytes`. Read from the writer thread
+        only. Zero for backends that write before `write` returns."""
+        return 0
+
     def frame_slot(
         self, position_index: int, storage_index: tuple[int, ...]
     ) -> np.ndarray | None:

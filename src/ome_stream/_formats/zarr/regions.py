@@ -183,6 +183,11 @@ class RegionWriterBackend(ZarrBackend):
             entries = state.block_frames.pop(key)
             self._write_block(position_index, *complete, entries)
 
+    @property
+    def held_bytes(self) -> int:
+        blocks = sum(s.buffer.buffered_bytes for s in self._arrays if s.buffer)
+        return self._pending_bytes + blocks
+
     def frame_slot(
         self, position_index: int, storage_index: tuple[int, ...]
     ) -> np.ndarray | None:
