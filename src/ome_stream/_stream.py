@@ -101,8 +101,8 @@ _STOP = _Stop()
 class _ByteBoundedQueue:
     """FIFO holding at most `max_bytes` of frames, counting with them the
     bytes the backend still holds of frames already taken (`held_bytes`, set
-    by the writer). An item always fits in an empty queue, so a frame bigger
-    than the bound cannot deadlock."""
+    by the writer: writes in flight). An item always fits in an empty queue,
+    so a frame bigger than the bound cannot deadlock."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

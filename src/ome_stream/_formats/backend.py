@@ -60,9 +60,9 @@ class ArrayBackend(ABC):
     @property
     def held_bytes(self) -> int:
         """Bytes of frames the backend still holds in memory after `write`
-        returned (writes in flight, partly filled write blocks); the stream
-        counts them against `max_queue_bytes`. Read from the writer thread
-        only. Zero for backends that write before `write` returns."""
+        returned (writes in flight); the stream counts them against
+        `max_queue_bytes`. Read from the writer thread only. Zero for
+        backends that write before `write` returns."""
         return 0
 
     def frame_slot(

@@ -62,8 +62,8 @@ class AcquisitionSettings(SettingsModel):
     `storage_order` is "ome" (a layout the format's specification allows),
     "acquisition" (no reordering), or a list of dimension names.
     `max_queue_bytes` bounds the memory held by frames waiting to be written
-    (queued, or held by the writer: Zarr writes in flight and partly filled
-    chunk or shard blocks); when it is full, `append` waits up to
+    (queued, or held by the writer in Zarr writes still in flight); when it
+    is full, `append` waits up to
     `append_timeout` seconds (None: no limit, 0: fail at once) and then raises
     `BackpressureError`.
     """

@@ -201,7 +201,6 @@ class BlockBuffer:
         self.pool = pool
         self._blocks: dict[tuple[int, ...], _Block] = {}
         self._lock = threading.Lock()
-        self.buffered_bytes = 0  # of the open blocks (kept under the lock)
 
     def _expected(self, key: tuple[int, ...]) -> int:
         sizes = []
@@ -222,7 +221,6 @@ class BlockBuffer:
         block = self._blocks.get(key)
         if block is None:
             block = self._blocks[key] = self._new_block(key)
-            self.buffered_bytes += block.data.nbytes
         return block
 
     def slot(self, storage_index: tuple[int, ...]) -> np.ndarray:
@@ -262,7 +260,6 @@ class BlockBuffer:
         if block.filled < block.expected:
             return None
         del self._blocks[key]
-        self.buffered_bytes -= block.data.nbytes
         return self._start(key), block.data
 
     def peek(self, storage_index: tuple[int, ...]) -> np.ndarray | None:
@@ -288,5 +285,8 @@ class BlockBuffer:
                     block.data[~block.set_frames] = 0  # frames that never came
                 blocks.append((self._start(key), block.data))
             self._blocks.clear()
-            self.buffered_bytes = 0
         return blocks
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(b.data.nbytes for b in self._blocks.values())

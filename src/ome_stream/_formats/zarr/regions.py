@@ -185,8 +185,11 @@ class RegionWriterBackend(ZarrBackend):
 
     @property
     def held_bytes(self) -> int:
-        blocks = sum(s.buffer.buffered_bytes for s in self._arrays if s.buffer)
-        return self._pending_bytes + blocks
+        # Writes in flight only. Open write blocks are left out: `append`
+        # copies most frames straight into them while the frames are still
+        # counted as queued, and their number is fixed by the layout (one per
+        # chunk or shard being filled), whatever the acquisition's length.
+        return self._pending_bytes
 
     def frame_slot(
         self, position_index: int, storage_index: tuple[int, ...]
