@@ -30,6 +30,13 @@ from tests.test_recovery import _kill_while_writing
 SHAPE = (24, 40)
 
 
+@pytest.fixture(autouse=True)
+def _small_chunks_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small frames keep these tests fast: let their chunks be written
+    directly too (the size threshold has its own test)."""
+    monkeypatch.setattr(chunkfiles, "MIN_DIRECT_CHUNK_BYTES", 0)
+
+
 def _settings(
     root: Path,
     n_t: int | None = 3,
@@ -135,6 +142,39 @@ def test_tensorstore_still_writes_what_is_not_whole_raw_chunks(
     )
 
 
+def test_chunks_below_the_size_threshold_stay_with_tensorstore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.undo()  # the real threshold
+    threshold = chunkfiles.MIN_DIRECT_CHUNK_BYTES
+    small = _settings(tmp_path / "small.ome.zarr")
+    assert not writes_whole_chunks(small)
+    # 4 frames of 24 x 40 uint16 per chunk along t, enough of them to pass it
+    n_t = -(-threshold // (2 * SHAPE[0] * SHAPE[1]))
+    large = _settings(tmp_path / "large.ome.zarr", n_t=n_t, t={"chunk_size": n_t})
+    assert writes_whole_chunks(large)
+    calls: list[Any] = []
+    original = TensorStoreBackend._write_region
+
+    def spy(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
+        calls.append(region)
+        return original(self, array, region, data)
+
+    monkeypatch.setattr(TensorStoreBackend, "_write_region", spy)
+    for settings, through_tensorstore in ((small, True), (large, False)):
+        calls.clear()
+        n_frames = 2 * (settings.dimensions[0].count or 0)
+        with create_stream(settings) as stream:
+            for i in range(n_frames):
+                stream.append(make_frame(i, shape=SHAPE))
+        assert bool(calls) == through_tensorstore
+        data = readers.read_zarr_python(settings.output_path / "0")
+        np.testing.assert_array_equal(
+            data.reshape(-1, *SHAPE)[n_frames - 1],
+            make_frame(n_frames - 1, shape=SHAPE),
+        )
+
+
 def test_whole_raw_chunks_do_not_go_through_tensorstore(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,18 +192,14 @@ def test_whole_raw_chunks_do_not_go_through_tensorstore(
 def test_a_chunk_write_failing_half_way_leaves_no_chunk_and_reaches_the_caller(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Disk full in the middle of the 4th chunk: the error reaches the caller;
-    the three chunks before it are intact; neither the failed chunk nor its
-    temporary file is left."""
+    """Disk full in the middle of frame 3's chunk (chunks are written on
+    several threads): the error reaches the caller; the chunks before it are
+    intact; neither the failed chunk nor its temporary file is left."""
     real_write = chunkfiles.os.write  # the os module's: every user's
-    calls = 0
+    failing = make_frame(3, shape=SHAPE).tobytes()
 
     def disk_full(fd: int, data: Any) -> int:
-        nonlocal calls
-        if memoryview(data).nbytes != SHAPE[0] * SHAPE[1] * 2:
-            return real_write(fd, data)  # not a chunk (the journal)
-        calls += 1
-        if calls == 4:
+        if bytes(memoryview(data)[:64]) == failing[:64]:
             real_write(fd, bytes(memoryview(data)[:100]))
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
@@ -171,17 +207,22 @@ def test_a_chunk_write_failing_half_way_leaves_no_chunk_and_reaches_the_caller(
     monkeypatch.setattr(chunkfiles.os, "write", disk_full)
     root = tmp_path / "a.ome.zarr"
     stream = create_stream(_settings(root))
-    for i in range(6):
-        stream.append(make_frame(i, shape=SHAPE))
-    with pytest.raises(WriterError, match="No space left on device"):
+
+    def append_all_then_close() -> None:  # the error surfaces in either
+        for i in range(6):
+            stream.append(make_frame(i, shape=SHAPE))
         stream.close()
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        append_all_then_close()
+    stream.close()  # already reported: finishes quietly
     monkeypatch.undo()
-    assert stream.frames_written == 3
     assert not (root / "0" / "c" / "1" / "1" / "0" / "0").exists()  # frame 3
     assert _partials(root) == []
     data = readers.read_tensorstore(root / "0")
     for i in range(3):
         np.testing.assert_array_equal(data[divmod(i, 2)], make_frame(i, shape=SHAPE))
+    assert not data[1, 1].any()
 
 
 def test_recover_removes_a_chunk_a_kill_interrupted(tmp_path: Path) -> None:

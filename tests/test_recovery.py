@@ -33,11 +33,12 @@ sys.path.insert(0, {tests_parent!r})
 from tests._cases import make_frame
 
 root, sharded = sys.argv[1], sys.argv[2] == "1"
+shape = (int(sys.argv[3]), int(sys.argv[4]))
 dims = [
     Dimension(name="t", count=None, shard_size_chunks=4 if sharded else None),
     Dimension(name="c", coords=["DAPI", "GFP"]),
-    Dimension(name="y", count=24),
-    Dimension(name="x", count=40),
+    Dimension(name="y", count=shape[0]),
+    Dimension(name="x", count=shape[1]),
 ]
 settings = AcquisitionSettings(root_path=root, dimensions=dims, dtype="uint16")
 stream = create_stream(settings)
@@ -47,15 +48,30 @@ for i in range(100000):
     if i % 17 == 5:
         stream.skip(frames=1)
         continue
-    stream.append(make_frame(i, shape=(24, 40)), frame_metadata={{"frame": i}})
+    stream.append(make_frame(i, shape=shape), frame_metadata={{"frame": i}})
     time.sleep(0.002)
 """
 
 
-def _kill_while_writing(root: Path, sharded: bool, seed: int) -> None:
+SMALL = (24, 40)
+# 256 KiB frames: their chunks are written straight to their files
+# (`chunkfiles.py`), smaller ones by tensorstore
+LARGE = (256, 512)
+
+
+def _kill_while_writing(
+    root: Path, sharded: bool, seed: int, shape: tuple[int, int] = SMALL
+) -> None:
     script = WRITER.format(tests_parent=str(Path(__file__).parents[1]))
     with subprocess.Popen(
-        [sys.executable, "-c", script, str(root), "1" if sharded else "0"],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(root),
+            "1" if sharded else "0",
+            *map(str, shape),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -72,21 +88,23 @@ def _kill_while_writing(root: Path, sharded: bool, seed: int) -> None:
 
 
 CASES = [
-    (".ome.zarr", False, 1),
-    (".ome.zarr", False, 2),
-    (".ome.zarr", True, 3),
-    (".ome.zarr", True, 4),
-    (".ome.tiff", False, 5),
-    (".ome.tiff", False, 6),
+    (".ome.zarr", False, 1, SMALL),
+    (".ome.zarr", False, 2, SMALL),
+    (".ome.zarr", False, 7, LARGE),
+    (".ome.zarr", False, 8, LARGE),
+    (".ome.zarr", True, 3, SMALL),
+    (".ome.zarr", True, 4, SMALL),
+    (".ome.tiff", False, 5, SMALL),
+    (".ome.tiff", False, 6, SMALL),
 ]
 
 
-@pytest.mark.parametrize(("suffix", "sharded", "seed"), CASES)
+@pytest.mark.parametrize(("suffix", "sharded", "seed", "shape"), CASES)
 def test_sigkill_then_recover_keeps_every_journaled_frame(
-    suffix: str, sharded: bool, seed: int, tmp_path: Path
+    suffix: str, sharded: bool, seed: int, shape: tuple[int, int], tmp_path: Path
 ) -> None:
     root = tmp_path / f"run{suffix}"
-    _kill_while_writing(root, sharded, seed)
+    _kill_while_writing(root, sharded, seed, shape)
     journal = read_journal(journal_path(root))
     assert journal.frames, "the writer was killed before writing anything"
     report = recover(root)
@@ -101,11 +119,9 @@ def test_sigkill_then_recover_keeps_every_journaled_frame(
         readers.validate_yaozarrs(root)
         readers.validate_ome_zarr_models(root)
         data = readers.read_tensorstore(root / "0")
-        assert data.shape == (n_t, 2, 24, 40)
+        assert data.shape == (n_t, 2, *shape)
         for index, number in frames.items():
-            np.testing.assert_array_equal(
-                data[index], make_frame(number, shape=(24, 40))
-            )
+            np.testing.assert_array_equal(data[index], make_frame(number, shape=shape))
         attrs = json.loads((root / "zarr.json").read_text())["attributes"]
         records = {
             tuple(r["storage_index"]): r["frame"]
@@ -117,6 +133,7 @@ def test_sigkill_then_recover_keeps_every_journaled_frame(
         assert {i for _, i in journal.skipped} <= missing
         assert {i for _, i in journal.lost} <= missing
         assert attrs["experiment"] == {"id": 7}
+        assert list(root.rglob("*.partial")) == []  # interrupted chunk files
     else:
         info = readers.bioformats_info(root)
         assert info.is_ome_tiff
@@ -126,7 +143,7 @@ def test_sigkill_then_recover_keeps_every_journaled_frame(
         tczyx = readers.bioformats_pixels(root, info=info)
         for (t, c), number in frames.items():
             np.testing.assert_array_equal(
-                tczyx[t, c, 0], make_frame(number, shape=(24, 40))
+                tczyx[t, c, 0], make_frame(number, shape=shape)
             )
         ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
         annotations = {a.id: a for a in ome.structured_annotations.map_annotations}

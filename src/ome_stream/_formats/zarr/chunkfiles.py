@@ -5,8 +5,9 @@ chunk's bytes, little-endian, C order (zarr v3 core spec, "bytes" codec), at
 the key `c/<i>/<j>/...` (the "default" chunk key encoding). When every write
 covers whole chunks, as the region backends' writes do once a chunk spans the
 whole frame, a chunk can be written with one `write` instead of going through
-a library: on tmpfs that took 2048² frames from ~0.7x to ~0.8x a raw write
-and 256² frames ~40% faster, with a third less CPU (docs/performance.md).
+a library: on tmpfs that took 2048² frames from ~0.7x to ~0.8x a raw write,
+with a third less CPU (docs/performance.md). Files are written by a few
+threads (`regions.py`), so that the file system's per-file work overlaps.
 Readers see the same array; only a chunk equal to the fill value, which
 tensorstore would leave out, is stored.
 
@@ -18,6 +19,7 @@ partial chunk; `recover` deletes temporaries a kill left behind.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -28,16 +30,26 @@ from .arrays import chunk_shape, shard_shape
 
 PARTIAL_SUFFIX = ".partial"
 Region = tuple[slice | int, ...]
+# Smaller chunks stay with tensorstore: for them the cost is the file
+# system's per-file work, which tensorstore's I/O threads overlap without
+# the GIL; Python threads doing the same (one file per 256 x 256 frame at
+# 1000 frames/s) made `append` wait for the GIL (p99 0.8-4 ms against
+# ~0.2 ms), and one thread fell behind the disk's slow moments.
+MIN_DIRECT_CHUNK_BYTES = 256 * 2**10
 
 
 def writes_whole_chunks(settings: AcquisitionSettings) -> bool:
-    """Whether chunk files can be written directly: no codec but `bytes`, no
-    sharding, and each chunk spans whole frames (so every region write of a
-    frame or a write block is one whole chunk)."""
+    """Whether chunk files are written directly: no codec but `bytes`, no
+    sharding, each chunk spans whole frames (so every region write of a frame
+    or a write block is one whole chunk) and holds at least
+    MIN_DIRECT_CHUNK_BYTES."""
+    chunks = chunk_shape(settings)
+    nbytes = math.prod(chunks) * np.dtype(settings.dtype).itemsize
     return (
         settings.compression in (None, "none")
         and shard_shape(settings) is None
-        and chunk_shape(settings)[-2:] == tuple(settings.frame_shape)
+        and chunks[-2:] == tuple(settings.frame_shape)
+        and nbytes >= MIN_DIRECT_CHUNK_BYTES
     )
 
 

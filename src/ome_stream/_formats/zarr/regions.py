@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +32,11 @@ from .layout import ImageLocation
 # surfaces write errors promptly.
 MAX_WRITES_IN_FLIGHT = 64
 MAX_BYTES_IN_FLIGHT = 32 * 2**20
+# Threads writing chunk files directly (`chunkfiles.py`): a new file costs
+# the file system a few metadata updates (mkdir, create, rename), which take
+# 150-400 µs each while writeback runs on this kind of VM; several in flight
+# overlap them, as tensorstore's own I/O threads do.
+CHUNK_FILE_THREADS = 4
 # Unbounded axes grow ahead of the data (then are trimmed at close) so the
 # array metadata is not rewritten for every frame.
 MAX_GROWTH_STEP = 1024
@@ -71,9 +77,6 @@ class _ArrayState:
     block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
 
 
-_DONE = Done()
-
-
 class RegionWriterBackend(ZarrBackend):
     """Frames to `<image>/0` arrays through region writes (see module doc)."""
 
@@ -88,6 +91,7 @@ class RegionWriterBackend(ZarrBackend):
         self._pending_bytes = 0
         self._block_shape = write_block_shape(settings)
         self._buffered = any(b > 1 for b in self._block_shape)
+        self._chunk_io: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------------- hooks
 
@@ -120,6 +124,10 @@ class RegionWriterBackend(ZarrBackend):
         pool = BlockPool()
         dtype = np.dtype(settings.dtype)
         direct = self.direct_chunk_files and writes_whole_chunks(settings)
+        if direct:
+            self._chunk_io = ThreadPoolExecutor(
+                CHUNK_FILE_THREADS, thread_name_prefix="ome-stream-chunk-io"
+            )
         for image in self._images:
             array = self._create_array(image.location, initial + frame_shape)
             buffer = None
@@ -224,9 +232,9 @@ class RegionWriterBackend(ZarrBackend):
     def _write(
         self, state: _ArrayState, region: Region, data: np.ndarray
     ) -> Completion:
-        if state.chunk_files is not None:
-            state.chunk_files.write(region, data)
-            return _DONE
+        if state.chunk_files is not None and self._chunk_io is not None:
+            # the work item holds `data` until written (see the pools)
+            return self._chunk_io.submit(state.chunk_files.write, region, data)
         return self._write_region(state.array, region, data)
 
     def _ensure_capacity(self, position_index: int, needed: int) -> None:
@@ -298,6 +306,13 @@ class RegionWriterBackend(ZarrBackend):
     # ----------------------------------------------------------------- close
 
     def _finish_arrays(self) -> None:
+        try:
+            self._drain_and_trim()
+        finally:
+            if self._chunk_io is not None:
+                self._chunk_io.shutdown(wait=True)
+
+    def _drain_and_trim(self) -> None:
         axis = self._unbounded_axis
         for position_index, state in enumerate(self._arrays):
             if state.buffer is None:
