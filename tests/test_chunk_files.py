@@ -59,6 +59,19 @@ def _partials(root: Path) -> list[Path]:
     return sorted(root.rglob("*.partial"))
 
 
+def _tensorstore_writes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The regions written through tensorstore from now on (the list fills)."""
+    regions: list[Any] = []
+    original = TensorStoreBackend._write_region
+
+    def spy(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
+        regions.append(region)
+        return original(self, array, region, data)
+
+    monkeypatch.setattr(TensorStoreBackend, "_write_region", spy)
+    return regions
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float64"])
 def test_each_chunk_file_is_the_frames_little_endian_bytes(
     dtype: str, tmp_path: Path
@@ -124,14 +137,7 @@ def test_tensorstore_still_writes_what_is_not_whole_raw_chunks(
     root = tmp_path / "a.ome.zarr"
     settings = _settings(root, **kw)
     assert not writes_whole_chunks(settings)
-    regions: list[Any] = []
-    original = TensorStoreBackend._write_region
-
-    def spy(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
-        regions.append(region)
-        return original(self, array, region, data)
-
-    monkeypatch.setattr(TensorStoreBackend, "_write_region", spy)
+    regions = _tensorstore_writes(monkeypatch)
     with create_stream(settings) as stream:
         for i in range(6):
             stream.append(make_frame(i, shape=SHAPE))
@@ -149,18 +155,11 @@ def test_chunks_below_the_size_threshold_stay_with_tensorstore(
     threshold = chunkfiles.MIN_DIRECT_CHUNK_BYTES
     small = _settings(tmp_path / "small.ome.zarr")
     assert not writes_whole_chunks(small)
-    # 4 frames of 24 x 40 uint16 per chunk along t, enough of them to pass it
+    # chunks of as many 24 x 40 uint16 frames along t as reach the threshold
     n_t = -(-threshold // (2 * SHAPE[0] * SHAPE[1]))
     large = _settings(tmp_path / "large.ome.zarr", n_t=n_t, t={"chunk_size": n_t})
     assert writes_whole_chunks(large)
-    calls: list[Any] = []
-    original = TensorStoreBackend._write_region
-
-    def spy(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
-        calls.append(region)
-        return original(self, array, region, data)
-
-    monkeypatch.setattr(TensorStoreBackend, "_write_region", spy)
+    calls = _tensorstore_writes(monkeypatch)
     for settings, through_tensorstore in ((small, True), (large, False)):
         calls.clear()
         n_frames = 2 * (settings.dimensions[0].count or 0)
@@ -229,7 +228,7 @@ def test_recover_removes_a_chunk_a_kill_interrupted(tmp_path: Path) -> None:
     root = tmp_path / "run.ome.zarr"
     _kill_while_writing(root, sharded=False, seed=7)
     chunk_dir = root / "0" / "c" / "0" / "0" / "0"
-    assert (chunk_dir / "0").is_file()  # the first frame was written directly
+    assert (chunk_dir / "0").is_file()  # the first frame's chunk
     interrupted = chunk_dir / ".5.partial"  # as a kill during a write leaves it
     interrupted.write_bytes(b"\x01" * 100)
     recover(root)
