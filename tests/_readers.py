@@ -29,6 +29,8 @@ OME-Zarr v0.5 (Zarr v3):
 * :func:`read_ome_zarr_py` reads full-resolution images with ome-zarr-py.
 * :func:`read_bioio` reads scenes with bioio (bioio-ome-zarr/bioio-ome-tiff).
 * :func:`read_tensorstore` / :func:`read_zarr_python` read one Zarr v3 array.
+* :func:`read_single_image` reads a one-image dataset (Zarr array ``0`` or all
+  OME-TIFF pages).
 
 Known limitations of the wrapped tools (checked with the versions pinned in
 the test environment; see the self-checks in ``test_readers_selfcheck.py``):
@@ -1172,6 +1174,18 @@ def read_tensorstore(array_path: StrPath) -> npt.NDArray[Any]:
     }
     store = ts.open(spec, open=True, read=True).result()
     return np.asarray(store.read().result())
+
+
+def read_single_image(path: StrPath) -> npt.NDArray[Any]:
+    """The pixels of a one-image dataset: its Zarr array ``0`` through
+    TensorStore, or every page of an OME-TIFF stacked, through tifffile."""
+    import tifffile
+
+    path = Path(path)
+    if path.name.endswith(".zarr"):
+        return read_tensorstore(path / "0")
+    with tifffile.TiffFile(path) as tif:
+        return np.stack([page.asarray() for page in tif.pages])
 
 
 def read_zarr_python(array_path: StrPath) -> npt.NDArray[Any]:

@@ -75,11 +75,25 @@ def _frame(i: int) -> np.ndarray:
 
 
 def _read_back(settings: AcquisitionSettings) -> np.ndarray:
-    path = settings.output_path
-    if path.name.endswith(".zarr"):
-        return readers.read_tensorstore(path / "0")
-    with tifffile.TiffFile(path) as tif:
-        return np.stack([page.asarray() for page in tif.pages])
+    return readers.read_single_image(settings.output_path)
+
+
+def _sharded_t(
+    root: Path, shard: int, *more: Dimension, **kw: Any
+) -> AcquisitionSettings:
+    """Unbounded t, one frame per chunk, `shard` chunks per shard, then
+    `more` dimensions and the frame."""
+    return AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=shard),
+            *more,
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ],
+        dtype="uint16",
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -227,15 +241,8 @@ def test_reused_zarr_blocks_keep_skipped_and_missing_frames_zero(
     """Write blocks are reused once written: a skipped frame, and the frames
     an early close never delivered, must read as zeros, not as the pixels an
     earlier block left there."""
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "z.ome.zarr"),
-        dimensions=[
-            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=20),
-            Dimension(name="y", count=SHAPE[0]),
-            Dimension(name="x", count=SHAPE[1]),
-        ],
-        dtype="uint16",
-        format={"name": "ome-zarr", "backend": backend},
+    settings = _sharded_t(
+        tmp_path / "z.ome.zarr", 20, format={"name": "ome-zarr", "backend": backend}
     )
     skipped = {45, 46, 70}
     expected = []
@@ -255,15 +262,8 @@ def test_reused_zarr_blocks_keep_skipped_and_missing_frames_zero(
 def test_reused_zarr_block_of_an_early_close_has_zeros_where_frames_never_came(
     tmp_path: Path,
 ) -> None:
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "e.ome.zarr"),
-        dimensions=[
-            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=10),
-            Dimension(name="c", count=2, chunk_size=2),
-            Dimension(name="y", count=SHAPE[0]),
-            Dimension(name="x", count=SHAPE[1]),
-        ],
-        dtype="uint16",
+    settings = _sharded_t(
+        tmp_path / "e.ome.zarr", 10, Dimension(name="c", count=2, chunk_size=2)
     )
     n = 2 * 47 + 1  # t=47 gets channel 0 only
     with create_stream(settings) as stream:
@@ -329,14 +329,9 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
 
     monkeypatch.setattr(TensorStoreBackend, "write", slow_write)
     frame_bytes = SHAPE[0] * SHAPE[1] * 2
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "q.ome.zarr"),
-        dimensions=[
-            Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=10),
-            Dimension(name="y", count=SHAPE[0]),
-            Dimension(name="x", count=SHAPE[1]),
-        ],
-        dtype="uint16",
+    settings = _sharded_t(
+        tmp_path / "q.ome.zarr",
+        10,
         max_queue_bytes=2 * frame_bytes,
         append_timeout=0.2,
     )

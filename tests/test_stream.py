@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tifffile
 
 from ome_stream import (
     AcquisitionSettings,
@@ -40,11 +39,7 @@ def _settings(
 
 
 def _read(settings: AcquisitionSettings) -> np.ndarray:
-    path = settings.output_path
-    if path.name.endswith(".zarr"):
-        return readers.read_tensorstore(path / "0")
-    with tifffile.TiffFile(path) as tif:
-        return np.stack([p.asarray() for p in tif.pages])
+    return readers.read_single_image(settings.output_path)
 
 
 def _planes(data: np.ndarray) -> np.ndarray:
