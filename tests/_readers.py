@@ -1196,6 +1196,14 @@ def read_zarr_python(array_path: StrPath) -> npt.NDArray[Any]:
     return np.asarray(array[...])
 
 
+def zarr_document(path: StrPath, node: str = "") -> dict[str, Any]:
+    """One node's ``zarr.json`` (``node`` relative to the store), parsed with
+    plain JSON."""
+    meta_path = Path(path) / node / "zarr.json"
+    document: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    return document
+
+
 def zarr_documents(path: StrPath) -> dict[str, dict[str, Any]]:
     """Every ``zarr.json`` below a Zarr v3 store, parsed with plain JSON, by
     node path relative to the store (``""`` for the root)."""
