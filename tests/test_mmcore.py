@@ -586,3 +586,81 @@ def test_handler_backend_option(tmp_path: Path) -> None:
         OMEStreamHandler(
             tmp_path / "c.ome.zarr", format="tifffile", backend="tensorstore"
         )
+
+
+# ------------------------------------------------------------ frame copies
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_frames_are_queued_uncopied_and_written_as_the_camera_gave_them(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handler queues pymmcore-plus's arrays themselves: this holds only
+    # if every frame is a new array nobody refills, on the snap path and on
+    # the hardware-sequenced path of the simulated microscope alike.
+    from ome_stream import OMEStream
+
+    copies: list[bool] = []
+    append = OMEStream.append
+
+    def spy(self: OMEStream, frame: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        copies.append(kwargs.get("copy", True))
+        append(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(OMEStream, "append", spy)
+    core = simulated_core(image_shape=SHAPE)
+    seen: list[np.ndarray] = []
+    sequenced: list[bool] = []
+
+    def listener(image: np.ndarray, event: Any, meta: dict[str, Any]) -> None:
+        seen.append(image.copy())
+        sequenced.append(bool(meta.get("hardware_triggered")))
+
+    core.mda.events.frameReady.connect(listener)
+    burst = useq.MDASequence(time_plan={"interval": 0, "loops": 6})  # sequenced
+    snaps = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"range": 2, "step": 1})
+    for name, seq in (("burst", burst), ("snaps", snaps)):
+        core.mda.engine.use_hardware_sequencing = name == "burst"
+        seen.clear()
+        copies.clear()
+        sequenced.clear()
+        handler = OMEStreamHandler(tmp_path / f"{name}{suffix}")
+        core.mda.run(seq, output=handler)
+        assert handler.errors == []
+        assert sequenced == [name == "burst"] * len(seen)
+        assert copies == [False] * len(seen)
+        assert len(seen) == len(list(seq))
+        assert len({frame.tobytes() for frame in seen}) > 1  # frames differ
+        out = handler.output_path
+        assert out is not None
+        data = readers.read_single_image(out)
+        np.testing.assert_array_equal(data.reshape(-1, *SHAPE), np.stack(seen))
+
+
+def test_copy_frames_protects_from_a_listener_that_changes_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ome_stream import OMEStream
+
+    copies: list[bool] = []
+    append = OMEStream.append
+
+    def spy(self: OMEStream, frame: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        copies.append(kwargs.get("copy", True))
+        append(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(OMEStream, "append", spy)
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 4})
+    runner = MDARunner()
+    runner.set_engine(ScriptedEngine())
+    path = tmp_path / "copied.ome.tiff"
+    handler = OMEStreamHandler(path, copy_frames=True)
+    handler.attach(runner)
+    # connected after the handler: changes each frame once it is queued
+    runner.events.frameReady.connect(lambda image, *_: image.fill(7))
+    runner.run(seq)
+    handler.detach()
+    assert handler.errors == []
+    assert copies == [True] * 4
+    want = np.stack([frame_for(event) for event in seq])
+    np.testing.assert_array_equal(readers.read_single_image(path), want)

@@ -160,6 +160,12 @@ class OMEStreamHandler:
     `shard_shapes` (by axis letter, e.g. {"z": 16}), `compression`,
     `overwrite`, `storage_order`, and any other `AcquisitionSettings` field
     (e.g. `max_queue_bytes`).
+
+    `copy_frames`: pymmcore-plus hands over a new array for every frame
+    (`getImage` and `popNextImage` copy out of the core's buffers), which
+    nothing else writes to, so by default the handler queues it as it is
+    (`append(copy=False)`), saving a copy per frame. Pass `copy_frames=True`
+    when another `frameReady` listener changes frames in place.
     """
 
     def __init__(
@@ -172,9 +178,11 @@ class OMEStreamHandler:
         shard_shapes: Mapping[str, int] | None = None,
         compression: str | None = None,
         overwrite: bool = False,
+        copy_frames: bool = False,
         **settings: Any,
     ) -> None:
         self.path = Path(path)
+        self.copy_frames = copy_frames
         self._format = _merge_backend(format, backend, self.path)
         self._chunk_shapes = dict(chunk_shapes or {})
         self._shard_shapes = dict(shard_shapes or {})
@@ -344,8 +352,9 @@ class OMEStreamHandler:
         stream = run.stream
         frame_metadata = _frame_metadata(event, metadata)
         frame = np.asarray(image)
+        copy = self.copy_frames
         if run.frame_numbers is None:
-            stream.append(frame, frame_metadata=frame_metadata)
+            stream.append(frame, frame_metadata=frame_metadata, copy=copy)
             return
         key = _index_key(event.index)
         number = run.frame_numbers.lookup(key)
@@ -360,7 +369,7 @@ class OMEStreamHandler:
             )
         if gap:
             stream.skip(frames=gap)
-        stream.append(frame, frame_metadata=frame_metadata)
+        stream.append(frame, frame_metadata=frame_metadata, copy=copy)
 
     def _finish(self) -> None:
         run = self._run
