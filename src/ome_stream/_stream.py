@@ -98,6 +98,13 @@ class _Stop:
 _STOP = _Stop()
 
 
+# The writer takes the queued items in batches of at most this many items
+# and bytes (one lock round for the batch; a slow backend still frees room
+# after every batch).
+DRAIN_BATCH_ITEMS = 32
+DRAIN_BATCH_BYTES = 4 * 2**20
+
+
 class _ByteBoundedQueue:
     """FIFO holding at most `max_bytes` of frames, counting with them the
     bytes the backend still holds of frames already taken (`held_bytes`, set
@@ -133,17 +140,29 @@ class _ByteBoundedQueue:
         with self._lock:
             return [item for item, _ in self._items]
 
-    def get(self) -> tuple[Any, int]:
-        """The oldest item (left in the queue until `done`)."""
+    def get_batch(self, max_items: int, max_bytes: int) -> list[tuple[Any, int]]:
+        """The oldest items: at least one, then as many as fit both limits
+        (left in the queue until `done`)."""
         with self._not_empty:
             self._not_empty.wait_for(lambda: bool(self._items))
-            return self._items[0]
+            items = self._items
+            batch = [items[0]]
+            total = batch[0][1]
+            for n in range(1, min(max_items, len(items))):
+                entry = items[n]
+                total += entry[1]
+                if total > max_bytes:
+                    break
+                batch.append(entry)
+            return batch
 
-    def done(self, nbytes: int, held_bytes: int) -> None:
-        """Release the item `get` returned (it stays counted until written);
-        `held_bytes`: what the backend holds now."""
+    def done(self, count: int, nbytes: int, held_bytes: int) -> None:
+        """Release the `count` oldest items, `nbytes` in all (they stay
+        counted until written); `held_bytes`: what the backend holds now."""
         with self._lock:
-            self._items.popleft()
+            popleft = self._items.popleft
+            for _ in range(count):
+                popleft()
             self.queued_bytes -= nbytes
             self.held_bytes = held_bytes
             self._not_full.notify_all()
@@ -440,48 +459,62 @@ class OMEStream:
     # ------------------------------------------------------------ writer thread
 
     def _drain(self) -> None:
-        backend = self._backend
+        queue = self._queue
         next_progress = time.monotonic() + PROGRESS_INTERVAL_S
-        frame: np.ndarray | None = None
         while True:
-            item, nbytes = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                if self._error is None:
-                    kind = item[0]
-                    if kind == "frame":
-                        with self._backend_lock:
-                            backend.write(item[1], item[2], item[3], item[4])
-                        self._frames_written += 1
-                        self._bytes_written += nbytes
-                        self._emit_coords(item[5])
-                        if item[6]:  # the pool's buffer
-                            frame = item[3]
-                    elif kind == "skip":
-                        with self._backend_lock:
-                            for position_index, storage_index in item[1]:
-                                backend.skip(position_index, storage_index)
-                        self._emit_coords(item[2])
-                    else:
-                        with self._backend_lock:
-                            backend.set_global_metadata(item[1], item[2])
-                            if backend.journal is not None:
-                                backend.journal.global_metadata(item[1], item[2])
-            except BaseException as exc:  # kept and raised on the caller's thread
-                self._error = exc
-            finally:
-                self._queue.done(nbytes, backend.held_bytes)
-            if frame is not None:
-                # drop this loop's references to the item first, or the
-                # buffer stays busy until the next item arrives
-                item = None
-                self._pool.release(frame)
-                frame = None
+            # Several items per round when the queue is full: one lock round,
+            # and at most one wake-up of an `append` waiting for room, per
+            # batch rather than per frame (small frames: see CHANGELOG).
+            batch = queue.get_batch(DRAIN_BATCH_ITEMS, DRAIN_BATCH_BYTES)
+            count = len(batch)
+            nbytes = sum(entry[1] for entry in batch)
+            stop = batch[-1][0] is _STOP  # always the last item queued
+            written = self._write_items(batch)
+            # drop this loop's references to the items before the buffers
+            # go back to the pool, or they stay busy
+            batch = []
+            queue.done(count, nbytes, self._backend.held_bytes)
+            while written:  # (no loop variable left holding a buffer)
+                self._pool.release(written.pop())
             now = time.monotonic()
-            if now >= next_progress:
+            if now >= next_progress and not (stop and count == 1):
                 next_progress = now + PROGRESS_INTERVAL_S
                 self._emit(self.events.progress)
+            if stop:
+                return
+
+    def _write_items(self, batch: list[tuple[Any, int]]) -> list[np.ndarray]:
+        """Hand the batch's items to the backend, in order; an error is kept
+        (raised on the caller's thread) and the items after it are dropped.
+        Returns the pool's buffers written."""
+        backend = self._backend
+        pooled = []
+        for item, nbytes in batch:
+            if item is _STOP or self._error is not None:
+                continue
+            try:
+                kind = item[0]
+                if kind == "frame":
+                    with self._backend_lock:
+                        backend.write(item[1], item[2], item[3], item[4])
+                    self._frames_written += 1
+                    self._bytes_written += nbytes
+                    self._emit_coords(item[5])
+                    if item[6]:  # the pool's buffer
+                        pooled.append(item[3])
+                elif kind == "skip":
+                    with self._backend_lock:
+                        for position_index, storage_index in item[1]:
+                            backend.skip(position_index, storage_index)
+                    self._emit_coords(item[2])
+                else:
+                    with self._backend_lock:
+                        backend.set_global_metadata(item[1], item[2])
+                        if backend.journal is not None:
+                            backend.journal.global_metadata(item[1], item[2])
+            except BaseException as exc:  # kept and raised on the caller's thread
+                self._error = exc
+        return pooled
 
     def _emit(self, signal: Any) -> None:
         # A failing listener must not stop the writing.
