@@ -316,6 +316,35 @@ def test_writer_failure_raised_by_close_if_not_yet_seen(
     assert stream.closed
 
 
+class _GatedFailingBackend(_FailingBackend):
+    """Holds the first write until the gate opens, so that the frames queued
+    meanwhile reach the writer in one batch; then fails on the 4th."""
+
+    gate = threading.Event()
+
+    def write(self, *args: Any) -> None:
+        self.gate.wait(10)
+        super().write(*args)
+
+
+def test_a_failure_inside_a_batch_keeps_the_frames_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _GatedFailingBackend.gate.clear()
+    stream = _memory_stream(monkeypatch, _GatedFailingBackend)
+    for i in range(8):
+        stream.append(make_frame(i))
+    assert stream.stats().frames_queued >= 7  # waiting behind the gate
+    _GatedFailingBackend.gate.set()
+    with pytest.raises(WriterError, match="closed with the 3 frames written"):
+        stream.close()
+    assert stream.frames_written == 3
+    arrays = stream._backend.arrays[0]
+    for i in range(3):
+        np.testing.assert_array_equal(arrays[i], make_frame(i))
+    assert not arrays[3:].any()  # nothing after the failed frame was written
+
+
 class _SlowBackend(MemoryBackend):
     gate = threading.Event()
 
