@@ -335,12 +335,19 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
         max_queue_bytes=2 * frame_bytes,
         append_timeout=0.2,
     )
-    stream = create_stream(settings)
-    stream.append(_frame(0) | 1)
-    stream.append(_frame(1) | 1)
-    with pytest.raises(BackpressureError):
-        stream.append(_frame(2) | 1)
-    gate.set()
+
+    def refuse_frame_2() -> Any:
+        """Frames 0 and 1 fill the queue; frame 2 is refused; then the
+        writer goes on."""
+        stream = create_stream(settings)
+        stream.append(_frame(0) | 1)
+        stream.append(_frame(1) | 1)
+        with pytest.raises(BackpressureError):
+            stream.append(_frame(2) | 1)
+        gate.set()
+        return stream
+
+    stream = refuse_frame_2()
     stream.close()  # frame 2 never came
     got = readers.read_tensorstore(settings.output_path / "0")
     assert got.shape[0] == 2
@@ -349,12 +356,7 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
     # and with a later frame in the same block, frame 2's place is zero
     settings = settings.model_copy(update={"root_path": str(tmp_path / "r.ome.zarr")})
     gate.clear()
-    stream = create_stream(settings)
-    stream.append(_frame(0) | 1)
-    stream.append(_frame(1) | 1)
-    with pytest.raises(BackpressureError):
-        stream.append(_frame(2) | 1)
-    gate.set()
+    stream = refuse_frame_2()
     stream.skip()  # frame 2 will never come
     stream.append(_frame(3) | 1)
     stream.close()

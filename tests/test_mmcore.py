@@ -591,13 +591,8 @@ def test_handler_backend_option(tmp_path: Path) -> None:
 # ------------------------------------------------------------ frame copies
 
 
-@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
-def test_frames_are_queued_uncopied_and_written_as_the_camera_gave_them(
-    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The handler queues pymmcore-plus's arrays themselves: this holds only
-    # if every frame is a new array nobody refills, on the snap path and on
-    # the hardware-sequenced path of the simulated microscope alike.
+def _record_append_copies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The `copy` argument of every `OMEStream.append` call, as it happens."""
     from ome_stream import OMEStream
 
     copies: list[bool] = []
@@ -608,6 +603,17 @@ def test_frames_are_queued_uncopied_and_written_as_the_camera_gave_them(
         append(self, frame, *args, **kwargs)
 
     monkeypatch.setattr(OMEStream, "append", spy)
+    return copies
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_frames_are_queued_uncopied_and_written_as_the_camera_gave_them(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handler queues pymmcore-plus's arrays themselves: this holds only
+    # if every frame is a new array nobody refills, on the snap path and on
+    # the hardware-sequenced path of the simulated microscope alike.
+    copies = _record_append_copies(monkeypatch)
     core = simulated_core(image_shape=SHAPE)
     seen: list[np.ndarray] = []
     sequenced: list[bool] = []
@@ -640,16 +646,7 @@ def test_frames_are_queued_uncopied_and_written_as_the_camera_gave_them(
 def test_copy_frames_protects_from_a_listener_that_changes_frames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ome_stream import OMEStream
-
-    copies: list[bool] = []
-    append = OMEStream.append
-
-    def spy(self: OMEStream, frame: np.ndarray, *args: Any, **kwargs: Any) -> None:
-        copies.append(kwargs.get("copy", True))
-        append(self, frame, *args, **kwargs)
-
-    monkeypatch.setattr(OMEStream, "append", spy)
+    copies = _record_append_copies(monkeypatch)
     seq = useq.MDASequence(time_plan={"interval": 0, "loops": 4})
     runner = MDARunner()
     runner.set_engine(ScriptedEngine())

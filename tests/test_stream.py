@@ -316,10 +316,7 @@ def test_writer_failure_raised_by_close_if_not_yet_seen(
     assert stream.closed
 
 
-class _GatedFailingBackend(_FailingBackend):
-    """Holds the first write until the gate opens, so that the frames queued
-    meanwhile reach the writer in one batch; then fails on the 4th."""
-
+class _SlowBackend(MemoryBackend):
     gate = threading.Event()
 
     def write(self, *args: Any) -> None:
@@ -327,10 +324,15 @@ class _GatedFailingBackend(_FailingBackend):
         super().write(*args)
 
 
+class _GatedFailingBackend(_SlowBackend, _FailingBackend):
+    """Holds the first write until the gate opens, so that the frames queued
+    meanwhile reach the writer in one batch; then fails on the 4th."""
+
+
 def test_a_failure_inside_a_batch_keeps_the_frames_before_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _GatedFailingBackend.gate.clear()
+    _GatedFailingBackend.gate = threading.Event()
     stream = _memory_stream(monkeypatch, _GatedFailingBackend)
     for i in range(8):
         stream.append(make_frame(i))
@@ -343,14 +345,6 @@ def test_a_failure_inside_a_batch_keeps_the_frames_before_it(
     for i in range(3):
         np.testing.assert_array_equal(arrays[i], make_frame(i))
     assert not arrays[3:].any()  # nothing after the failed frame was written
-
-
-class _SlowBackend(MemoryBackend):
-    gate = threading.Event()
-
-    def write(self, *args: Any) -> None:
-        self.gate.wait(10)
-        super().write(*args)
 
 
 def test_full_queue_times_out_with_a_clear_error(
