@@ -368,6 +368,35 @@ def test_full_queue_times_out_with_a_clear_error(
         np.testing.assert_array_equal(arrays[i], make_frame(i))
 
 
+class _PacedBackend(MemoryBackend):
+    """A slow disk: 50 ms a frame."""
+
+    def write(self, *args: Any) -> None:
+        time.sleep(0.05)
+        super().write(*args)
+
+
+def test_a_slow_backend_frees_room_after_each_write_not_each_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer takes up to 32 queued frames at once; with 50 ms a frame,
+    an `append` waiting for room must get it after about one write (well
+    within its 1 s timeout), not after the whole batch (1.6 s)."""
+    import ome_stream._stream as stream_module
+
+    monkeypatch.setattr(stream_module, "create_backend", _PacedBackend)
+    frame_bytes = make_frame(0).nbytes
+    settings = _settings(
+        "", {"t": 40}, max_queue_bytes=34 * frame_bytes, append_timeout=1.0
+    )
+    with create_stream(settings) as stream:
+        for i in range(40):  # from the 35th on, each waits for room
+            stream.append(make_frame(i))
+    arrays = stream._backend.arrays[0]
+    for i in range(40):
+        np.testing.assert_array_equal(arrays[i], make_frame(i))
+
+
 def test_the_bound_counts_zarr_writes_in_flight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -99,10 +99,12 @@ _STOP = _Stop()
 
 
 # The writer takes the queued items in batches of at most this many items
-# and bytes (one lock round for the batch; a slow backend still frees room
-# after every batch).
+# and bytes, and frees their room in the queue once per batch - or sooner,
+# once DRAIN_RELEASE_S have passed, so that with a slow backend an `append`
+# waiting for room waits for one write, not for a whole batch.
 DRAIN_BATCH_ITEMS = 32
 DRAIN_BATCH_BYTES = 4 * 2**20
+DRAIN_RELEASE_S = 0.005
 
 
 class _ByteBoundedQueue:
@@ -462,59 +464,77 @@ class OMEStream:
         queue = self._queue
         next_progress = time.monotonic() + PROGRESS_INTERVAL_S
         while True:
-            # Several items per round when the queue is full: one lock round,
-            # and at most one wake-up of an `append` waiting for room, per
-            # batch rather than per frame (small frames: see CHANGELOG).
+            # Several items per round when the queue has filled up: one lock
+            # round, and at most one wake-up of an `append` waiting for room,
+            # per batch rather than per frame (small frames: see CHANGELOG).
             batch = queue.get_batch(DRAIN_BATCH_ITEMS, DRAIN_BATCH_BYTES)
-            count = len(batch)
-            nbytes = sum(entry[1] for entry in batch)
+            size = len(batch)
             stop = batch[-1][0] is _STOP  # always the last item queued
-            written = self._write_items(batch)
-            # drop this loop's references to the items before the buffers
-            # go back to the pool, or they stay busy
-            batch = []
-            queue.done(count, nbytes, self._backend.held_bytes)
-            while written:  # (no loop variable left holding a buffer)
-                self._pool.release(written.pop())
+            batch.reverse()  # popped oldest first: no reference outlives its item
+            release_at = time.monotonic() + DRAIN_RELEASE_S
+            count = nbytes = 0
+            pooled: list[np.ndarray] = []
+            while batch:
+                item, item_bytes = batch.pop()
+                if item is not _STOP:
+                    buffer = self._write_item(item, item_bytes)
+                    if buffer is not None:
+                        pooled.append(buffer)
+                count += 1
+                nbytes += item_bytes
+                # drop this loop's references before the buffers go back to
+                # the pool, or they stay busy
+                item = buffer = None
+                if batch and time.monotonic() >= release_at:
+                    self._release(count, nbytes, pooled)
+                    count = nbytes = 0
+                    release_at = time.monotonic() + DRAIN_RELEASE_S
+            self._release(count, nbytes, pooled)
             now = time.monotonic()
-            if now >= next_progress and not (stop and count == 1):
+            if now >= next_progress and not (stop and size == 1):
                 next_progress = now + PROGRESS_INTERVAL_S
                 self._emit(self.events.progress)
             if stop:
                 return
 
-    def _write_items(self, batch: list[tuple[Any, int]]) -> list[np.ndarray]:
-        """Hand the batch's items to the backend, in order; an error is kept
-        (raised on the caller's thread) and the items after it are dropped.
-        Returns the pool's buffers written."""
+    def _release(self, count: int, nbytes: int, pooled: list[np.ndarray]) -> None:
+        """Free the queue's room for the `count` items handled; hand the
+        pool's buffers among them back (emptying `pooled`)."""
+        self._queue.done(count, nbytes, self._backend.held_bytes)
+        while pooled:  # (no loop variable left holding a buffer)
+            self._pool.release(pooled.pop())
+
+    def _write_item(self, item: Any, nbytes: int) -> np.ndarray | None:
+        """Hand one queued item to the backend. An error is kept (raised on
+        the caller's thread) and every later item is dropped. Returns the
+        pool's buffer of a frame written, if it was one."""
+        if self._error is not None:
+            return None
         backend = self._backend
-        pooled = []
-        for item, nbytes in batch:
-            if item is _STOP or self._error is not None:
-                continue
-            try:
-                kind = item[0]
-                if kind == "frame":
-                    with self._backend_lock:
-                        backend.write(item[1], item[2], item[3], item[4])
-                    self._frames_written += 1
-                    self._bytes_written += nbytes
-                    self._emit_coords(item[5])
-                    if item[6]:  # the pool's buffer
-                        pooled.append(item[3])
-                elif kind == "skip":
-                    with self._backend_lock:
-                        for position_index, storage_index in item[1]:
-                            backend.skip(position_index, storage_index)
-                    self._emit_coords(item[2])
-                else:
-                    with self._backend_lock:
-                        backend.set_global_metadata(item[1], item[2])
-                        if backend.journal is not None:
-                            backend.journal.global_metadata(item[1], item[2])
-            except BaseException as exc:  # kept and raised on the caller's thread
-                self._error = exc
-        return pooled
+        try:
+            kind = item[0]
+            if kind == "frame":
+                with self._backend_lock:
+                    backend.write(item[1], item[2], item[3], item[4])
+                self._frames_written += 1
+                self._bytes_written += nbytes
+                self._emit_coords(item[5])
+                if item[6]:  # the pool's buffer
+                    frame: np.ndarray = item[3]
+                    return frame
+            elif kind == "skip":
+                with self._backend_lock:
+                    for position_index, storage_index in item[1]:
+                        backend.skip(position_index, storage_index)
+                self._emit_coords(item[2])
+            else:
+                with self._backend_lock:
+                    backend.set_global_metadata(item[1], item[2])
+                    if backend.journal is not None:
+                        backend.journal.global_metadata(item[1], item[2])
+        except BaseException as exc:  # kept and raised on the caller's thread
+            self._error = exc
+        return None
 
     def _emit(self, signal: Any) -> None:
         # A failing listener must not stop the writing.
