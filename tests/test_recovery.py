@@ -234,3 +234,42 @@ def test_killed_tiff_is_fully_readable_before_recover(tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 data[t, c, 0], make_frame(2 * t + c, shape=(24, 40))
             )
+
+
+def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
+    from ome_stream._journal import Journal
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, {"dtype": "uint16"})
+    metadata = {"note": 'quote " and ü', "xy": [1.5, -2], "nested": {"ok": True}}
+    journal.written(
+        [
+            (0, (0, 1), None, False),
+            (1, (2, 0), metadata, False),
+            (0, (3, 0), None, True),
+        ]
+    )
+    journal.frame(2, (4, 4), None)
+    journal.skip(2, (5, 0))
+    journal.received(1, (6, 1))
+    journal.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # every line is standard JSON (other tools may read the journal)
+    assert [json.loads(line)["event"] for line in lines] == [
+        "open",
+        "frame",
+        "frame",
+        "skip",
+        "frame",
+        "skip",
+        "received",
+    ]
+    contents = read_journal(path)
+    assert contents.settings == {"dtype": "uint16"}
+    assert contents.frames == {
+        (0, (0, 1)): None,
+        (1, (2, 0)): metadata,
+        (2, (4, 4)): None,
+    }
+    assert contents.skipped == {(0, (3, 0)), (2, (5, 0))}
+    assert contents.lost == [(1, (6, 1))]

@@ -24,6 +24,17 @@ SUFFIX = ".ome-stream-journal.jsonl"
 
 Index = tuple[int, ...]
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_NO_METADATA: Any = object()  # a record without the "m" field
+
+
+def _line(event: str, position: int, index: Index, metadata: Any = _NO_METADATA) -> str:
+    """One frame's record, formatted directly: the same JSON the encoder
+    would give, at a fraction of its cost (one line per frame)."""
+    indices = ",".join(map(str, index))
+    if metadata is _NO_METADATA:
+        return f'{{"event":"{event}","p":{position},"i":[{indices}]}}\n'
+    m = "null" if metadata is None else _ENCODER.encode(metadata)
+    return f'{{"event":"{event}","p":{position},"i":[{indices}],"m":{m}}}\n'
 
 
 def journal_path(output_path: Path) -> Path:
@@ -61,26 +72,24 @@ class Journal:
     def frame(
         self, position: int, index: Index, metadata: dict[str, Any] | None
     ) -> None:
-        self._write({"event": "frame", "p": position, "i": list(index), "m": metadata})
+        self._write_text(_line("frame", position, index, metadata))
 
     def written(self, entries: list[tuple[int, Index, Any, bool]]) -> None:
         """Record many frames at once: (position, index, metadata, skipped)."""
-        self._write_all(
-            [
-                {"event": "skip", "p": p, "i": list(i)}
-                if skipped
-                else {"event": "frame", "p": p, "i": list(i), "m": m}
-                for p, i, m, skipped in entries
-            ]
+        self._write_text(
+            "".join(
+                [
+                    _line("skip", p, i) if skipped else _line("frame", p, i, m)
+                    for p, i, m, skipped in entries
+                ]
+            )
         )
 
     def skip(self, position: int, index: Index) -> None:
-        self._write({"event": "skip", "p": position, "i": list(index)})
+        self._write_text(_line("skip", position, index))
 
     def received(self, position: int, index: Index) -> None:
-        # one per buffered frame: formatted directly (as json.dumps would)
-        indices = ",".join(map(str, index))
-        self._write_text(f'{{"event":"received","p":{position},"i":[{indices}]}}\n')
+        self._write_text(_line("received", position, index))
 
     def global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._write({"event": "global", "namespace": namespace, "data": metadata})
