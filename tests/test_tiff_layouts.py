@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,14 @@ def test_layout_is_one_dataset_with_a_series_per_position(
         assert tiff_uuids == {}
     else:
         assert tiff_uuids.keys() == {path.name for path in tiffs}
+        # each file holding the full XML carries its own UUID (the text is
+        # serialised once and the root UUID put in for each file)
+        for file_name, ome in full.items():
+            if companion is not None and file_name == companion.name:
+                assert ome.uuid not in tiff_uuids.values()
+            else:
+                assert ome.uuid == tiff_uuids[file_name]
+    assert len({ome.uuid for ome in documents}) == len(documents)
     # BinaryOnly stubs: schema-valid, name the metadata file (relative) + UUID
     for stub in layout.stubs(root):
         ome = readers.validate_ome_xml(readers.tiff_ome_xml(stub))
@@ -739,3 +748,30 @@ def test_update_metadata_refuses_what_would_misdescribe_the_pixels(
     assert info.is_ome_tiff
     assert info.warnings == []
     assert info.series_count == 2
+
+
+def test_documents_differing_only_in_uuid_are_serialised_as_ome_types_would() -> None:
+    from ome_stream._formats.tiff.tifffile import _xml_each
+
+    pixels = model.Pixels(
+        size_x=4, size_y=3, size_z=1, size_c=1, size_t=2, type="uint16",
+        dimension_order="XYZCT", tiff_data_blocks=[model.TiffData(plane_count=2)],
+    )  # fmt: skip
+    base = OME(
+        images=[model.Image(pixels=pixels)],
+        structured_annotations=model.StructuredAnnotations(
+            map_annotations=[model.MapAnnotation(namespace="x", value={"k": "v"})]
+        ),
+    )
+    uuids = [f"urn:uuid:{uuid.UUID(int=n)}" for n in range(1, 4)]
+    copies = [base.model_copy(update={"uuid": u}) for u in uuids]
+    # not a copy sharing the rest: serialised in full
+    other = base.model_copy(update={"uuid": uuids[0], "structured_annotations": None})
+    documents = [*copies, other, copies[1]]
+    texts = _xml_each(documents)
+    assert texts == [str(d.to_xml()).encode() for d in documents]
+    assert [OME.from_xml(t.decode()).uuid for t in texts] == [
+        *uuids,
+        uuids[0],
+        uuids[1],
+    ]

@@ -368,19 +368,24 @@ class TiffFileBackend(ArrayBackend):
         started = time.monotonic()
         self._flush_files()
         document = self._document(final=False)
-        for file in self._files:
-            if file.full_metadata and file.is_open and file.pages:
-                self._rewrite_reserved(file, document)
+        files = [f for f in self._files if f.full_metadata and f.is_open and f.pages]
+        copies = [self._with_uuid(document, file.uuid) for file in files]
         if self.layout.companion is not None:
-            self._write_companion(document)
+            copies.append(self._with_uuid(document, self._companion_uuid))
+        texts = _xml_each(copies)
+        for file, xml in zip(files, texts):
+            self._rewrite_reserved(file, document, xml)
+        if self.layout.companion is not None:
+            self._replace_companion(texts[-1])
         spent = time.monotonic() - started
         self._next_refresh = time.monotonic() + max(INTERIM_XML_INTERVAL_S, 10 * spent)
 
-    def _rewrite_reserved(self, file: _File, document: OME) -> None:
+    def _rewrite_reserved(self, file: _File, document: OME, xml: bytes) -> None:
+        """Put `xml` (`document` with the file's UUID) in the file's reserved
+        ImageDescription."""
         if file.description_offset is None:
             with tifffile.TiffFile(file.path) as tif:
                 file.description_offset = tif.pages.first.tags[270].valueoffset
-        xml = self._xml(self._with_uuid(document, file.uuid))
         if len(xml) > file.reserved:
             # global metadata grew past the reservation: it is not needed to
             # read the pixels, and close writes it
@@ -654,8 +659,8 @@ class TiffFileBackend(ArrayBackend):
         os.replace(temporary, companion)
 
     def _write_documents(self, documents: dict[int, OME]) -> None:
-        for key, document in documents.items():
-            xml = self._xml(document)
+        texts = _xml_each(list(documents.values()))
+        for (key, document), xml in zip(documents.items(), texts):
             if key == COMPANION_KEY:
                 self._replace_companion(xml)
             else:
@@ -708,3 +713,37 @@ class TiffFileBackend(ArrayBackend):
                 continue
             documents[key] = document
         return documents
+
+
+def _xml_each(documents: list[OME]) -> list[bytes]:
+    """Each document as OME-XML. The copies `_with_uuid` makes of one
+    document (one per file) differ only in the root's UUID attribute: the
+    first is serialised, the others reuse its text with their own UUID put
+    in. Serialising a document of a few hundred planes takes ~10 ms, and
+    this happens for every file at each interim refresh and at close."""
+    texts: list[bytes] = []
+    last: tuple[OME, bytes] | None = None
+    for document in documents:
+        if last is not None and _same_but_uuid(last[0], document):
+            old = f'UUID="{last[0].uuid}"'.encode()
+            if last[1].count(old) == 1:
+                texts.append(last[1].replace(old, f'UUID="{document.uuid}"'.encode()))
+                continue
+        xml = TiffFileBackend._xml(document)
+        texts.append(xml)
+        last = (document, xml)
+    return texts
+
+
+def _same_but_uuid(a: OME, b: OME) -> bool:
+    """Whether `b` is a copy of `a` sharing every other field (the same
+    objects, as `model_copy` leaves them; nothing is compared by value, so
+    call this only for documents nothing has changed since they were
+    copied)."""
+    if a.uuid == b.uuid or type(a) is not type(b):
+        return False
+    return all(
+        getattr(a, name) is getattr(b, name)
+        for name in type(a).model_fields
+        if name != "uuid"
+    )
