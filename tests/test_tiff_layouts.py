@@ -775,3 +775,49 @@ def test_documents_differing_only_in_uuid_are_serialised_as_ome_types_would() ->
         uuids[0],
         uuids[1],
     ]
+
+
+def test_files_started_later_hold_a_valid_interim_xml_with_their_own_uuid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file per position: the second and third files start with the
+    interim XML the first was given, with their own UUID put in (no refresh
+    happens here), which readers open while the stream is still writing."""
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+
+    monkeypatch.setattr(tiff_backend, "INTERIM_XML_INTERVAL_S", 3600.0)
+    layout = LAYOUTS["redundant"]
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root)
+    tiffs = layout.tiffs(root)
+    with create_stream(settings) as stream:
+        per_step = layout.n_positions * 4  # p x c x z
+        for number in range(per_step + 1):  # a complete time point, and one more
+            stream.append(make_frame(number))
+        wait_written(stream, per_step + 1)
+        interim = [readers.validate_ome_xml(readers.tiff_ome_xml(p)) for p in tiffs]
+        for p, path in enumerate(tiffs):
+            with tifffile.TiffFile(path) as tif:
+                assert tif.is_ome
+                first = tif.pages.first.asarray()
+            np.testing.assert_array_equal(
+                first, make_frame(frame_number(p, 0, 0, 0, 3))
+            )
+    final = {
+        path.name: readers.validate_ome_xml(readers.tiff_ome_xml(path))
+        for path in tiffs
+    }
+    # each file keeps its UUID from the first page to the final XML
+    assert [ome.uuid for ome in interim] == [final[p.name].uuid for p in tiffs]
+    assert len({ome.uuid for ome in interim}) == layout.n_positions
+    named = {
+        block.uuid.file_name: block.uuid.value
+        for image in final[tiffs[0].name].images
+        for block in image.pixels.tiff_data_blocks
+    }
+    assert [named[p.name] for p in tiffs] == [ome.uuid for ome in interim]
+    # the interim documents describe the same dataset (a subset of it)
+    for ome in interim:
+        assert [image.name for image in ome.images] == [
+            image.name for image in interim[0].images
+        ]

@@ -159,6 +159,8 @@ class TiffFileBackend(ArrayBackend):
         self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
         self._handed_out_records: list[int] = []  # frame records it included
         self._written: dict[int, OME] = {}  # after close: what the files hold
+        # the interim document written last (with a file's UUID), and its XML
+        self._last_interim: tuple[OME, bytes] | None = None
         self._closed = False
 
     # ----------------------------------------------------------------- open
@@ -351,7 +353,16 @@ class TiffFileBackend(ArrayBackend):
         index = self._files.index(file)
         if not file.full_metadata:
             return self._xml(self._stub(index))
-        interim = self._xml(self._with_uuid(self._document(final=False), file.uuid))
+        last = self._last_interim
+        if last is None:
+            document = self._with_uuid(self._document(final=False), file.uuid)
+            last = self._last_interim = (document, self._xml(document))
+        # Files after the first (a file per position) start with the interim
+        # XML written last, with their own UUID: it describes a subset of
+        # what is written (the next refresh brings it up to date), and
+        # serialising it anew would cost each file ~10 ms, more with every
+        # position the document describes.
+        (interim,) = _xml_each([self._with_uuid(last[0], file.uuid)], known=last)
         file.reserved = 2 * len(interim) + 8192 + self._reserve_for_runs()
         return interim.ljust(file.reserved)
 
@@ -373,6 +384,8 @@ class TiffFileBackend(ArrayBackend):
         if self.layout.companion is not None:
             copies.append(self._with_uuid(document, self._companion_uuid))
         texts = _xml_each(copies)
+        if copies:
+            self._last_interim = (copies[0], texts[0])
         for file, xml in zip(files, texts):
             self._rewrite_reserved(file, document, xml)
         if self.layout.companion is not None:
@@ -715,16 +728,22 @@ class TiffFileBackend(ArrayBackend):
         return documents
 
 
-def _xml_each(documents: list[OME]) -> list[bytes]:
+def _xml_each(
+    documents: list[OME], known: tuple[OME, bytes] | None = None
+) -> list[bytes]:
     """Each document as OME-XML. The copies `_with_uuid` makes of one
     document (one per file) differ only in the root's UUID attribute: the
     first is serialised, the others reuse its text with their own UUID put
     in. Serialising a document of a few hundred planes takes ~10 ms, and
-    this happens for every file at each interim refresh and at close."""
+    this happens for every file at each interim refresh and at close.
+    `known`: a document already serialised, and its text."""
     texts: list[bytes] = []
-    last: tuple[OME, bytes] | None = None
+    last = known
     for document in documents:
         if last is not None and _same_but_uuid(last[0], document):
+            if document.uuid == last[0].uuid:
+                texts.append(last[1])
+                continue
             old = f'UUID="{last[0].uuid}"'.encode()
             if last[1].count(old) == 1:
                 texts.append(last[1].replace(old, f'UUID="{document.uuid}"'.encode()))
@@ -736,11 +755,11 @@ def _xml_each(documents: list[OME]) -> list[bytes]:
 
 
 def _same_but_uuid(a: OME, b: OME) -> bool:
-    """Whether `b` is a copy of `a` sharing every other field (the same
-    objects, as `model_copy` leaves them; nothing is compared by value, so
-    call this only for documents nothing has changed since they were
-    copied)."""
-    if a.uuid == b.uuid or type(a) is not type(b):
+    """Whether `b` is a copy of `a` sharing every field but (perhaps) the
+    root UUID: the same objects, as `model_copy` leaves them. Nothing is
+    compared by value, so call this only for documents nothing has changed
+    since they were copied."""
+    if type(a) is not type(b):
         return False
     return all(
         getattr(a, name) is getattr(b, name)
