@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -821,3 +822,77 @@ def test_files_started_later_hold_a_valid_interim_xml_with_their_own_uuid(
         assert [image.name for image in ome.images] == [
             image.name for image in interim[0].images
         ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_disk_filling_up_leaves_records_matching_the_file(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up part way through a page: the page is not in the
+    file, and the records forget it. Once space is freed and the stream
+    closed, frames_written, the planes and missing frames of the OME-XML
+    and the pixels all agree with the file (the XML described a page too
+    many before)."""
+    from ome_stream import WriterError
+    from ome_stream._formats.tiff import pages as tiff_pages
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "full.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=None),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    real = os.pwritev
+    fail_at = random.Random(seed).randrange(3, 40)  # the n-th write that grows
+    state = {"growing": 0, "full": True}
+
+    def filling(fd: int, buffers: list[Any], offset: int) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        if state["full"] and offset + len(data) > os.fstat(fd).st_size:
+            state["growing"] += 1
+            if state["growing"] == fail_at:  # a short write first
+                return real(fd, [data[: len(data) * 2 // 3]], offset)
+            if state["growing"] > fail_at:
+                raise OSError(28, "No space left on device")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(tiff_pages.os, "pwritev", filling)
+    skipped = set(range(3, 5000, 7))
+    stream = create_stream(settings)
+
+    def acquire() -> None:
+        for number in range(5000):
+            if number in skipped:
+                stream.skip()
+            else:
+                stream.append(make_frame(number), frame_metadata={"frame": number})
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        acquire()
+    state["full"] = False  # space freed: close finishes the file
+    stream.close()
+
+    with tifffile.TiffFile(settings.output_path) as tif:
+        pages = np.stack([page.asarray() for page in tif.pages])
+    n = len(pages)
+    assert n > 1
+    for number in range(n):
+        want = 0 if number in skipped else make_frame(number)
+        np.testing.assert_array_equal(pages[number], want)
+    frames = [number for number in range(n) if number not in skipped]
+    assert stream.frames_written == len(frames)
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    assert ome.images[0].pixels.size_t == n
+    table = plane_table(ome, 0)
+    assert {t: int(v["frame"]) for (t, _, _), v in table.items()} == {
+        number: number for number in frames
+    }
+    assert sorted(t for _, _, t in missing_planes(ome, 0)) == sorted(
+        skipped & set(range(n))
+    )
+    info = readers.bioformats_info(settings.output_path)
+    assert info.is_ome_tiff, info.stdout
+    assert info.series[0].size_t == n

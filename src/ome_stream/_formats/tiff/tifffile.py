@@ -289,8 +289,8 @@ class TiffFileBackend(ArrayBackend):
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
         self._check_sequential(position_index, storage_index)
-        image.missing_flat.add(len(image.ifds))
         self._write_page(image, self._blank())
+        image.missing_flat.add(len(image.ifds) - 1)
         image.missing.append(storage_index)
         if self.journal is not None:
             self._journal_later((position_index, storage_index, None, True))
@@ -329,20 +329,26 @@ class TiffFileBackend(ArrayBackend):
 
     def _write_page(self, image: _Image, frame: np.ndarray) -> None:
         file = self._files[image.file_index]
-        image.ifds.append(file.pages)
-        if file.appender is not None:
-            file.appender.append(frame)
-        elif file.pages == 0:
-            assert file.writer is not None
-            description = self._first_description(file)
-            file.writer.write(frame, description=description, **self._write_kwargs)
-            if self._compression is None:
-                file.writer.close()
-                file.writer = None
-                file.appender = PageAppender(file.path)
-        else:
-            assert file.writer is not None
-            file.writer.write(frame, **self._write_kwargs)
+        image.ifds.append(file.pages)  # (the first page's XML counts it)
+        try:
+            if file.appender is not None:
+                file.appender.append(frame)
+            elif file.pages == 0:
+                assert file.writer is not None
+                description = self._first_description(file)
+                file.writer.write(frame, description=description, **self._write_kwargs)
+                if self._compression is None:
+                    file.writer.close()
+                    file.writer = None
+                    file.appender = PageAppender(file.path)
+            else:
+                assert file.writer is not None
+                file.writer.write(frame, **self._write_kwargs)
+        except BaseException:
+            # not in the file (a full disk): the records must not say it is,
+            # or closing once space is freed describes a page too many
+            image.ifds.pop()
+            raise
         file.pages += 1
         if time.monotonic() >= self._next_refresh:
             self._refresh_interim_xml()
