@@ -249,7 +249,7 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
             (0, (3, 0), None, True),
         ]
     )
-    journal.frame(2, (4, 4), None)
+    journal.written([(2, (4, 4), None, False)])
     journal.skip(2, (5, 0))
     journal.received(1, (6, 1))
     journal.close()

@@ -53,11 +53,7 @@ class Journal:
         )
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._write_all([record])
-
-    def _write_all(self, records: list[dict[str, Any]]) -> None:
-        encode = _ENCODER.encode
-        self._write_text("".join([encode(record) + "\n" for record in records]))
+        self._write_text(_ENCODER.encode(record) + "\n")
 
     def _write_text(self, text: str) -> None:
         if self._fd is None or not text:
@@ -68,11 +64,6 @@ class Journal:
             if not written:
                 raise OSError(f"writing the journal {self.path} wrote nothing")
             data = data[written:]
-
-    def frame(
-        self, position: int, index: Index, metadata: dict[str, Any] | None
-    ) -> None:
-        self._write_text(_line("frame", position, index, metadata))
 
     def written(self, entries: list[tuple[int, Index, Any, bool]]) -> None:
         """Record many frames at once: (position, index, metadata, skipped)."""

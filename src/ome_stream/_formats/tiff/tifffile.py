@@ -367,7 +367,8 @@ class TiffFileBackend(ArrayBackend):
         # XML written last, with their own UUID: it describes a subset of
         # what is written (the next refresh brings it up to date), and
         # serialising it anew would cost each file ~10 ms, more with every
-        # position the document describes.
+        # position the document describes. (Interim documents are built for
+        # this and never changed, so its text still matches it.)
         (interim,) = _xml_each([self._with_uuid(last[0], file.uuid)], known=last)
         file.reserved = 2 * len(interim) + 8192 + self._reserve_for_runs()
         return interim.ljust(file.reserved)
