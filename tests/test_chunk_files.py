@@ -22,6 +22,7 @@ from ome_stream import (
 from ome_stream._formats.zarr import chunkfiles
 from ome_stream._formats.zarr.chunkfiles import writes_whole_chunks
 from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+from ome_stream._journal import journal_path
 from ome_stream._validate import validate_dataset
 from tests import _readers as readers
 from tests._cases import make_frame
@@ -222,6 +223,18 @@ def test_a_chunk_write_failing_half_way_leaves_no_chunk_and_reaches_the_caller(
     for i in range(3):
         np.testing.assert_array_equal(data[divmod(i, 2)], make_frame(i, shape=SHAPE))
     assert not data[1, 1].any()
+    # the store is finished with what was written: frame 3 listed missing
+    # (with whatever the writer dropped after noticing), not counted written
+    section = readers.zarr_document(root)["attributes"]["ome_stream"]
+    missing = [tuple(index) for index in section["missing_frames"]]
+    assert missing[0] == (1, 1)
+    assert stream.frames_written == 6 - len(missing)
+    for t, c in np.ndindex(3, 2):
+        if (t, c) not in missing:
+            frame = make_frame(2 * t + c, shape=SHAPE)
+            np.testing.assert_array_equal(data[t, c], frame)
+    assert not journal_path(root).exists()
+    assert validate_dataset(root) == []
 
 
 def test_recover_removes_a_chunk_a_kill_interrupted(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ back while writing, Zarr get/update_metadata, and recovery after a kill.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import signal
@@ -19,7 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ome_stream import AcquisitionSettings, Dimension, create_stream, recover
+from ome_stream import (
+    AcquisitionSettings,
+    Dimension,
+    WriterError,
+    create_stream,
+    recover,
+)
 from ome_stream._formats import create_backend
 from ome_stream._formats.zarr.selection import choose_zarr_backend
 from ome_stream._journal import journal_path, read_journal
@@ -645,3 +652,102 @@ def test_failed_open_leaves_no_store(
     assert not settings.output_path.exists()
     with create_stream(settings) as stream:  # nothing left to block a retry
         stream.skip(frames=stream.settings.num_frames or 1)
+
+
+# ----------------------------------------------------------- a failed write
+
+
+class _FailedWrite:
+    """A write in flight that fails, as a tensorstore future does when the
+    disk fills up after `write` returned."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("when", ["in flight", "at once"])
+@pytest.mark.parametrize("sharded", [False, True])
+@pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
+def test_a_failed_write_loses_only_its_own_frames_and_the_store_is_finished(
+    backend: str,
+    sharded: bool,
+    when: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills up on one region write (one frame, or a whole shard of
+    four): the error reaches the caller; closing finishes the store with the
+    frames written - the failed write's frames listed missing, their metadata
+    not listed, frames_written and bytes_written counting only what is on
+    disk - and no journal is left for `recover`."""
+    from ome_stream._formats.zarr.regions import RegionWriterBackend
+    from ome_stream._validate import validate_dataset
+
+    n_t = 12
+    root = tmp_path / "full.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=n_t, shard_size_chunks=4 if sharded else None),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+    backend_cls = type(create_backend(settings))
+    assert issubclass(backend_cls, RegionWriterBackend)
+    real_write_region = backend_cls._write_region
+    regions: list[Any] = []
+
+    def write_region(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
+        regions.append(region)
+        if len(regions) != 3:
+            return real_write_region(self, array, region, data)
+        if when == "at once":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return _FailedWrite()
+
+    monkeypatch.setattr(backend_cls, "_write_region", write_region)
+    stream = create_stream(settings)
+
+    def append_all_then_close() -> None:  # the error surfaces in either
+        for number in range(2 * n_t):
+            stream.append(make_frame(number), frame_metadata={"frame": number})
+        stream.close()
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        append_all_then_close()
+    stream.close()  # already reported: finishes quietly
+    monkeypatch.undo()
+
+    # the storage indices (t, c) the failed write covered
+    failed = [r if isinstance(r, slice) else slice(r, r + 1) for r in regions[2][:2]]
+    lost = {(t, c) for t in range(n_t)[failed[0]] for c in range(2)[failed[1]]}
+    assert len(lost) == (4 if sharded else 1)
+    image = readers.zarr_documents(root)[""]["attributes"]["ome_stream"]
+    missing = {tuple(index) for index in image["missing_frames"]}
+    assert lost <= missing
+    acquired_first = {divmod(n, 2) for n in range(2 * min(t for t, _ in lost))}
+    assert not acquired_first & missing  # the writes before it are kept
+    assert stream.frames_written == 2 * n_t - len(missing)
+    assert (
+        stream.stats().bytes_written
+        == stream.frames_written * FRAME[0] * FRAME[1] * np.dtype("uint16").itemsize
+    )
+    listed = {tuple(r["storage_index"]): r["frame"] for r in image["frame_metadata"]}
+    assert set(listed) == {divmod(n, 2) for n in range(2 * n_t)} - missing
+    data = readers.read_zarr_python(root / "0")
+    for t, c in np.ndindex(n_t, 2):
+        if (t, c) in missing:
+            assert not data[t, c].any()
+        else:
+            assert listed[(t, c)] == 2 * t + c
+            np.testing.assert_array_equal(data[t, c], make_frame(2 * t + c))
+    assert not journal_path(root).exists()
+    assert validate_dataset(root) == []
+    readers.validate_yaozarrs(root)

@@ -51,7 +51,7 @@ class StreamStats:
     """A snapshot of a stream's progress."""
 
     frames_appended: int  # accepted by append or skip
-    frames_written: int  # handed to the backend by the writer thread
+    frames_written: int  # handed to the backend, less any whose write failed
     frames_skipped: int
     frames_queued: int  # waiting for the writer thread
     bytes_queued: int
@@ -285,8 +285,13 @@ class OMEStream:
 
     @property
     def frames_written(self) -> int:
-        """Frames the writer thread has handed to the backend."""
-        return self._frames_written
+        """Frames the writer thread has handed to the backend, less any whose
+        write failed later (a write still in flight counts as written)."""
+        return self._frames_written - self._backend.frames_lost
+
+    def _bytes_written_now(self) -> int:
+        lost = self._backend.frames_lost * math.prod(self._frame_shape)
+        return self._bytes_written - lost * self._dtype.itemsize
 
     @property
     def frames_skipped(self) -> int:
@@ -302,11 +307,11 @@ class OMEStream:
         """Counters of frames and bytes, queued and written, and the rate."""
         return StreamStats(
             frames_appended=self._next_frame,
-            frames_written=self._frames_written,
+            frames_written=self.frames_written,
             frames_skipped=self._frames_skipped,
             frames_queued=len(self._queue),
             bytes_queued=self._queue.queued_bytes,
-            bytes_written=self._bytes_written,
+            bytes_written=self._bytes_written_now(),
             elapsed_s=time.monotonic() - self._started,
         )
 
@@ -452,7 +457,7 @@ class OMEStream:
             self._error_reported = True
             raise WriterError(
                 f"Writing to {self.output_path} failed: {self._error!r}. Frames "
-                f"written before the failure: {self._frames_written}. Close the "
+                f"written before the failure: {self.frames_written}. Close the "
                 "stream to finish the file with what was written."
             ) from self._error
         if self._closed:
@@ -511,6 +516,7 @@ class OMEStream:
         if self._error is not None:
             return None
         backend = self._backend
+        buffer: np.ndarray | None = None
         try:
             kind = item[0]
             if kind == "frame":
@@ -520,8 +526,7 @@ class OMEStream:
                 self._bytes_written += nbytes
                 self._emit_coords(item[5])
                 if item[6]:  # the pool's buffer
-                    frame: np.ndarray = item[3]
-                    return frame
+                    buffer = item[3]
             elif kind == "skip":
                 with self._backend_lock:
                     for position_index, storage_index in item[1]:
@@ -532,9 +537,11 @@ class OMEStream:
                     backend.set_global_metadata(item[1], item[2])
                     if backend.journal is not None:
                         backend.journal.global_metadata(item[1], item[2])
+            if backend.write_error is not None:  # a write in flight failed
+                raise backend.write_error
         except BaseException as exc:  # kept and raised on the caller's thread
             self._error = exc
-        return None
+        return buffer
 
     def _emit(self, signal: Any) -> None:
         # A failing listener must not stop the writing.
@@ -664,8 +671,10 @@ class OMEStream:
                 if journal is not None:
                     journal.close()  # kept: `ome-stream recover` needs it
             else:
+                if self._error is None:  # a write in flight failed at the end
+                    self._error = self._backend.write_error
                 if journal is not None:
-                    journal.remove()  # the dataset is complete
+                    journal.remove()  # complete; failed writes listed missing
             finally:
                 self._closed = True
                 _OPEN_STREAMS.discard(self)
@@ -674,7 +683,7 @@ class OMEStream:
             self._error_reported = True
             raise WriterError(
                 f"Writing to {self.output_path} failed: {self._error!r}. The output "
-                f"was closed with the {self._frames_written} frames written before."
+                f"was closed with the {self.frames_written} frames written before."
             ) from self._error
 
     def __enter__(self) -> OMEStream:

@@ -29,6 +29,13 @@ class ArrayBackend(ABC):
         # Set by the stream after `open`: the backend records each frame there
         # once its pixels are in the file (see _journal.py).
         self.journal: Journal | None = None
+        # A backend that keeps writes in flight after `write` returns sets
+        # these when one of them fails: the first error (the stream raises it
+        # on the caller's thread) and the frames lost with it and any later
+        # failure (no longer recorded as written: they are listed missing,
+        # and the stream takes them off frames_written).
+        self.write_error: BaseException | None = None
+        self.frames_lost = 0
 
     @abstractmethod
     def open(self) -> None:
@@ -97,4 +104,5 @@ class ArrayBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Write everything still buffered and the final metadata. When this
-        returns, the output is complete and readable."""
+        returns, the output is complete and readable (a write that failed in
+        flight is left recorded in `write_error`, its frames as missing)."""

@@ -125,9 +125,12 @@ def write_block_shape(settings: AcquisitionSettings) -> tuple[int, ...]:
 class _Block:
     data: np.ndarray
     expected: int
+    # which frames were added (a slot `append` filled may never be: the
+    # writer drops frames queued after a failure)
+    set_frames: np.ndarray
     filled: int = 0
-    # a reused block holds an earlier block's pixels: which frames were set
-    set_frames: np.ndarray | None = None
+    # holds an earlier block's pixels: a skipped frame's slot is zeroed
+    reused: bool = False
 
 
 class BlockPool:
@@ -211,11 +214,10 @@ class BlockBuffer:
     def _new_block(self, key: tuple[int, ...]) -> _Block:
         shape = self.block_shape + self.frame_shape
         reused = self.pool.take(shape, self.dtype) if self.pool else None
+        added = np.zeros(self.block_shape, bool)
         if reused is None:
-            return _Block(np.zeros(shape, self.dtype), self._expected(key))
-        return _Block(
-            reused, self._expected(key), set_frames=np.zeros(self.block_shape, bool)
-        )
+            return _Block(np.zeros(shape, self.dtype), self._expected(key), added)
+        return _Block(reused, self._expected(key), added, reused=True)
 
     def _open_block(self, key: tuple[int, ...]) -> _Block:
         block = self._blocks.get(key)
@@ -252,10 +254,9 @@ class BlockBuffer:
         if frame is not None:
             if frame.base is not block.data:  # not already in its slot
                 block.data[offset] = frame
-        elif block.set_frames is not None:
+        elif block.reused:
             block.data[offset] = 0
-        if block.set_frames is not None:
-            block.set_frames[offset] = True
+        block.set_frames[offset] = True
         block.filled += 1
         if block.filled < block.expected:
             return None
@@ -281,8 +282,9 @@ class BlockBuffer:
         blocks = []
         with self._lock:
             for key, block in self._blocks.items():
-                if block.set_frames is not None:
-                    block.data[~block.set_frames] = 0  # frames that never came
+                # frames that never came (or were copied to their slot and
+                # then dropped) read as the fill value
+                block.data[~block.set_frames] = 0
                 blocks.append((self._start(key), block.data))
             self._blocks.clear()
         return blocks

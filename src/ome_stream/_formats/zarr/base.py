@@ -139,10 +139,29 @@ class ZarrBackend(ArrayBackend):
     ) -> None:
         image = self._images[position_index]
         self._reach(image, storage_index)
+        # recorded first: a write that fails in flight later forgets it
+        image.written[storage_index] = True
         if frame_metadata is not None:
             image.records.append(FrameRecord(storage_index, frame_metadata))
-        self._write_frame(position_index, image, storage_index, frame, frame_metadata)
-        image.written[storage_index] = True
+        try:
+            self._write_frame(
+                position_index, image, storage_index, frame, frame_metadata
+            )
+        except BaseException:
+            self._forget(position_index, [storage_index])
+            raise
+
+    def _forget(
+        self, position_index: int, storage_indices: list[tuple[int, ...]]
+    ) -> None:
+        """Frames whose write failed: no longer written (so listed missing),
+        their metadata dropped."""
+        image = self._images[position_index]
+        for storage_index in storage_indices:
+            image.written[storage_index] = False
+        lost = set(storage_indices)
+        if any(record.storage_index in lost for record in image.records):
+            image.records = [r for r in image.records if r.storage_index not in lost]
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]

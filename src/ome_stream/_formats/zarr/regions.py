@@ -5,7 +5,8 @@ zarr-python).
 gathered into write blocks covering whole chunks (whole shards when sharded)
 so no chunk is ever read-modified-written; unbounded axes grow ahead of the
 data and are trimmed at close; writes are kept in flight (bounded in count
-and bytes) and each frame is journaled once its write has completed. A
+and bytes) and each frame is journaled once its write has completed (the
+frames of a write that failed are forgotten: missing, not written). A
 backend supplies four hooks: create an array, write a region (returning a
 completion handle), resize, and read.
 """
@@ -223,8 +224,12 @@ class RegionWriterBackend(ZarrBackend):
         region = tuple(slice(s, e) for s, e in zip(start, stop))
         data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
         if data.size:
-            completion = self._write(state, region, data)
-            self._submit(completion, position_index, entries, data.nbytes)
+            try:
+                completion = self._write(state, region, data)
+            except Exception as exc:  # its frames, earlier ones included
+                self._failed(position_index, entries, exc)
+            else:
+                self._submit(completion, position_index, entries, data.nbytes)
         del data
         if state.buffer is not None and state.buffer.pool is not None:
             state.buffer.pool.give_back(block)  # reused once the write let go
@@ -275,7 +280,11 @@ class RegionWriterBackend(ZarrBackend):
     def _complete_oldest(self) -> None:
         completion, position_index, entries, nbytes = self._pending.popleft()
         self._pending_bytes -= nbytes
-        completion.result()
+        try:
+            completion.result()
+        except Exception as exc:
+            self._failed(position_index, entries, exc)
+            return
         if self.journal is not None:
             self.journal.written(
                 [
@@ -283,6 +292,18 @@ class RegionWriterBackend(ZarrBackend):
                     for index, metadata, skipped in entries
                 ]
             )
+
+    def _failed(
+        self, position_index: int, entries: list[_Entry], error: Exception
+    ) -> None:
+        """A write of `entries` failed after `write` returned (e.g. the disk
+        filled up): its frames are missing, not written; the stream raises
+        the first such error and finishes the store with the rest."""
+        lost = [index for index, _, skipped in entries if not skipped]
+        self._forget(position_index, lost)
+        self.frames_lost += len(lost)
+        if self.write_error is None:
+            self.write_error = error
 
     def flush(self) -> None:
         while self._pending:
@@ -301,6 +322,8 @@ class RegionWriterBackend(ZarrBackend):
             if buffered is not None:
                 return buffered.copy()
         self.flush()  # a write of this frame may still be in flight
+        if not self.was_written(position_index, storage_index):
+            return None  # and it failed
         return np.asarray(self._read_region(state.array, tuple(storage_index)))
 
     # ----------------------------------------------------------------- close
