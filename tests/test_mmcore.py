@@ -249,6 +249,124 @@ def test_cancel_closes_with_what_was_acquired(tmp_path: Path) -> None:
     readers.validate_yaozarrs(out)
 
 
+def _acquisition_status(out: Path, suffix: str) -> dict[str, Any]:
+    """The status the handler wrote, as a reader of the file finds it."""
+    if suffix == ".ome.zarr":
+        status: dict[str, Any] = readers.zarr_document(out)["attributes"][
+            "acquisition_status"
+        ]
+        return status
+    ome = readers.validate_ome_xml(
+        readers.tiff_ome_xml(out / f"{out.name}_p000.ome.tiff")
+    )
+    assert ome.structured_annotations is not None
+    (annotation,) = [
+        a
+        for a in ome.structured_annotations.map_annotations
+        if a.namespace == "acquisition_status"
+    ]
+    # a value is JSON, or a string as it is
+    return {
+        m.k: m.value if m.k == "finish_reason" else json.loads(m.value)
+        for m in annotation.value.ms
+    }
+
+
+def test_the_status_is_written_with_the_final_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status goes into the OME-XML written at close: the documents
+    (every plane with its metadata) are serialised once, not once more for
+    the status after close."""
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+
+    calls = []
+    real = TiffFileBackend._write_documents
+
+    def counting(self: Any, documents: Any) -> None:
+        calls.append(len(documents))
+        real(self, documents)
+
+    monkeypatch.setattr(TiffFileBackend, "_write_documents", counting)
+    handler = run_scripted(SEQ, tmp_path / "s.ome.tiff", ScriptedEngine())
+    assert handler.errors == []
+    assert len(calls) == 1
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, ".ome.tiff")
+    assert status["finish_reason"] == "finished"
+    assert status["frames_written"] == 24
+    assert status["frames_skipped"] == 0
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_the_status_counts_frames_lost_to_a_full_disk(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up after 9 frames (and space is freed before close):
+    the handler records the error, and the status says how many frames the
+    dataset holds (corrected after close), which is what the file holds."""
+    from ome_stream import WriterError
+
+    if suffix == ".ome.zarr":
+        from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+
+        class Failed:  # a tensorstore write future that fails
+            def done(self) -> bool:
+                return True
+
+            def result(self) -> None:
+                raise OSError(28, "No space left on device")
+
+        real_region = TensorStoreBackend._write_region
+        writes: list[int] = []
+
+        def write_region(self: Any, array: Any, region: Any, data: Any) -> Any:
+            writes.append(1)
+            if len(writes) > 9:
+                return Failed()
+            return real_region(self, array, region, data)
+
+        monkeypatch.setattr(TensorStoreBackend, "_write_region", write_region)
+    else:
+        from ome_stream._formats.tiff.tifffile import TiffFileBackend
+
+        real_page = TiffFileBackend._write_page
+        pages: list[int] = []
+
+        def write_page(self: Any, image: Any, frame: Any) -> None:
+            pages.append(1)
+            if len(pages) == 10:  # space is freed before close pads the file
+                raise OSError(28, "No space left on device")
+            real_page(self, image, frame)
+
+        monkeypatch.setattr(TiffFileBackend, "_write_page", write_page)
+    handler = run_scripted(SEQ, tmp_path / f"full{suffix}", ScriptedEngine())
+    assert handler.errors
+    assert all(isinstance(e.error, WriterError) for e in handler.errors)
+    stream = handler.stream
+    assert stream is not None
+    assert stream.closed
+    assert 0 < stream.frames_written < 24
+    monkeypatch.undo()
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, suffix)
+    assert status["frames_written"] == stream.frames_written
+    if suffix == ".ome.zarr":
+        held = 0
+        for name in ("0", "pos1"):
+            section = readers.zarr_document(out / name)["attributes"]["ome_stream"]
+            held += 12 - len(section["missing_frames"])
+        readers.validate_yaozarrs(out)
+    else:
+        ome = readers.validate_ome_xml(
+            readers.tiff_ome_xml(out / f"{out.name}_p000.ome.tiff")
+        )
+        held = sum(len(image.pixels.planes) for image in ome.images)
+    assert held == stream.frames_written
+
+
 def test_generator_runs_fall_back_to_an_unbounded_axis(tmp_path: Path) -> None:
     events = (useq.MDAEvent(index={"t": i}) for i in range(5))
     handler = run_scripted(events, tmp_path / "g.ome.zarr", ScriptedEngine())

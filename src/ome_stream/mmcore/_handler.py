@@ -379,12 +379,13 @@ class OMEStreamHandler:
         stream = run.stream
         if stream.closed:
             return
-        stream.close()
         appended = stream.frames_appended
         status = {
             "finish_reason": "canceled" if run.canceled else "finished",
             "frames_expected": run.expected_frames,
-            "frames_written": stream.frames_written,
+            # every frame appended is written unless writing fails (then
+            # corrected below)
+            "frames_written": appended - stream.frames_skipped,
             "frames_skipped": stream.frames_skipped,
             "frames_never_arrived": (
                 None if run.expected_frames is None else run.expected_frames - appended
@@ -392,7 +393,18 @@ class OMEStreamHandler:
             "frames_out_of_order_dropped": run.out_of_order,
             "handler_errors": [f"{e.callback}: {e.error!r}" for e in self.errors],
         }
-        stream.set_global_metadata("acquisition_status", status)
+        # Set before closing, so that the final metadata holds it: set after,
+        # it rewrites the final metadata (for OME-TIFF with per-plane
+        # metadata, as long as writing it at close took).
+        try:
+            stream.set_global_metadata("acquisition_status", status)
+        finally:
+            try:
+                stream.close()
+            finally:
+                if stream.frames_written != status["frames_written"]:
+                    status["frames_written"] = stream.frames_written
+                    stream.set_global_metadata("acquisition_status", status)
 
 
 def _to_builtins(value: Any) -> Any:
