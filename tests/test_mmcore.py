@@ -283,9 +283,9 @@ def test_the_status_is_written_with_the_final_metadata(
     calls = []
     real = TiffFileBackend._write_documents
 
-    def counting(self: Any, documents: Any) -> None:
+    def counting(self: Any, documents: Any, *args: Any) -> None:
         calls.append(len(documents))
-        real(self, documents)
+        real(self, documents, *args)
 
     monkeypatch.setattr(TiffFileBackend, "_write_documents", counting)
     handler = run_scripted(SEQ, tmp_path / "s.ome.tiff", ScriptedEngine())

@@ -31,7 +31,7 @@ from ome_stream._formats.tiff.layout import read_dataset_ome
 from ome_stream._formats.tiff.tifffile import TiffFileBackend
 from ome_stream._journal import journal_path, read_journal
 from tests import _readers as readers
-from tests._cases import FRAME, make_frame
+from tests._cases import CASES, FRAME, make_frame
 
 POSITIONS = [
     Position(name="A1", x_coord=1.0, y_coord=2.0),
@@ -776,6 +776,81 @@ def test_documents_differing_only_in_uuid_are_serialised_as_ome_types_would() ->
         uuids[0],
         uuids[1],
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [name for name, case in CASES.items() if case.tiff and case.n_frames() >= 4],
+)
+def test_built_documents_are_serialised_as_ome_types_would(
+    name: str, tmp_path: Path
+) -> None:
+    """`built_xml` skips ome-types' walk over the document (see its doc):
+    for the documents ome-stream builds - interim, final as if closed now
+    (per-plane metadata, a skipped frame, frames never arrived, global
+    metadata, plates, positions), their per-file copies and BinaryOnly
+    stubs - the text must be ome-types' own, byte for byte."""
+    from ome_stream._formats.tiff.ome_xml import _built_serializer, built_xml
+
+    assert _built_serializer() is not None  # not the fallback
+    case = CASES[name]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "b.ome.tiff"),
+        dimensions=case.dims,
+        dtype="uint16",
+        plate=case.plate,
+        format="ome-tiff",
+        **case.settings,
+    )
+    stream = create_stream(settings)
+    stream.set_global_metadata("experiment", {"id": 7, "tags": ["a", "b"]})
+    for number in range(case.n_frames() - 2):  # the last two never arrive
+        if number == 1:
+            stream.skip()
+            continue
+        metadata = frame_metadata(number) if number % 3 else {"frame": number}
+        stream.append(make_frame(number), frame_metadata=metadata)
+    wait_written(stream, case.n_frames() - 3)
+    backend = stream._backend
+    with stream._backend_lock:
+        documents = [backend._document(final=False), backend._document(final=True)]
+        documents += list(backend._generated().values())
+    stream.close()
+    assert any(i.pixels.planes for d in documents for i in d.images)
+    for document in documents:
+        text = built_xml(document)  # first: to_xml changes what is marked set
+        assert text == document.to_xml()
+
+
+def test_documents_changed_in_place_are_written_in_full(tmp_path: Path) -> None:
+    """Global metadata set after close goes into the documents written at
+    close, changing their lists in place (which pydantic does not mark as
+    set): they go through ome-types' own serialisation, not `built_xml`, and
+    the files hold the change. So does a user's document edited in place."""
+    layout = LAYOUTS["always"]
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root)
+    with create_stream(settings) as stream:  # no annotations at all
+        for number in range(settings.num_frames or 0):
+            stream.append(make_frame(number))
+    first = layout.tiffs(root)[0]
+    before = readers.validate_ome_xml(readers.tiff_ome_xml(first))
+    assert before.structured_annotations is not None  # (read back empty)
+    assert not before.structured_annotations.map_annotations
+    stream.set_global_metadata("late", {"note": 1})
+    on_disk = readers.validate_ome_xml(readers.tiff_ome_xml(first))
+    assert on_disk.structured_annotations is not None
+    (late,) = on_disk.structured_annotations.map_annotations
+    assert late.namespace == "late"
+    assert {m.k: m.value for m in late.value.ms} == {"note": "1"}
+    document = stream.get_metadata()[0]
+    document.experimenters.append(
+        model.Experimenter(id="Experimenter:0", first_name="Ada")
+    )
+    stream.update_metadata({0: document})
+    on_disk = readers.validate_ome_xml(readers.tiff_ome_xml(first))
+    assert [e.first_name for e in on_disk.experimenters] == ["Ada"]
+    assert on_disk.structured_annotations is not None
 
 
 def test_files_started_later_hold_a_valid_interim_xml_with_their_own_uuid(

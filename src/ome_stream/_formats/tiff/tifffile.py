@@ -50,6 +50,7 @@ from .ome_xml import (
     OmeXmlBuilder,
     PlaneRecord,
     binary_only,
+    built_xml,
     dimension_order,
     global_annotation,
     tiff_data_runs,
@@ -358,18 +359,19 @@ class TiffFileBackend(ArrayBackend):
         interim OME-XML in space reserved for every later version of it."""
         index = self._files.index(file)
         if not file.full_metadata:
-            return self._xml(self._stub(index))
+            return self._built_xml(self._stub(index))
         last = self._last_interim
         if last is None:
             document = self._with_uuid(self._document(final=False), file.uuid)
-            last = self._last_interim = (document, self._xml(document))
+            last = self._last_interim = (document, self._built_xml(document))
         # Files after the first (a file per position) start with the interim
         # XML written last, with their own UUID: it describes a subset of
         # what is written (the next refresh brings it up to date), and
         # serialising it anew would cost each file ~10 ms, more with every
         # position the document describes. (Interim documents are built for
         # this and never changed, so its text still matches it.)
-        (interim,) = _xml_each([self._with_uuid(last[0], file.uuid)], known=last)
+        copy = self._with_uuid(last[0], file.uuid)
+        (interim,) = _xml_each([copy], known=last, built=[True])
         file.reserved = 2 * len(interim) + 8192 + self._reserve_for_runs()
         return interim.ljust(file.reserved)
 
@@ -390,7 +392,7 @@ class TiffFileBackend(ArrayBackend):
         copies = [self._with_uuid(document, file.uuid) for file in files]
         if self.layout.companion is not None:
             copies.append(self._with_uuid(document, self._companion_uuid))
-        texts = _xml_each(copies)
+        texts = _xml_each(copies, built=[True] * len(copies))
         if copies:
             self._last_interim = (copies[0], texts[0])
         for file, xml in zip(files, texts):
@@ -409,7 +411,7 @@ class TiffFileBackend(ArrayBackend):
         if len(xml) > file.reserved:
             # global metadata grew past the reservation: it is not needed to
             # read the pixels, and close writes it
-            xml = self._xml(
+            xml = self._built_xml(
                 self._with_uuid(document, file.uuid, structured_annotations=None)
             )
             if len(xml) > file.reserved:
@@ -663,9 +665,14 @@ class TiffFileBackend(ArrayBackend):
     def _xml(document: OME) -> bytes:
         return str(document.to_xml()).encode("utf-8")
 
+    @staticmethod
+    def _built_xml(document: OME) -> bytes:
+        """`_xml` of a document `_builder` made (see `built_xml`)."""
+        return built_xml(document).encode("utf-8")
+
     def _write_companion(self, document: OME) -> None:
         self._replace_companion(
-            self._xml(self._with_uuid(document, self._companion_uuid))
+            self._built_xml(self._with_uuid(document, self._companion_uuid))
         )
 
     def _replace_companion(self, xml: bytes) -> None:
@@ -678,8 +685,14 @@ class TiffFileBackend(ArrayBackend):
         temporary.write_bytes(xml)
         os.replace(temporary, companion)
 
-    def _write_documents(self, documents: dict[int, OME]) -> None:
-        texts = _xml_each(list(documents.values()))
+    def _write_documents(
+        self, documents: dict[int, OME], built: frozenset[int] = frozenset()
+    ) -> None:
+        """Write each document to its file; `built`: the keys of documents
+        as `_generated` made them (nothing changed since)."""
+        texts = _xml_each(
+            list(documents.values()), built=[key in built for key in documents]
+        )
         for (key, document), xml in zip(documents.items(), texts):
             if key == COMPANION_KEY:
                 self._replace_companion(xml)
@@ -693,7 +706,7 @@ class TiffFileBackend(ArrayBackend):
         if self._closed:
             return
         try:
-            final = self._final_documents()
+            final, built = self._final_documents()
             for image, (count, _) in zip(self._images, self._padding()):
                 first = len(image.ifds)
                 for flat in range(first, first + count):
@@ -711,11 +724,12 @@ class TiffFileBackend(ArrayBackend):
                 if file.appender is not None:
                     file.appender.close()
                     file.appender = None
-        self._write_documents(final)
+        self._write_documents(final, built)
 
-    def _final_documents(self) -> dict[int, OME]:
+    def _final_documents(self) -> tuple[dict[int, OME], frozenset[int]]:
         """The documents to write at close: ours, or the user's brought up to
-        date (ours, with a warning, should that fail the checks)."""
+        date (ours, with a warning, should that fail the checks); and the
+        keys of ours."""
         generated = self._generated()
         documents = dict(generated)
         for key, user in self._user_documents.items():
@@ -732,21 +746,26 @@ class TiffFileBackend(ArrayBackend):
                 )
                 continue
             documents[key] = document
-        return documents
+        built = frozenset(k for k, d in documents.items() if d is generated[k])
+        return documents, built
 
 
 def _xml_each(
-    documents: list[OME], known: tuple[OME, bytes] | None = None
+    documents: list[OME],
+    known: tuple[OME, bytes] | None = None,
+    *,
+    built: list[bool] | None = None,
 ) -> list[bytes]:
     """Each document as OME-XML. The copies `_with_uuid` makes of one
     document (one per file) differ only in the root's UUID attribute: the
     first is serialised, the others reuse its text with their own UUID put
     in. Serialising a document of a few hundred planes takes ~10 ms, and
     this happens for every file at each interim refresh and at close.
-    `known`: a document already serialised, and its text."""
+    `known`: a document already serialised, and its text; `built`: for
+    each document, whether it is as `_builder` made it (see `built_xml`)."""
     texts: list[bytes] = []
     last = known
-    for document in documents:
+    for number, document in enumerate(documents):
         if last is not None and _same_but_uuid(last[0], document):
             if document.uuid == last[0].uuid:
                 texts.append(last[1])
@@ -755,7 +774,10 @@ def _xml_each(
             if last[1].count(old) == 1:
                 texts.append(last[1].replace(old, f'UUID="{document.uuid}"'.encode()))
                 continue
-        xml = TiffFileBackend._xml(document)
+        if built is not None and built[number]:
+            xml = TiffFileBackend._built_xml(document)
+        else:
+            xml = TiffFileBackend._xml(document)
         texts.append(xml)
         last = (document, xml)
     return texts
