@@ -237,6 +237,7 @@ def test_killed_tiff_is_fully_readable_before_recover(tmp_path: Path) -> None:
 
 
 def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
+    from ome_stream._frame_metadata import checked_metadata_json
     from ome_stream._journal import Journal
 
     path = tmp_path / "j.jsonl"
@@ -245,7 +246,7 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     journal.written(
         [
             (0, (0, 1), None, False),
-            (1, (2, 0), metadata, False),
+            (1, (2, 0), checked_metadata_json(metadata), False),
             (0, (3, 0), None, True),
         ]
     )

@@ -565,3 +565,67 @@ def test_memory_stays_within_the_queue_bound_with_a_slow_disk(
         stream.close()
     assert peak < bound + 4 * frame.nbytes
     assert stream.frames_written == 200
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_frame_metadata_is_kept_compactly_for_the_whole_run(
+    suffix: str, tmp_path: Path
+) -> None:
+    """Every frame's metadata is kept until close (for the final metadata),
+    so it must cost little per frame: the hardware metadata pymmcore-plus
+    gives (~260 bytes of JSON) is kept as its JSON text, not as dicts
+    (~2.9 KB a frame before), and read back exactly."""
+    import tracemalloc
+
+    def hardware(number: int) -> dict[str, Any]:
+        return {
+            "delta_t": number * 0.1,
+            "exposure_time": 0.01,
+            "position_x": 1.5,
+            "position_y": 2.5,
+            "position_z": 3.0,
+            "camera_device": "Camera",
+            "pixel_size_um": 0.65,
+            "property_values": [{"dev": "Filter", "prop": "Label", "val": "DAPI"}],
+            "event_index": {"t": number, "p": 0, "c": 0},
+            "channel": "DAPI",
+        }
+
+    frame = np.zeros((8, 8), np.uint16)
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / f"m{suffix}"),
+        dimensions=dims_from_standard_axes({"t": None, "y": 8, "x": 8}),
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    warm, counted = 200, 2000
+    for number in range(warm):
+        stream.append(frame, hardware(number), copy=False)
+    deadline = time.monotonic() + 30
+    while stream.frames_written < warm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for number in range(warm, warm + counted):
+            stream.append(frame, hardware(number), copy=False)
+        while stream.frames_written < warm + counted:
+            assert time.monotonic() < deadline + 60, "the writer is stuck"
+            time.sleep(0.01)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert kept / counted < 800  # bytes a frame
+    stream.close()
+    if suffix == ".ome.zarr":
+        section = readers.zarr_document(settings.output_path)["attributes"]
+        records = section["ome_stream"]["frame_metadata"]
+        assert [r.pop("storage_index") for r in records[:2]] == [[0], [1]]
+        assert records[:2] == [hardware(0), hardware(1)]
+        assert len(records) == warm + counted
+    else:
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+        planes = ome.images[0].pixels.planes
+        assert len(planes) == warm + counted
+        assert planes[-1].delta_t == pytest.approx((warm + counted - 1) * 0.1)

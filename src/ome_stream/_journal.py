@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._frame_metadata import MetadataJSON
 from ._version import __version__
 
 SUFFIX = ".ome-stream-journal.jsonl"
@@ -29,11 +30,12 @@ _NO_METADATA: Any = object()  # a record without the "m" field
 
 def _line(event: str, position: int, index: Index, metadata: Any = _NO_METADATA) -> str:
     """One frame's record, formatted directly: the same JSON the encoder
-    would give, at a fraction of its cost (one line per frame)."""
+    would give, at a fraction of its cost (one line per frame). `metadata`
+    is the frame's metadata already encoded (MetadataJSON), or None."""
     indices = ",".join(map(str, index))
     if metadata is _NO_METADATA:
         return f'{{"event":"{event}","p":{position},"i":[{indices}]}}\n'
-    m = "null" if metadata is None else _ENCODER.encode(metadata)
+    m = "null" if metadata is None else metadata
     return f'{{"event":"{event}","p":{position},"i":[{indices}],"m":{m}}}\n'
 
 
@@ -65,8 +67,11 @@ class Journal:
                 raise OSError(f"writing the journal {self.path} wrote nothing")
             data = data[written:]
 
-    def written(self, entries: list[tuple[int, Index, Any, bool]]) -> None:
-        """Record many frames at once: (position, index, metadata, skipped)."""
+    def written(
+        self, entries: list[tuple[int, Index, MetadataJSON | None, bool]]
+    ) -> None:
+        """Record many frames at once: (position, index, metadata, skipped),
+        the metadata as encoded on `append`."""
         self._write_text(
             "".join(
                 [

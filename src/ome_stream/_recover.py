@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._frame_metadata import FrameRecord
+from ._frame_metadata import FrameRecord, encode_metadata
 from ._journal import Index, JournalContents, journal_path, read_journal
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
 
@@ -161,7 +161,7 @@ def _recover_zarr(
                 continue
             written[index] = True
             if metadata is not None:
-                records.append(FrameRecord(index, metadata))
+                records.append(FrameRecord.of(index, metadata))
         ome, user = kept(location.group_path, image_ome(settings, location))
         section = image_section(location, records, np.argwhere(~written).tolist())
         write_group(root, location.group_path, group_attributes(ome, section, user))
@@ -251,7 +251,8 @@ def _recover_tiff(
                     backend.skip(position, index)
                     continue
                 data = sources[file_index].pages[page].asarray()
-                backend.write(position, index, data, metadata)
+                encoded = None if metadata is None else encode_metadata(metadata)
+                backend.write(position, index, data, encoded)
         finally:
             for source in sources:
                 source.close()

@@ -28,7 +28,7 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
-from ._frame_metadata import checked_metadata
+from ._frame_metadata import MetadataJSON, checked_metadata, checked_metadata_json
 from ._journal import Journal, journal_path
 from ._refs import LOCAL_ONLY
 from ._routing import FrameRouter
@@ -355,8 +355,9 @@ class OMEStream:
                 "frames in settings.dimensions. Make the first dimension unbounded "
                 "(count=None) to append an open-ended number of frames."
             )
+        encoded: MetadataJSON | None = None
         if frame_metadata is not None:
-            frame_metadata = checked_metadata(frame_metadata)
+            encoded = checked_metadata_json(frame_metadata)
         target = self._router.route(number)
         pooled = False
         slot = None
@@ -375,7 +376,7 @@ class OMEStream:
             target.position_index,
             target.storage_index,
             data,
-            frame_metadata,
+            encoded,
             number,
             pooled,
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._frame_metadata import MetadataJSON
 from .._journal import Journal
 from .._settings import AcquisitionSettings
 
@@ -48,9 +49,10 @@ class ArrayBackend(ABC):
         position_index: int,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
-        """Store one frame (and its metadata) at `storage_index`."""
+        """Store one frame (and its metadata, checked and encoded: see
+        `_frame_metadata.py`) at `storage_index`."""
 
     @abstractmethod
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:

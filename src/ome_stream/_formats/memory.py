@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._frame_metadata import FrameRecord
+from .._frame_metadata import FrameRecord, MetadataJSON
 from .._settings import AcquisitionSettings, ScratchFormat
 from .backend import ArrayBackend
 
@@ -71,7 +71,7 @@ class MemoryBackend(ArrayBackend):
         position_index: int,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         self._reserve(position_index, storage_index)
         self.arrays[position_index][storage_index] = frame

@@ -34,7 +34,7 @@ import numpy as np
 import tifffile
 from ome_types import OME
 
-from ..._frame_metadata import FrameRecord
+from ..._frame_metadata import FrameRecord, MetadataJSON
 from ..._settings import AcquisitionSettings, tiff_axis_letter
 from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
@@ -277,7 +277,7 @@ class TiffFileBackend(ArrayBackend):
         position_index: int,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         image = self._images[position_index]
         self._check_sequential(position_index, storage_index)

@@ -34,6 +34,7 @@ from typing import Any
 import acquire_zarr as az
 import numpy as np
 
+from ..._frame_metadata import MetadataJSON
 from ..._settings import AcquisitionSettings
 from .arrays import array_document, chunk_shape, compression_codecs, write_block_shape
 from .base import ZarrBackend, ZarrImage
@@ -171,7 +172,7 @@ class AcquireZarrBackend(ZarrBackend):
         image: ZarrImage,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         self._send(position_index, storage_index, frame)
         self._keep_recent(position_index, storage_index, frame)

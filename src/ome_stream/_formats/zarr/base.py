@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._frame_metadata import FrameRecord
+from ..._frame_metadata import FrameRecord, MetadataJSON
 from ..._settings import AcquisitionSettings
 from ..backend import ArrayBackend
 from . import ngff
@@ -88,7 +88,7 @@ class ZarrBackend(ArrayBackend):
         image: ZarrImage,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         """Store the pixels; journal the frame once they are in the file."""
 
@@ -135,7 +135,7 @@ class ZarrBackend(ArrayBackend):
         position_index: int,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         image = self._images[position_index]
         self._reach(image, storage_index)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..._frame_metadata import MetadataJSON
 from ..._settings import AcquisitionSettings
 from .arrays import BlockBuffer, BlockPool, chunk_shape, write_block_shape
 from .base import ZarrBackend, ZarrImage
@@ -64,7 +65,7 @@ class Done:
 
 
 # (storage index, frame metadata, skipped?) of a frame awaiting its write
-_Entry = tuple[tuple[int, ...], dict[str, Any] | None, bool]
+_Entry = tuple[tuple[int, ...], MetadataJSON | None, bool]
 
 
 @dataclass
@@ -156,7 +157,7 @@ class RegionWriterBackend(ZarrBackend):
         image: ZarrImage,
         storage_index: tuple[int, ...],
         frame: np.ndarray,
-        frame_metadata: dict[str, Any] | None,
+        frame_metadata: MetadataJSON | None,
     ) -> None:
         self._store(position_index, (storage_index, frame_metadata, False), frame)
 
