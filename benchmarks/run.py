@@ -74,6 +74,8 @@ class Scenario:
     dtype: str = "uint16"
     frame_chunked: bool = True  # one frame per chunk (the 0.9x raw target)
     rate_hz: float | None = None  # append at this pace (a camera), not flat out
+    # each frame appended with hardware metadata, as pymmcore-plus gives it
+    frame_metadata: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -98,6 +100,8 @@ class Scenario:
             extras.append(f"compression={self.compression}")
         if self.rate_hz:
             extras.append(f"paced at {self.rate_hz:g} frames/s")
+        if self.frame_metadata:
+            extras.append("per-frame metadata")
         if extras:
             text += " (" + ", ".join(extras) + ")"
         return text
@@ -154,6 +158,16 @@ def scenarios(quick: bool) -> list[Scenario]:
             (256, 256),
             families=("zarr",),
             frame_chunked=False,
+        ),
+        # An MDA: every frame comes with its hardware state, which both
+        # libraries keep (OME-XML Plane + MapAnnotation; Zarr attributes).
+        Scenario(
+            "frame-metadata",
+            "Small frames with per-frame metadata (an MDA)",
+            (_t(150 if quick else 1000), Axis("c", 2, "channel")),
+            (256, 256),
+            frame_chunked=False,
+            frame_metadata=True,
         ),
         # Latency while the disk keeps up: frames arrive at a camera's pace,
         # well below every contender's throughput, so nothing waits for room.
@@ -370,7 +384,8 @@ class _RawStream:
     def __init__(self, path: Path) -> None:
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115
 
-    def append(self, frame: np.ndarray) -> None:
+    def append(self, frame: np.ndarray, frame_metadata: Any = None) -> None:
+        """Write the pixels (per-frame metadata is not written)."""
         view = memoryview(frame).cast("B")
         while view:  # one write() call per frame, unless the kernel writes less
             view = view[self._file.write(view) :]
@@ -448,6 +463,30 @@ def _read_back(
     return n, bool(np.array_equal(a, first) and np.array_equal(b, last))
 
 
+def hardware_metadata(number: int) -> dict[str, Any]:
+    """What a camera frame of an MDA comes with (pymmcore-plus's frame
+    metadata, as `ome_stream.mmcore` passes it on): time, exposure and stage
+    position (OME Plane fields) and the rest (a MapAnnotation in OME-TIFF).
+    Lists and dicts (property values, the event index) are given as JSON
+    text: ome-writers' tifffile backend accepts only scalar values (a list
+    raises a pydantic ValidationError), and every contender gets the same."""
+    channel = "DAPI" if number % 2 else "FITC"
+    return {
+        "delta_t": 0.05 * number,
+        "exposure_time": 0.01,
+        "position_x": 100.0 + (number % 7),
+        "position_y": 200.0,
+        "position_z": 3.5,
+        "camera_device": "Camera",
+        "pixel_size_um": 0.65,
+        "property_values": json.dumps(
+            [{"dev": "Filter", "prop": "Label", "val": channel}]
+        ),
+        "event_index": json.dumps({"t": number // 2, "c": number % 2}),
+        "channel": channel,
+    }
+
+
 def _warm_up(scenario: Scenario, contender: Contender, work: Path) -> None:
     """Write and delete a tiny dataset first, so that one-time costs of the
     process (lazy imports such as ome-types, schema building) are not timed."""
@@ -462,8 +501,9 @@ def _warm_up(scenario: Scenario, contender: Contender, work: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="warm-up-", dir=work))
     try:
         stream = _open(contender, tiny, root)
-        for _ in range(tiny.num_frames):
-            stream.append(np.zeros(tiny.frame, tiny.dtype))
+        for number in range(tiny.num_frames):
+            meta = hardware_metadata(number) if scenario.frame_metadata else None
+            stream.append(np.zeros(tiny.frame, tiny.dtype), frame_metadata=meta)
         stream.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -480,6 +520,9 @@ def run_single(
     n = scenario.num_frames
     n_pool = len(pool)
     frames = [pool[i % n_pool] for i in range(n)]  # views, no copies
+    metadata = [
+        hardware_metadata(i) if scenario.frame_metadata else None for i in range(n)
+    ]
     latencies = np.zeros(n, np.int64)
     gc.collect()
     peak_reset = _reset_peak_rss()
@@ -500,12 +543,12 @@ def run_single(
             if wait > 0:
                 time.sleep(wait / 1e9)  # sleeping releases the GIL
             t0 = clock()
-            append(frame)
+            append(frame, frame_metadata=metadata[i])
             latencies[i] = clock() - t0
     else:
         for i, frame in enumerate(frames):
             t0 = clock()
-            append(frame)
+            append(frame, frame_metadata=metadata[i])
             latencies[i] = clock() - t0
     t_appended = clock()
     stream.close()
