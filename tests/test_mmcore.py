@@ -299,15 +299,35 @@ def test_the_status_is_written_with_the_final_metadata(
     assert status["frames_skipped"] == 0
 
 
+class _WaitingEngine(ScriptedEngine):
+    """Holds event `wait_at` until `failed` is set (the writer has failed),
+    so that the appends after it see the error."""
+
+    def __init__(self, wait_at: int | None, failed: threading.Event) -> None:
+        super().__init__()
+        self.wait_at = wait_at
+        self.failed = failed
+
+    def setup_event(self, event: useq.MDAEvent) -> None:
+        super().setup_event(event)
+        if self.count == self.wait_at:
+            assert self.failed.wait(10), "the injected failure never happened"
+
+
+@pytest.mark.parametrize("seen_by", ["append", "close"])
 @pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
 def test_the_status_counts_frames_lost_to_a_full_disk(
-    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    suffix: str, seen_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The disk fills up after 9 frames (and space is freed before close):
-    the handler records the error, and the status says how many frames the
-    dataset holds (corrected after close), which is what the file holds."""
+    """The disk is full for one frame's write (an early one, or the last)
+    and space is freed before close: the handler records the error once - by
+    the appends after it, or else by the close - and the status says how
+    many frames the dataset holds (corrected after close), which is what the
+    file holds."""
     from ome_stream import WriterError
 
+    fail_at = 10 if seen_by == "append" else 24  # the n-th frame written
+    failed = threading.Event()
     if suffix == ".ome.zarr":
         from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
 
@@ -316,6 +336,7 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
                 return True
 
             def result(self) -> None:
+                failed.set()
                 raise OSError(28, "No space left on device")
 
         real_region = TensorStoreBackend._write_region
@@ -323,9 +344,11 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
 
         def write_region(self: Any, array: Any, region: Any, data: Any) -> Any:
             writes.append(1)
-            if len(writes) > 9:
+            if len(writes) == fail_at:
                 return Failed()
-            return real_region(self, array, region, data)
+            future = real_region(self, array, region, data)
+            future.result()  # done at once: the failure is seen when written
+            return future
 
         monkeypatch.setattr(TensorStoreBackend, "_write_region", write_region)
     else:
@@ -336,14 +359,22 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
 
         def write_page(self: Any, image: Any, frame: Any) -> None:
             pages.append(1)
-            if len(pages) == 10:  # space is freed before close pads the file
+            if len(pages) == fail_at:
+                failed.set()
                 raise OSError(28, "No space left on device")
             real_page(self, image, frame)
 
         monkeypatch.setattr(TiffFileBackend, "_write_page", write_page)
-    handler = run_scripted(SEQ, tmp_path / f"full{suffix}", ScriptedEngine())
+    engine = _WaitingEngine(fail_at + 2 if seen_by == "append" else None, failed)
+    handler = run_scripted(SEQ, tmp_path / f"full{suffix}", engine)
+    assert failed.is_set()
     assert handler.errors
     assert all(isinstance(e.error, WriterError) for e in handler.errors)
+    callbacks = {e.callback for e in handler.errors}
+    if seen_by == "append":
+        assert callbacks == {"frameReady"}  # not raised again at the end
+    else:
+        assert callbacks == {"sequenceFinished"}
     stream = handler.stream
     assert stream is not None
     assert stream.closed

@@ -751,3 +751,90 @@ def test_a_failed_write_loses_only_its_own_frames_and_the_store_is_finished(
     assert not journal_path(root).exists()
     assert validate_dataset(root) == []
     readers.validate_yaozarrs(root)
+
+
+class _Written:
+    """A write already done (the test performs it at once), that reports
+    itself done only from its `ready_after`-th look on."""
+
+    def __init__(self, ready_after: int = 0) -> None:
+        self.looks = 0
+        self.ready_after = ready_after
+
+    def done(self) -> bool:
+        self.looks += 1
+        return self.looks > self.ready_after
+
+    def result(self) -> None:
+        return None
+
+
+def test_a_journal_that_cannot_be_written_keeps_the_counts_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk is full under the journal too. A journal line that cannot be
+    written stops the acquisition (the error reaches the caller) but loses no
+    frame from the store, and the write in flight that then fails is
+    counted lost once: frames_written is what the store holds."""
+    from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+    from ome_stream._journal import Journal
+
+    root = tmp_path / "full.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=6),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": "tensorstore"},
+    )
+    real_region = TensorStoreBackend._write_region
+    writes: list[int] = []
+
+    def write_region(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
+        writes.append(1)
+        if len(writes) == 3:  # frame 2's write fails in flight
+            return _FailedWrite()
+        real_region(self, array, region, data).result()
+        # frame 1's write is seen done only when frame 2's has been handed over
+        return _Written(ready_after=1 if len(writes) == 2 else 0)
+
+    real_written = Journal.written
+    lines: list[int] = []
+
+    def journal_written(self: Journal, entries: Any) -> None:
+        lines.append(1)
+        if len(lines) >= 2:  # from frame 1's line on, the journal's disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_written(self, entries)
+
+    monkeypatch.setattr(TensorStoreBackend, "_write_region", write_region)
+    monkeypatch.setattr(Journal, "written", journal_written)
+    stream = create_stream(settings)
+
+    def append_all_then_close() -> None:
+        for number in range(12):
+            stream.append(make_frame(number), frame_metadata={"frame": number})
+        stream.close()
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        append_all_then_close()
+    stream.close()
+    monkeypatch.undo()
+    section = readers.zarr_document(root)["attributes"]["ome_stream"]
+    missing = {tuple(index) for index in section["missing_frames"]}
+    assert {(0, 0), (0, 1)}.isdisjoint(missing)  # frames 0 and 1 are kept
+    assert (1, 0) in missing  # frame 2's write failed
+    assert stream.frames_written == 12 - len(missing) == 2
+    data = readers.read_zarr_python(root / "0")
+    for t, c in np.ndindex(6, 2):
+        if (t, c) in missing:
+            assert not data[t, c].any()
+        else:
+            np.testing.assert_array_equal(data[t, c], make_frame(2 * t + c))
+    assert [r["frame"] for r in section["frame_metadata"]] == [0, 1]
+    assert not journal_path(root).exists()
+    readers.validate_yaozarrs(root)

@@ -395,14 +395,19 @@ class OMEStreamHandler:
         }
         # Set before closing, so that the final metadata holds it: set after,
         # it rewrites the final metadata (for OME-TIFF with per-plane
-        # metadata, as long as writing it at close took).
+        # metadata, as long as writing it at close took). Not when writing
+        # has failed: that would raise the error again if frameReady has
+        # already recorded it (close raises it only if not).
+        recorded = False
         try:
-            stream.set_global_metadata("acquisition_status", status)
+            if stream._error is None:
+                stream.set_global_metadata("acquisition_status", status)
+                recorded = True
         finally:
             try:
                 stream.close()
             finally:
-                if stream.frames_written != status["frames_written"]:
+                if not recorded or stream.frames_written != status["frames_written"]:
                     status["frames_written"] = stream.frames_written
                     stream.set_global_metadata("acquisition_status", status)
 

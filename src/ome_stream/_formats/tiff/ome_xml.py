@@ -63,14 +63,15 @@ def built_xml(document: OME) -> str:
 def _built_serializer() -> Any:
     try:  # ome-types' serializer for pydantic models (shipped with it)
         from xsdata_pydantic_basemodel.bindings import SerializerConfig, XmlSerializer
-    except ImportError:  # pragma: no cover - a future ome-types may move it
+
+        config = SerializerConfig(
+            indent="  ",  # (xsdata >= 24.2)
+            xml_declaration=False,
+            ignore_unset_attributes=True,
+            schema_location=f"{OME_NAMESPACE} {OME_NAMESPACE}/ome.xsd",
+        )
+    except (ImportError, TypeError):  # pragma: no cover - other versions
         return None
-    config = SerializerConfig(
-        indent="  ",
-        xml_declaration=False,
-        ignore_unset_attributes=True,
-        schema_location=f"{OME_NAMESPACE} {OME_NAMESPACE}/ome.xsd",
-    )
     return XmlSerializer(config=config)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -182,12 +183,12 @@ class RegionWriterBackend(ZarrBackend):
                 completion = self._write(state, storage_index, frame)
                 self._submit(completion, position_index, [entry], frame.nbytes)
             elif self.journal is not None:
-                self.journal.skip(position_index, storage_index)
+                self._journal(self.journal.skip, position_index, storage_index)
             return
         key = tuple(i // b for i, b in zip(storage_index, self._block_shape))
         state.block_frames.setdefault(key, []).append(entry)
         if self.journal is not None and frame is not None:
-            self.journal.received(position_index, storage_index)
+            self._journal(self.journal.received, position_index, storage_index)
         complete = state.buffer.add(storage_index, frame)
         if complete is not None:
             entries = state.block_frames.pop(key)
@@ -287,12 +288,24 @@ class RegionWriterBackend(ZarrBackend):
             self._failed(position_index, entries, exc)
             return
         if self.journal is not None:
-            self.journal.written(
+            self._journal(
+                self.journal.written,
                 [
                     (position_index, index, metadata, skipped)
                     for index, metadata, skipped in entries
-                ]
+                ],
             )
+
+    def _journal(self, record: Callable[..., None], *args: Any) -> None:
+        """Write journal lines. Should that fail (the disk full), the frames
+        stay recorded as written - they are in the store - and the error is
+        kept as the write error: the stream raises it, and close finishes
+        the store (the journal only matters to a killed process)."""
+        try:
+            record(*args)
+        except Exception as exc:
+            if self.write_error is None:
+                self.write_error = exc
 
     def _failed(
         self, position_index: int, entries: list[_Entry], error: Exception
@@ -300,7 +313,9 @@ class RegionWriterBackend(ZarrBackend):
         """A write of `entries` failed after `write` returned (e.g. the disk
         filled up): its frames are missing, not written; the stream raises
         the first such error and finishes the store with the rest."""
-        lost = [index for index, _, skipped in entries if not skipped]
+        written = self._images[position_index].written
+        # (a frame whose `write` raised was forgotten, and never counted)
+        lost = [i for i, _, skipped in entries if not skipped and written[i]]
         self._forget(position_index, lost)
         self.frames_lost += len(lost)
         if self.write_error is None:
