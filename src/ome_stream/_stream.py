@@ -245,6 +245,9 @@ class OMEStream:
         )
         self._next_frame = 0
         self._frames_written = 0
+        # the backend's frames_lost, copied once the frame being written is
+        # counted (read from other threads, the counters never go below)
+        self._frames_lost = 0
         self._frames_skipped = 0
         self._bytes_written = 0
         self._started = time.monotonic()
@@ -287,10 +290,10 @@ class OMEStream:
     def frames_written(self) -> int:
         """Frames the writer thread has handed to the backend, less any whose
         write failed later (a write still in flight counts as written)."""
-        return self._frames_written - self._backend.frames_lost
+        return self._frames_written - self._frames_lost
 
     def _bytes_written_now(self) -> int:
-        lost = self._backend.frames_lost * math.prod(self._frame_shape)
+        lost = self._frames_lost * math.prod(self._frame_shape)
         return self._bytes_written - lost * self._dtype.itemsize
 
     @property
@@ -539,6 +542,7 @@ class OMEStream:
                     if backend.journal is not None:
                         backend.journal.global_metadata(item[1], item[2])
             if backend.write_error is not None:  # a write in flight failed
+                self._frames_lost = backend.frames_lost
                 raise backend.write_error
         except BaseException as exc:  # kept and raised on the caller's thread
             self._error = exc
@@ -677,6 +681,7 @@ class OMEStream:
                 if journal is not None:
                     journal.remove()  # complete; failed writes listed missing
             finally:
+                self._frames_lost = self._backend.frames_lost
                 self._closed = True
                 _OPEN_STREAMS.discard(self)
                 self._emit(self.events.finished)
