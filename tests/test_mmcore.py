@@ -330,14 +330,12 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
     failed = threading.Event()
     if suffix == ".ome.zarr":
         from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+        from tests.test_zarr_backends import _FailedWrite
 
-        class Failed:  # a tensorstore write future that fails
-            def done(self) -> bool:
-                return True
-
+        class Failed(_FailedWrite):  # and says when its failure is seen
             def result(self) -> None:
                 failed.set()
-                raise OSError(28, "No space left on device")
+                super().result()
 
         real_region = TensorStoreBackend._write_region
         writes: list[int] = []
