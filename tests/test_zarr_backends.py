@@ -209,6 +209,60 @@ def test_skipped_and_unsent_frames_are_zero_and_missing(
     readers.validate_yaozarrs(root)
 
 
+# metadata whose JSON text is spliced into zarr.json as encoded on append
+AWKWARD_METADATA = [
+    {},
+    {"note": 'quotes " and ] brackets }, {"storage_index": 0}', "µm": "µ"},
+    {"nested": {"a": [1, 2.5, None, True], "b": {}}, "empty": []},
+    {"value": np.float32(0.5), "array": np.arange(3), "flag": np.bool_(True)},
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frame_metadata_and_missing_frames_read_back_exactly(
+    backend: str, tmp_path: Path
+) -> None:
+    """zarr.json holds each frame's metadata as appended (whatever its
+    text), then its storage index, and the missing frames; readers we did
+    not write parse it, and `get_metadata` still returns plain lists."""
+    dims = [
+        Dimension(name="t", count=3, type="time"),
+        Dimension(name="c", count=4, type="channel"),
+        Dimension(name="y", count=16, type="space"),
+        Dimension(name="x", count=16, type="space"),
+    ]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "m.ome.zarr"),
+        dimensions=dims,
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+    expected = []
+    with create_stream(settings) as stream:
+        stream.set_global_metadata("lab", {"text": "[1, 2]"})
+        for number in range(10):  # frames 10 and 11 never arrive
+            if number in (3, 7):
+                stream.skip()
+                continue
+            metadata = AWKWARD_METADATA[number % len(AWKWARD_METADATA)]
+            stream.append(np.full((16, 16), number, np.uint16), metadata)
+            plain = {key: np.asarray(v).tolist() for key, v in metadata.items()}
+            expected.append({**plain, "storage_index": [number // 4, number % 4]})
+    attributes = readers.zarr_documents(stream.output_path)[""]["attributes"]
+    section = attributes["ome_stream"]
+    assert section["frame_metadata"] == expected
+    assert section["missing_frames"] == [[0, 3], [1, 3], [2, 2], [2, 3]]
+    assert attributes["lab"] == {"text": "[1, 2]"}
+    closed = stream.get_metadata()[""]["ome_stream"]
+    assert closed["missing_frames"] == [[0, 3], [1, 3], [2, 2], [2, 3]]
+    assert "frame_metadata" not in closed
+    import zarr  # zarr-python, in the test extra
+
+    group_attrs = zarr.open_group(str(stream.output_path), mode="r").attrs
+    assert group_attrs["ome_stream"]["frame_metadata"] == expected
+    readers.validate_yaozarrs(stream.output_path)
+
+
 @pytest.mark.parametrize("compression", ["blosc-zstd", "blosc-lz4", "zstd", "none"])
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_compression_codecs(backend: str, compression: str, tmp_path: Path) -> None:

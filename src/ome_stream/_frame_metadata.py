@@ -53,6 +53,15 @@ class FrameRecord:
     def to_json(self) -> dict[str, Any]:
         return {**self.metadata, "storage_index": list(self.storage_index)}
 
+    def json_text(self) -> str:
+        """`to_json` as compact JSON text, without decoding the metadata."""
+        index = ",".join(map(str, self.storage_index))
+        text = self.metadata_json
+        # (an object's text: "{}" or "{...}"; `storage_index` is reserved,
+        # so it is never there already)
+        sep = "" if text == "{}" else ","
+        return f'{text[:-1]}{sep}"storage_index":[{index}]}}'
+
 
 def encode_metadata(metadata: dict[str, Any]) -> MetadataJSON:
     """JSON-safe metadata (as `checked_metadata` returns) as MetadataJSON."""

@@ -163,7 +163,9 @@ def _recover_zarr(
             if metadata is not None:
                 records.append(FrameRecord.of(index, metadata))
         ome, user = kept(location.group_path, image_ome(settings, location))
-        section = image_section(location, records, np.argwhere(~written).tolist())
+        section = image_section(
+            location, records, np.argwhere(~written).tolist(), for_file=True
+        )
         write_group(root, location.group_path, group_attributes(ome, section, user))
     for path, hierarchy in hierarchy_ome(settings, locations).items():
         ome, user = kept(path, hierarchy)

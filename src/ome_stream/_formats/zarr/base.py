@@ -229,26 +229,29 @@ class ZarrBackend(ArrayBackend):
         self._groups[""].user[namespace] = metadata
         self._write_group("")
 
-    def _attributes(self, path: str, *, frame_metadata: bool) -> dict[str, Any]:
+    def _attributes(self, path: str, *, for_file: bool) -> dict[str, Any]:
+        """A group's attributes; `for_file`: as written to its zarr.json (with
+        every frame's metadata), else without the per-frame metadata."""
         group = self._groups[path]
         section = None
         if group.image is not None:
             image = self._images[group.image]
             section = image_section(
                 image.location,
-                image.records if frame_metadata else [],
+                image.records if for_file else [],
                 self._missing(image) if self._closed else None,
+                for_file=for_file,
             )
         return group_attributes(group.ome, section, group.user)
 
     def _write_group(self, path: str) -> None:
-        write_group(self.root, path, self._attributes(path, frame_metadata=True))
+        write_group(self.root, path, self._attributes(path, for_file=True))
 
     def get_metadata(self) -> dict[str, dict[str, Any]]:
         """Every group's attributes by group path ("" is the root), copied;
         without the per-frame metadata list (`ome_stream.frame_metadata`)."""
         return {
-            path: copy.deepcopy(self._attributes(path, frame_metadata=False))
+            path: copy.deepcopy(self._attributes(path, for_file=False))
             for path in self._groups
         }
 
@@ -286,7 +289,7 @@ class ZarrBackend(ArrayBackend):
             user = _json_copy(attributes, path)
             if NAMESPACE in user:
                 # ours: accepted back only unchanged (as get_metadata gave it)
-                current = self._attributes(path, frame_metadata=False)
+                current = self._attributes(path, for_file=False)
                 ours = _json_copy(current, path).get(NAMESPACE)
                 if user.pop(NAMESPACE) != ours:
                     raise ValueError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections import defaultdict
@@ -75,6 +76,35 @@ def image_locations(settings: AcquisitionSettings) -> list[ImageLocation]:
     return locations
 
 
+class RawJSON(str):
+    """JSON text that `write_json_atomic` puts into a document as it is: long
+    lists (every frame's metadata, the missing frames), which `indent=2`
+    would otherwise send through json's pure-Python encoder, one line per
+    number, at close."""
+
+
+def _dumps_indented(document: dict[str, Any]) -> str:
+    """`document` as indented JSON, with each RawJSON value's text spliced in."""
+    raw: dict[str, str] = {}
+    token = secrets.token_hex(8)
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, RawJSON):
+            placeholder = f"ome-stream-raw-{token}-{len(raw)}"
+            raw[json.dumps(placeholder)] = str(value)
+            return placeholder
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [swap(item) for item in value]
+        return value
+
+    text = json.dumps(swap(document), indent=2, ensure_ascii=False)
+    for placeholder, value in raw.items():
+        text = text.replace(placeholder, value, 1)
+    return text
+
+
 def write_json_atomic(
     path: Path, document: dict[str, Any], *, compact: bool = False
 ) -> None:
@@ -82,13 +112,14 @@ def write_json_atomic(
 
     `compact`: sorted keys, no whitespace - the bytes tensorstore writes for
     an array's zarr.json, so every backend's array documents are identical.
+    Otherwise indented, with any RawJSON value's text as it is.
     """
     if compact:
         text = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
     else:
-        text = json.dumps(document, indent=2, ensure_ascii=False)
+        text = _dumps_indented(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
     try:
@@ -156,17 +187,26 @@ def image_section(
     location: ImageLocation,
     records: list[FrameRecord],
     missing: list[list[int]] | None,
+    *,
+    for_file: bool = False,
 ) -> dict[str, Any]:
     """Our section of an image group: position, per-frame metadata, and the
-    missing frames once they are known (at close)."""
+    missing frames once they are known (at close). `for_file`: the long
+    lists as RawJSON, for `write_group` (the metadata stays encoded)."""
     section: dict[str, Any] = {
         "version": __version__,
         "position": location.position.model_dump(exclude_none=True),
     }
     if records:
-        section["frame_metadata"] = [r.to_json() for r in records]
+        section["frame_metadata"] = (
+            RawJSON("[\n" + ",\n".join([r.json_text() for r in records]) + "\n]")
+            if for_file
+            else [r.to_json() for r in records]
+        )
     if missing is not None:
-        section["missing_frames"] = missing
+        section["missing_frames"] = (
+            RawJSON(json.dumps(missing, separators=(",", ":"))) if for_file else missing
+        )
     return section
 
 
