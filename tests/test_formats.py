@@ -448,6 +448,58 @@ def test_tiff_global_metadata_as_namespaced_annotation(tmp_path: Path) -> None:
         assert uuids == {p.name for p in _tiff_paths(settings, case)}
 
 
+# characters XML 1.0 cannot hold, as a device might report them
+CONTROL = "ready\x01\x1b[0m \ud800 \uffff"
+CONTROL_ESCAPED = "ready\\u0001\\u001b[0m \\ud800 \\uffff"
+
+
+@pytest.mark.parametrize("suffix", [".ome.tiff", ".ome.zarr"])
+def test_metadata_with_characters_xml_cannot_hold(suffix: str, tmp_path: Path) -> None:
+    """Frame and global metadata strings with control characters: OME-TIFF
+    writes them escaped (the OME-XML stays valid, the frames described);
+    OME-Zarr keeps them as they are (JSON holds them)."""
+    case = CASES["5d"]
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / f"c{suffix}"), dimensions=case.dims, dtype="uint16"
+    )
+    frame_metadata = {"state": CONTROL, f"key{CONTROL}": 1, "nested": [CONTROL]}
+    with create_stream(settings) as stream:
+        stream.set_global_metadata(f"lab{CONTROL}", {"note": CONTROL})
+        for i in range(case.n_frames()):
+            stream.append(make_frame(i), frame_metadata=frame_metadata)
+    if suffix == ".ome.zarr":
+        attributes = zarr_metadata(settings.output_path)["attributes"]
+        assert attributes[f"lab{CONTROL}"] == {"note": CONTROL}
+        records = attributes["ome_stream"]["frame_metadata"]
+        assert [{**r, "storage_index": None} for r in records] == [
+            {**frame_metadata, "storage_index": None}
+        ] * case.n_frames()
+        return
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    planes = ome.images[0].pixels.planes
+    assert len(planes) == case.n_frames()
+    for plane in planes:
+        values = {
+            m.k: m.value for m in annotations[plane.annotation_refs[0].id].value.ms
+        }
+        assert values == {
+            "state": CONTROL_ESCAPED,
+            f"key{CONTROL_ESCAPED}": "1",
+            "nested": json.dumps([CONTROL]),  # JSON escapes them itself
+        }
+    (lab,) = [a for a in annotations.values() if (a.namespace or "").startswith("lab")]
+    # an xs:anyURI: with "[" percent-encoded too
+    assert lab.namespace == f"lab{CONTROL_ESCAPED}".replace("[", "%5B")
+    assert {m.k: m.value for m in lab.value.ms} == {"note": CONTROL_ESCAPED}
+    info = readers.bioformats_info(settings.output_path)  # its own XML parser
+    assert info.is_ome_tiff
+    want = to_tczyx(case.acquisition_array("uint16"), case.index_names())
+    np.testing.assert_array_equal(
+        readers.bioformats_pixels(settings.output_path, info=info), want
+    )
+
+
 # ------------------------------------------------------------------ memory
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -484,3 +485,24 @@ def test_several_position_dimensions_multiply_into_images() -> None:
     assert (first.x_coord, first.plate_row, first.plate_column) == (1.0, "B", "2")
     assert settings.positions[3].y_coord == 5.0
     assert [d.name for d in settings.storage_index_dimensions] == ["t"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda name: Position(name=name),
+        lambda name: Channel(name=name),
+        lambda name: Channel(name="GFP", fluorophore=name),
+        lambda name: Plate.from_standard_wells(96, name=name),
+    ],
+    ids=["position", "channel", "fluorophore", "plate"],
+)
+def test_names_xml_cannot_hold_are_refused(make: Any) -> None:
+    """Names go into OME-XML as they are: a control character (which XML
+    cannot hold even escaped) is refused where it is given, naming it."""
+    with pytest.raises(ValidationError, match=r"contains U\+001B.*remove it"):
+        make("FOV\x1b1")
+    with pytest.raises(ValidationError, match=r"valid string|contains U\+D800"):
+        make("FOV\ud800")
+    fine = "FOV\t1 µ\n"  # tab, newline and non-ASCII are fine
+    assert fine in make(fine).model_dump().values()

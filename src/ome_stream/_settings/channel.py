@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_extra_types.color import Color
 
-from .base import SettingsModel
+from .base import SettingsModel, Text
 
 
 class Channel(SettingsModel):
@@ -17,10 +17,10 @@ class Channel(SettingsModel):
     Fluor, Color) and to OME-Zarr `omero.channels` (label, color).
     """
 
-    name: str = Field(min_length=1)
+    name: Text = Field(min_length=1)
     excitation_wavelength_nm: PositiveInt | None = None
     emission_wavelength_nm: PositiveInt | None = None
-    fluorophore: str | None = None
+    fluorophore: Text | None = None
     color: Color | None = None
 
     @model_validator(mode="before")

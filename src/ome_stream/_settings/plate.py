@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from .base import SettingsModel
+from .base import SettingsModel, Text
 
 # OME-NGFF 0.5 "plate": row and column names MUST be alphanumeric (they become
 # path segments of the well groups).
@@ -39,7 +39,7 @@ class Plate(SettingsModel):
 
     row_names: list[str] = Field(min_length=1)
     column_names: list[str] = Field(min_length=1)
-    name: str | None = None
+    name: Text | None = None
 
     @field_validator("row_names", "column_names")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from .base import SettingsModel
+from .base import SettingsModel, Text
 
 
 class Position(SettingsModel):
@@ -19,7 +19,7 @@ class Position(SettingsModel):
     OME-XML `StageLabel` and plane positions, and in OME-Zarr metadata.
     """
 
-    name: str = Field(min_length=1)
+    name: Text = Field(min_length=1)
     plate_row: str | None = None
     plate_column: str | None = None
     grid_row: int | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from ome_types.model import Map
 from ..._frame_metadata import plane_value
 from ..._settings import AcquisitionSettings, Channel, Dimension, Position
 from ..._settings.acquisition import OME_PIXEL_TYPES
+from ..._settings.base import XML_INCOMPATIBLE
 from ..._settings.units import ome_symbol
 
 MISSING_FRAMES_NAMESPACE = "ome-stream.org/missing-frames"
@@ -205,8 +207,36 @@ def _channels(
     return channels
 
 
-def _map_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def xml_text(text: str) -> str:
+    """`text` with each character XML cannot hold (a control character from
+    a device, say) written as its JSON escape, e.g. `\\u0001`: metadata is
+    kept, and the OME-XML stays well-formed."""
+    if XML_INCOMPATIBLE.search(text) is None:
+        return text
+    return XML_INCOMPATIBLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+# what libxml2 refuses in an xs:anyURI (MapAnnotation Namespace) once
+# controls are escaped: a "%" not starting an escape, brackets, a second "#"
+_NOT_IN_URI = re.compile(r"%(?![0-9A-Fa-f]{2})|[\[\]]")
+
+
+def namespace_uri(namespace: str) -> str:
+    """A global-metadata namespace as a valid MapAnnotation Namespace (an
+    xs:anyURI): as it is when it is one, else with the characters a URI
+    cannot hold percent-encoded ("a[1]" -> "a%5B1%5D")."""
+
+    def encode(part: str) -> str:
+        return _NOT_IN_URI.sub(lambda found: f"%{ord(found.group()):02X}", part)
+
+    head, hash_sign, fragment = xml_text(namespace).partition("#")
+    return encode(head) + hash_sign + encode(fragment).replace("#", "%23")
+
+
+def _map_entry(key: str, value: Any) -> Map.M:
+    """A MapAnnotation entry: strings as they are, other values as JSON."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return Map.M(k=xml_text(key), value=xml_text(text))
 
 
 class OmeXmlBuilder:
@@ -362,9 +392,7 @@ class OmeXmlBuilder:
             annotations.append(
                 model.MapAnnotation(
                     id=ann_id,
-                    value=Map(
-                        ms=[Map.M(k=k, value=_map_value(v)) for k, v in extra.items()]
-                    ),
+                    value=Map(ms=[_map_entry(k, v) for k, v in extra.items()]),
                 )
             )
             kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
@@ -418,8 +446,8 @@ def global_annotation(
     top-level key an entry whose value is JSON (strings as they are)."""
     return model.MapAnnotation(
         id=annotation_id,
-        namespace=namespace,
-        value=Map(ms=[Map.M(k=k, value=_map_value(v)) for k, v in values.items()]),
+        namespace=namespace_uri(namespace),
+        value=Map(ms=[_map_entry(k, v) for k, v in values.items()]),
     )
 
 

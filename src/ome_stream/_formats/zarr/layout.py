@@ -123,8 +123,10 @@ def write_json_atomic(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            # a lone surrogate (no UTF-8 for it) as its JSON escape, \udXXX:
+            # it can only be inside a string
+            f.write(text.encode("utf-8", "backslashreplace"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
