@@ -778,6 +778,25 @@ def test_documents_differing_only_in_uuid_are_serialised_as_ome_types_would() ->
     ]
 
 
+# per-frame metadata whose Plane and MapAnnotation text ome-stream writes
+# itself (`_PlaneText`): numbers xsdata formats its own way, characters XML
+# escapes, values that are not Plane attributes
+AWKWARD_PLANES: list[dict[str, Any]] = [
+    {},
+    {
+        "delta_t": 0,
+        "exposure_time": 1e-9,
+        "position_x": -0.0,
+        "position_y": 1e20,
+        "position_z": 123456789.123456789,
+    },
+    {"note": "a&b<c>\"d' \t\n\r e µ ✓ ]]>", "": "empty key", "empty": ""},
+    {"position_z": True, "delta_t": "soon", "exposure_time": None},
+    {"ctrl": "x\x01y", "list": [1, "two", None], "dict": {"a": 1.5}},
+    {"big": 2**70, "third": 1 / 3, "position_y": -2.5e-300},
+]
+
+
 @pytest.mark.parametrize(
     "name",
     [name for name, case in CASES.items() if case.tiff and case.n_frames() >= 4],
@@ -790,7 +809,11 @@ def test_built_documents_are_serialised_as_ome_types_would(
     (per-plane metadata, a skipped frame, frames never arrived, global
     metadata, plates, positions), their per-file copies and BinaryOnly
     stubs - the text must be ome-types' own, byte for byte."""
-    from ome_stream._formats.tiff.ome_xml import _built_serializer, built_xml
+    from ome_stream._formats.tiff.ome_xml import (
+        _built_serializer,
+        _PlaneText,
+        built_xml,
+    )
 
     assert _built_serializer() is not None  # not the fallback
     case = CASES[name]
@@ -808,7 +831,12 @@ def test_built_documents_are_serialised_as_ome_types_would(
         if number == 1:
             stream.skip()
             continue
-        metadata = frame_metadata(number) if number % 3 else {"frame": number}
+        if number % 3 == 0:
+            metadata = {"frame": number}
+        elif number % 3 == 1:
+            metadata = frame_metadata(number)
+        else:
+            metadata = AWKWARD_PLANES[number // 3 % len(AWKWARD_PLANES)]
         stream.append(make_frame(number), frame_metadata=metadata)
     wait_written(stream, case.n_frames() - 3)
     backend = stream._backend
@@ -818,8 +846,11 @@ def test_built_documents_are_serialised_as_ome_types_would(
     stream.close()
     assert any(i.pixels.planes for d in documents for i in d.images)
     for document in documents:
+        if any(image.pixels.planes for image in document.images):
+            assert _PlaneText.of(document) is not None  # not left to xsdata
         text = built_xml(document)  # first: to_xml changes what is marked set
         assert text == document.to_xml()
+        readers.validate_ome_xml(text)  # the OME schema, and ome-types' models
 
 
 def test_documents_changed_in_place_are_written_in_full(tmp_path: Path) -> None:
