@@ -281,13 +281,14 @@ def test_the_status_is_written_with_the_final_metadata(
     from ome_stream._formats.tiff.tifffile import TiffFileBackend
 
     calls = []
-    real = TiffFileBackend._write_documents
+    for name in ("_write_documents", "_write_texts"):  # models, or close's text
+        real = getattr(TiffFileBackend, name)
 
-    def counting(self: Any, documents: Any, *args: Any) -> None:
-        calls.append(len(documents))
-        real(self, documents, *args)
+        def counting(self: Any, documents: Any, *args: Any, real: Any = real) -> None:
+            calls.append(len(documents))
+            real(self, documents, *args)
 
-    monkeypatch.setattr(TiffFileBackend, "_write_documents", counting)
+        monkeypatch.setattr(TiffFileBackend, name, counting)
     handler = run_scripted(SEQ, tmp_path / "s.ome.tiff", ScriptedEngine())
     assert handler.errors == []
     assert len(calls) == 1

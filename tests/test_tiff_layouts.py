@@ -779,7 +779,7 @@ def test_documents_differing_only_in_uuid_are_serialised_as_ome_types_would() ->
 
 
 # per-frame metadata whose Plane and MapAnnotation text ome-stream writes
-# itself (`_PlaneText`): numbers xsdata formats its own way, characters XML
+# itself (`PlaneText`): numbers xsdata formats its own way, characters XML
 # escapes, values that are not Plane attributes
 AWKWARD_PLANES: list[dict[str, Any]] = [
     {},
@@ -810,8 +810,8 @@ def test_built_documents_are_serialised_as_ome_types_would(
     metadata, plates, positions), their per-file copies and BinaryOnly
     stubs - the text must be ome-types' own, byte for byte."""
     from ome_stream._formats.tiff.ome_xml import (
+        PlaneText,
         _built_serializer,
-        _PlaneText,
         built_xml,
     )
 
@@ -842,15 +842,29 @@ def test_built_documents_are_serialised_as_ome_types_would(
     backend = stream._backend
     with stream._backend_lock:
         documents = [backend._document(final=False), backend._document(final=True)]
-        documents += list(backend._generated().values())
+        generated = backend._generated()
+        documents += list(generated.values())
+        # what close writes: text from the records, no Plane models
+        texts = backend._close_texts()
+        backend._written_from = None
+    assert texts is not None
+    assert sorted(texts) == sorted(generated)
+    for key, document in generated.items():
+        assert texts[key] == document.to_xml().encode(), key
     stream.close()
     assert any(i.pixels.planes for d in documents for i in d.images)
     for document in documents:
         if any(image.pixels.planes for image in document.images):
-            assert _PlaneText.of(document) is not None  # not left to xsdata
+            assert PlaneText.of(document) is not None  # not left to xsdata
         text = built_xml(document)  # first: to_xml changes what is marked set
         assert text == document.to_xml()
         readers.validate_ome_xml(text)  # the OME schema, and ome-types' models
+    # the models get_metadata returns after close are built then, and are
+    # what the files hold
+    after = stream.get_metadata()
+    for key, path in enumerate(backend.paths):
+        on_disk = readers.tiff_ome_xml(path)
+        assert after[key].to_xml().strip() == on_disk.strip(), key
 
 
 def test_documents_changed_in_place_are_written_in_full(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def built_xml(document: OME) -> str:
     inspects the `list` default factory anew for every non-empty list. The
     documents built here pass every field to a constructor, to `model_copy`
     or by assignment, so the walk is skipped. The Planes and MapAnnotations
-    (one per plane with metadata) are written here (`_PlaneText`); the rest
+    (one per plane with metadata) are written here (`PlaneText`); the rest
     of the document by the serializer ome-types uses, called directly and
     kept between calls (building it costs several ms).
     `tests/test_tiff_layouts.py` compares the text with ome-types' for every
@@ -63,7 +63,7 @@ def built_xml(document: OME) -> str:
     serializer = _built_serializer()
     if serializer is None:
         return str(document.to_xml())
-    spliced = _PlaneText.of(document)
+    spliced = PlaneText.of(document)
     if spliced is not None:
         text = spliced.insert_into(_render(serializer, spliced.rest))
         if text is not None:
@@ -124,7 +124,7 @@ def _attribute(value: Any) -> str:
 
 
 @dataclass
-class _PlaneText:
+class PlaneText:
     """A document's Planes and StructuredAnnotations written as text, and
     the document without them (`rest`), for xsdata; `insert_into` puts the
     text where xsdata would have written it."""
@@ -134,7 +134,7 @@ class _PlaneText:
     annotations: str
 
     @classmethod
-    def of(cls, document: OME) -> _PlaneText | None:
+    def of(cls, document: OME) -> PlaneText | None:
         """None when the document has nothing to write here, or anything
         this does not write (then xsdata writes it all)."""
         images = document.images
@@ -168,6 +168,15 @@ class _PlaneText:
             }
         )
         return cls(rest, [lines or [] for lines in planes], maps)
+
+    def render(self, uuid: str | None) -> str | None:
+        """The document, with `uuid` as its root UUID; None when it cannot
+        be written this way (no direct serializer: use the models)."""
+        serializer = _built_serializer()
+        if serializer is None:
+            return None
+        rest = self.rest.model_copy(update={"uuid": uuid})
+        return self.insert_into(_render(serializer, rest))
 
     def insert_into(self, text: str) -> str | None:
         """`text` (`rest` as xsdata wrote it) with the Planes and
@@ -203,51 +212,77 @@ def _planes_xml(planes: list[model.Plane]) -> list[str] | None:
         if not fields <= _PLANE_FIELDS:
             return None
         values = plane.__dict__
-        attributes = "".join(
-            [
-                f' {xml}="{_attribute(values[name])}"'
-                for name, xml in _PLANE_ATTRIBUTES
-                if name in fields and values[name] is not None
-            ]
-        )
         refs = plane.annotation_refs
-        if not refs:
-            lines.append(f"<Plane{attributes}/>\n")
-            continue
-        lines.append(f"<Plane{attributes}>\n")
-        lines.extend([f'  <AnnotationRef ID="{_attribute(r.id)}"/>\n' for r in refs])
-        lines.append("</Plane>\n")
+        _plane_lines(
+            lines,
+            {name: values[name] for name in fields if name != "annotation_refs"},
+            [ref.id for ref in refs] if refs else [],
+        )
     return lines
+
+
+def _plane_lines(lines: list[str], fields: dict[str, Any], refs: list[str]) -> None:
+    """Append a Plane's lines: `fields` (those set, by model field name) and
+    the IDs of its AnnotationRefs."""
+    attributes = "".join(
+        [
+            f' {xml}="{_attribute(fields[name])}"'
+            for name, xml in _PLANE_ATTRIBUTES
+            if fields.get(name) is not None
+        ]
+    )
+    if not refs:
+        lines.append(f"<Plane{attributes}/>\n")
+        return
+    lines.append(f"<Plane{attributes}>\n")
+    lines.extend([f'  <AnnotationRef ID="{_attribute(ref)}"/>\n' for ref in refs])
+    lines.append("</Plane>\n")
 
 
 def _map_annotations_xml(annotations: list[model.MapAnnotation]) -> str | None:
     """The MapAnnotations' elements, indented as in StructuredAnnotations."""
-    lines = []
+    lines: list[str] = []
     for annotation in annotations:
         if not annotation.model_fields_set <= _MAP_ANNOTATION_FIELDS:
             return None
-        head = f'    <MapAnnotation ID="{_attribute(annotation.id)}"'
-        if annotation.namespace is not None:
-            head += f' Namespace="{_attribute(annotation.namespace)}"'
-        lines.append(head + ">\n")
-        if annotation.description is not None:
-            description = annotation.description.translate(_IN_TEXT)
-            lines.append(f"      <Description>{description}</Description>\n")
-        entries = annotation.value.ms
-        if not entries:
-            lines.append("      <Value/>\n")
-        else:
-            lines.append("      <Value>\n")
-            for entry in entries:
-                key = "" if entry.k is None else f' K="{_attribute(entry.k)}"'
-                if entry.value:
-                    value = entry.value.translate(_IN_TEXT)
-                    lines.append(f"        <M{key}>{value}</M>\n")
-                else:
-                    lines.append(f"        <M{key}/>\n")
-            lines.append("      </Value>\n")
-        lines.append("    </MapAnnotation>\n")
+        _map_annotation_lines(
+            lines,
+            annotation.id,
+            [(entry.k, entry.value) for entry in annotation.value.ms],
+            namespace=annotation.namespace,
+            description=annotation.description,
+        )
     return "".join(lines)
+
+
+def _map_annotation_lines(
+    lines: list[str],
+    annotation_id: str,
+    entries: list[tuple[str | None, str]],
+    *,
+    namespace: str | None = None,
+    description: str | None = None,
+) -> None:
+    """Append a MapAnnotation's lines, indented as in StructuredAnnotations."""
+    head = f'    <MapAnnotation ID="{_attribute(annotation_id)}"'
+    if namespace is not None:
+        head += f' Namespace="{_attribute(namespace)}"'
+    lines.append(head + ">\n")
+    if description is not None:
+        text = description.translate(_IN_TEXT)
+        lines.append(f"      <Description>{text}</Description>\n")
+    if not entries:
+        lines.append("      <Value/>\n")
+    else:
+        lines.append("      <Value>\n")
+        for k, value in entries:
+            key = "" if k is None else f' K="{_attribute(k)}"'
+            if value:
+                lines.append(f"        <M{key}>{value.translate(_IN_TEXT)}</M>\n")
+            else:
+                lines.append(f"        <M{key}/>\n")
+        lines.append("      </Value>\n")
+    lines.append("    </MapAnnotation>\n")
 
 
 @functools.cache
@@ -424,8 +459,45 @@ def namespace_uri(namespace: str) -> str:
 
 def _map_entry(key: str, value: Any) -> Map.M:
     """A MapAnnotation entry: strings as they are, other values as JSON."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return Map.M(k=xml_text(key), value=xml_text(text))
+    return Map.M(k=xml_text(key), value=_map_text(value))
+
+
+def _map_text(value: Any) -> str:
+    return xml_text(value if isinstance(value, str) else json.dumps(value))
+
+
+_MICROMETER = model.UnitsLength.MICROMETER
+_SECOND = model.UnitsTime.SECOND
+# frame-metadata keys written as Plane attributes (with their unit)
+_PLANE_VALUES = [
+    ("delta_t", _SECOND),
+    ("exposure_time", _SECOND),
+    ("position_x", _MICROMETER),
+    ("position_y", _MICROMETER),
+    ("position_z", _MICROMETER),
+]
+
+
+def _plane_parts(
+    plane: PlaneRecord,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A plane's Plane fields, and the entries of its MapAnnotation (every
+    other key): (key, value) as written."""
+    meta = plane.metadata
+    fields: dict[str, Any] = {
+        "the_z": plane.the_z,
+        "the_c": plane.the_c,
+        "the_t": plane.the_t,
+    }
+    used = set()
+    for key, unit in _PLANE_VALUES:
+        value = plane_value(meta, key)
+        if value is not None:
+            fields[key] = value
+            fields[f"{key}_unit"] = unit
+            used.add(key)
+    entries = [(xml_text(k), _map_text(v)) for k, v in meta.items() if k not in used]
+    return fields, entries
 
 
 class OmeXmlBuilder:
@@ -447,13 +519,39 @@ class OmeXmlBuilder:
         *,
         uuid: str | None = None,
     ) -> OME:
+        document, _ = self._build(images, global_metadata, uuid, text=False)
+        return document
+
+    def build_text(
+        self,
+        images: list[ImageRecord],
+        global_metadata: dict[str, dict[str, Any]],
+    ) -> PlaneText:
+        """What `built_xml(build(...))` writes, without the models of the
+        Planes and their MapAnnotations (the bulk of a document with
+        per-frame metadata): they are written as text from the records."""
+        _, text = self._build(images, global_metadata, None, text=True)
+        assert text is not None
+        return text
+
+    def _build(
+        self,
+        images: list[ImageRecord],
+        global_metadata: dict[str, dict[str, Any]],
+        uuid: str | None,
+        *,
+        text: bool,
+    ) -> tuple[OME, PlaneText | None]:
         self._annotation_count = 0
+        # models, or (text mode) the lines of those written as text
         annotations: list[Any] = []
-        ome_images = [self._image(img, annotations) for img in images]
+        planes: list[list[str]] | None = [] if text else None
+        ome_images = [self._image(img, annotations, planes) for img in images]
         for namespace, values in global_metadata.items():
             annotations.append(
                 global_annotation(self._next_annotation_id(), namespace, values)
             )
+        models = [a for a in annotations if not isinstance(a, list)]
         # model_construct: the parts are validated models already, and
         # OME() would walk the whole tree again linking every reference
         # (~70 us per Plane with metadata, a third of the build)
@@ -461,17 +559,32 @@ class OmeXmlBuilder:
             uuid=uuid,
             creator="ome-stream",
             images=ome_images,
-            structured_annotations=model.StructuredAnnotations(
-                map_annotations=annotations
-            )
-            if annotations
+            structured_annotations=model.StructuredAnnotations(map_annotations=models)
+            if models and not text
             else None,
         )
         if self.settings.plate is not None:
             ome.plates = [self._plate(images)]
-        return ome
+        if planes is None:
+            return ome, None
+        lines: list[str] = []
+        for annotation in annotations:
+            if isinstance(annotation, list):
+                lines.extend(annotation)
+            else:
+                written = _map_annotations_xml([annotation])
+                assert written is not None  # (built here: nothing else set)
+                lines.append(written)
+        return ome, PlaneText(ome, planes, "".join(lines))
 
-    def _image(self, img: ImageRecord, annotations: list[Any]) -> model.Image:
+    def _image(
+        self,
+        img: ImageRecord,
+        annotations: list[Any],
+        planes: list[list[str]] | None,
+    ) -> model.Image:
+        """The Image; `planes` (text mode): its Planes' lines are added there,
+        and their MapAnnotations' lines to `annotations`, instead of models."""
         settings = self.settings
         y_dim, x_dim = settings.frame_dimensions
         z_dim = next((d for d in settings.index_dimensions if _letter(d) == "Z"), None)
@@ -503,8 +616,15 @@ class OmeXmlBuilder:
             **pixels_kwargs,
             channels=_channels(settings, img.index, img.sizes["C"]),
             tiff_data_blocks=[_tiff_data(block) for block in img.tiff_data],
-            planes=[self._plane(p, annotations) for p in img.planes],
+            planes=[self._plane(p, annotations) for p in img.planes]
+            if planes is None
+            else [],
         )
+        if planes is not None:
+            lines: list[str] = []
+            for plane in img.planes:
+                self._plane_text(plane, lines, annotations)
+            planes.append(lines)
         image_kwargs: dict[str, Any] = {
             "id": f"Image:{img.index}",
             "name": img.position.name,
@@ -544,48 +664,32 @@ class OmeXmlBuilder:
         return model.Image(**image_kwargs)
 
     def _plane(self, plane: PlaneRecord, annotations: list[Any]) -> model.Plane:
-        meta = plane.metadata
-        kwargs: dict[str, Any] = {
-            "the_z": plane.the_z,
-            "the_c": plane.the_c,
-            "the_t": plane.the_t,
-        }
-        micrometer = model.UnitsLength.MICROMETER
-        second = model.UnitsTime.SECOND
-        for key, attr, unit in (
-            ("delta_t", "delta_t", second),
-            ("exposure_time", "exposure_time", second),
-            ("position_x", "position_x", micrometer),
-            ("position_y", "position_y", micrometer),
-            ("position_z", "position_z", micrometer),
-        ):
-            value = plane_value(meta, key)
-            if value is not None:
-                kwargs[attr] = value
-                kwargs[f"{attr}_unit"] = unit
-        extra = {
-            k: v
-            for k, v in meta.items()
-            if k
-            not in (
-                "delta_t",
-                "exposure_time",
-                "position_x",
-                "position_y",
-                "position_z",
-            )
-            or plane_value(meta, k) is None
-        }
-        if extra:
+        fields, entries = _plane_parts(plane)
+        if entries:
             ann_id = self._next_annotation_id()
             annotations.append(
                 model.MapAnnotation(
                     id=ann_id,
-                    value=Map(ms=[_map_entry(k, v) for k, v in extra.items()]),
+                    value=Map(ms=[Map.M(k=k, value=v) for k, v in entries]),
                 )
             )
-            kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
-        return model.Plane(**kwargs)
+            fields["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
+        return model.Plane(**fields)
+
+    def _plane_text(
+        self, plane: PlaneRecord, lines: list[str], annotations: list[Any]
+    ) -> None:
+        """`_plane` as the lines `built_xml` would write for its model (and
+        those of its MapAnnotation, added to `annotations`)."""
+        fields, entries = _plane_parts(plane)
+        refs = []
+        if entries:
+            ann_id = self._next_annotation_id()
+            annotation: list[str] = []
+            _map_annotation_lines(annotation, ann_id, list(entries))
+            annotations.append(annotation)
+            refs.append(ann_id)
+        _plane_lines(lines, fields, refs)
 
     def _plate(self, images: list[ImageRecord]) -> model.Plate:
         plate = self.settings.plate

@@ -160,6 +160,9 @@ class TiffFileBackend(ArrayBackend):
         self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
         self._handed_out_records: list[int] = []  # frame records it included
         self._written: dict[int, OME] = {}  # after close: what the files hold
+        # ...or, until asked for, what to build those documents from (close
+        # writes ours as text: `_close_texts`)
+        self._written_from: tuple[list[ImageRecord], dict[str, Any]] | None = None
         # the interim document written last (with a file's UUID), and its XML
         self._last_interim: tuple[OME, bytes] | None = None
         self._closed = False
@@ -444,13 +447,17 @@ class TiffFileBackend(ArrayBackend):
             user.namespaces.add(namespace)
         if self._closed:
             annotation = global_annotation("Annotation:0", namespace, metadata)
-            for document in self._written.values():
+            for document in self._written_documents().values():
                 if document.binary_only is None:
                     set_namespace_annotation(
                         document, annotation, AnnotationIds(document)
                     )
             self._write_documents(
-                {k: d for k, d in self._written.items() if d.binary_only is None}
+                {
+                    k: d
+                    for k, d in self._written_documents().items()
+                    if d.binary_only is None
+                }
             )
 
     def get_metadata(self) -> dict[int, OME]:
@@ -458,7 +465,7 @@ class TiffFileBackend(ArrayBackend):
         hold at close (before)}. -1 is the companion file; a TIFF whose
         metadata is elsewhere has its BinaryOnly reference."""
         if self._closed:
-            documents = self._written
+            documents = self._written_documents()
         else:
             documents = self._handed_out = self._documents_now()
             self._handed_out_records = [len(image.records) for image in self._images]
@@ -477,7 +484,7 @@ class TiffFileBackend(ArrayBackend):
                 "update_metadata takes a dict {file index: ome_types.OME} like "
                 f"get_metadata() returns, not {type(metadata).__name__}."
             )
-        current = self._written if self._closed else self._documents_now()
+        current = self._written_documents() if self._closed else self._documents_now()
         for key, document in metadata.items():
             if key not in current:
                 raise KeyError(
@@ -608,16 +615,19 @@ class TiffFileBackend(ArrayBackend):
         """The full OME of the dataset (root UUID unset): final as if the
         stream closed now, or interim."""
         if final:
-            padding = self._padding()
-            images = [
-                self._image_record(p, final=True, padding=n, padding_ifd=first)
-                for p, (n, first) in enumerate(padding)
-            ]
+            images = self._final_image_records()
         else:
             images = [
                 self._image_record(p, final=False) for p in range(len(self._images))
             ]
         return self._builder.build(images, self._global)
+
+    def _final_image_records(self) -> list[ImageRecord]:
+        padding = self._padding()
+        return [
+            self._image_record(p, final=True, padding=n, padding_ifd=first)
+            for p, (n, first) in enumerate(padding)
+        ]
 
     def _stub(self, file_index: int) -> OME:
         layout = self.layout
@@ -630,9 +640,15 @@ class TiffFileBackend(ArrayBackend):
     def _with_uuid(self, document: OME, uuid: str, **update: Any) -> OME:
         return document.model_copy(update={"uuid": f"urn:uuid:{uuid}", **update})
 
-    def _generated(self) -> dict[int, OME]:
-        """What ome-stream writes at close, as if it closed now."""
-        document = self._document(final=True)
+    def _generated(
+        self, built_from: tuple[list[ImageRecord], dict[str, Any]] | None = None
+    ) -> dict[int, OME]:
+        """What ome-stream writes at close, as if it closed now (or built
+        from those final records and global metadata)."""
+        if built_from is None:
+            document = self._document(final=True)
+        else:
+            document = self._builder.build(*built_from)
         documents: dict[int, OME] = {}
         if self.layout.companion is not None:
             documents[COMPANION_KEY] = self._with_uuid(document, self._companion_uuid)
@@ -705,8 +721,12 @@ class TiffFileBackend(ArrayBackend):
     def close(self) -> None:
         if self._closed:
             return
+        texts: dict[int, bytes] | None = None
         try:
-            final, built = self._final_documents()
+            if not self._user_documents:
+                texts = self._close_texts()
+            if texts is None:
+                final, built = self._final_documents()
             for image, (count, _) in zip(self._images, self._padding()):
                 first = len(image.ifds)
                 for flat in range(first, first + count):
@@ -724,7 +744,55 @@ class TiffFileBackend(ArrayBackend):
                 if file.appender is not None:
                     file.appender.close()
                     file.appender = None
-        self._write_documents(final, built)
+        if texts is not None:
+            self._write_texts(texts)
+        else:
+            self._write_documents(final, built)
+
+    def _close_texts(self) -> dict[int, bytes] | None:
+        """Our documents at close, as each file's XML, written from the
+        records without building the Planes' models (the bulk of the cost of
+        closing with per-frame metadata); the models are built if asked for
+        later (`_written_documents`). None if the text cannot be made so."""
+        images = self._final_image_records()
+        global_metadata = dict(self._global)
+        text = self._builder.build_text(images, global_metadata)
+        keys = [COMPANION_KEY] if self.layout.companion is not None else []
+        keys += [i for i, file in enumerate(self._files) if file.full_metadata]
+        texts: dict[int, bytes] = {}
+        first: tuple[str, bytes] | None = None
+        for key in keys:
+            uuid = (
+                self._companion_uuid if key == COMPANION_KEY else self._files[key].uuid
+            )
+            xml = _with_root_uuid(first, f"urn:uuid:{uuid}")
+            if xml is None:
+                rendered = text.render(f"urn:uuid:{uuid}")
+                if rendered is None:
+                    return None
+                xml = rendered.encode("utf-8")
+                first = (f"urn:uuid:{uuid}", xml)
+            texts[key] = xml
+        for index, file in enumerate(self._files):
+            if not file.full_metadata:
+                texts[index] = self._built_xml(self._stub(index))
+        self._written_from = (images, global_metadata)
+        return texts
+
+    def _write_texts(self, texts: dict[int, bytes]) -> None:
+        for key, xml in texts.items():
+            if key == COMPANION_KEY:
+                self._replace_companion(xml)
+            else:
+                tifffile.tiffcomment(self.paths[key], comment=xml)
+
+    def _written_documents(self) -> dict[int, OME]:
+        """After close: what the files hold (built now if close wrote text)."""
+        if self._written_from is not None:
+            generated = self._generated(self._written_from)
+            self._written_from = None
+            self._written = {**generated, **self._written}
+        return self._written
 
     def _final_documents(self) -> tuple[dict[int, OME], frozenset[int]]:
         """The documents to write at close: ours, or the user's brought up to
@@ -795,3 +863,15 @@ def _same_but_uuid(a: OME, b: OME) -> bool:
         for name in type(a).model_fields
         if name != "uuid"
     )
+
+
+def _with_root_uuid(first: tuple[str, bytes] | None, uuid: str) -> bytes | None:
+    """`first` (a UUID and the XML of a document with it as root UUID) with
+    `uuid` instead; None if there is no first, or its UUID is not there
+    exactly once."""
+    if first is None:
+        return None
+    old = f'UUID="{first[0]}"'.encode()
+    if first[1].count(old) != 1:
+        return None
+    return first[1].replace(old, f'UUID="{uuid}"'.encode())
