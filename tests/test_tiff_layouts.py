@@ -1016,3 +1016,34 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     info = readers.bioformats_info(settings.output_path)
     assert info.is_ome_tiff, info.stdout
     assert info.series[0].size_t == n
+
+
+@pytest.mark.parametrize("unbounded", [False, True], ids=["bounded", "early-close"])
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_close_writes_the_documents_get_metadata_returns(
+    name: str, unbounded: bool, tmp_path: Path
+) -> None:
+    """Close writes our documents as text, without building their models;
+    `get_metadata` builds them afterwards. In every layout (companion file,
+    BinaryOnly stubs, a file per position) and after an early close, each
+    file holds exactly the serialisation of the document get_metadata
+    returns for it, which the OME schema accepts."""
+    layout = LAYOUTS[name]
+    root = tmp_path / "run.ome.tiff"
+    settings = settings_for(layout, root, t=None if unbounded else 2)
+    count = (layout.n_positions * 4) + (3 if unbounded else 4 * layout.n_positions)
+    with create_stream(settings) as stream:
+        stream.set_global_metadata("lab", {"room": "B-1 <east>"})
+        for number in range(count):
+            metadata = AWKWARD_PLANES[number % len(AWKWARD_PLANES)]
+            stream.append(make_frame(number), frame_metadata=metadata)
+    written = stream.get_metadata()
+    paths: dict[int, Path] = dict(enumerate(stream._backend.paths))
+    companion = layout.companion(root)
+    if companion is not None:
+        paths[-1] = companion
+    assert sorted(written) == sorted(paths)
+    for key, path in paths.items():
+        on_disk = path.read_text("utf-8") if key == -1 else readers.tiff_ome_xml(path)
+        assert written[key].to_xml().strip() == on_disk.strip(), key
+        readers.validate_ome_xml(on_disk)
