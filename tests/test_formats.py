@@ -489,8 +489,8 @@ def test_metadata_with_characters_xml_cannot_hold(suffix: str, tmp_path: Path) -
             "nested": json.dumps([CONTROL]),  # JSON escapes them itself
         }
     (lab,) = [a for a in annotations.values() if (a.namespace or "").startswith("lab")]
-    # an xs:anyURI: with "[" percent-encoded too
-    assert lab.namespace == f"lab{CONTROL_ESCAPED}".replace("[", "%5B")
+    # not an xs:anyURI as given: percent-encoded (UTF-8)
+    assert lab.namespace == "labready%01%1B%5B0m%20%ED%A0%80%20%EF%BF%BF"
     assert {m.k: m.value for m in lab.value.ms} == {"note": CONTROL_ESCAPED}
     info = readers.bioformats_info(settings.output_path)  # its own XML parser
     assert info.is_ome_tiff

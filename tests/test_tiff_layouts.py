@@ -794,6 +794,7 @@ AWKWARD_PLANES: list[dict[str, Any]] = [
     {"position_z": True, "delta_t": "soon", "exposure_time": None},
     {"ctrl": "x\x01y", "list": [1, "two", None], "dict": {"a": 1.5}},
     {"big": 2**70, "third": 1 / 3, "position_y": -2.5e-300},
+    {"delta_t": 10**400, "exposure_time": 2**1023 * 2},  # beyond float: entries
 ]
 
 
@@ -845,9 +846,9 @@ def test_built_documents_are_serialised_as_ome_types_would(
         generated = backend._generated()
         documents += list(generated.values())
         # what close writes: text from the records, no Plane models
-        texts = backend._close_texts()
-        backend._written_from = None
-    assert texts is not None
+        made = backend._close_texts()
+    assert made is not None
+    texts, _ = made
     assert sorted(texts) == sorted(generated)
     for key, document in generated.items():
         assert texts[key] == document.to_xml().encode(), key
@@ -1047,3 +1048,92 @@ def test_close_writes_the_documents_get_metadata_returns(
         on_disk = path.read_text("utf-8") if key == -1 else readers.tiff_ome_xml(path)
         assert written[key].to_xml().strip() == on_disk.strip(), key
         readers.validate_ome_xml(on_disk)
+
+
+def test_a_close_that_fails_leaves_no_documents_for_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up while close pads the last time point: close raises,
+    get_metadata has nothing written to report, and global metadata set
+    afterwards (as the pymmcore-plus handler records the status) does not
+    write documents describing pages the file does not hold - the file
+    keeps its interim OME-XML and every page reads back."""
+    from ome_stream._formats.tiff import pages as tiff_pages
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "pad.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=None),
+            Dimension(name="c", count=2),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    for number in range(3):  # the second time point lacks a channel
+        stream.append(make_frame(number), frame_metadata={"frame": number})
+    while stream.frames_written < 3:
+        time.sleep(0.01)
+    real = os.pwritev
+
+    def full(fd: int, buffers: list[Any], offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tiff_pages.os, "pwritev", full)
+    with pytest.raises(Exception, match="No space left on device"):
+        stream.close()
+    monkeypatch.setattr(tiff_pages.os, "pwritev", real)
+    assert stream.get_metadata() == {}
+    stream.set_global_metadata("status", {"finish_reason": "failed"})
+    with tifffile.TiffFile(settings.output_path) as tif:
+        pages = [page.asarray() for page in tif.pages]
+    assert len(pages) == 3
+    for number, page in enumerate(pages):
+        np.testing.assert_array_equal(page, make_frame(number))
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    described = sum(b.plane_count or 1 for b in ome.images[0].pixels.tiff_data_blocks)
+    assert described <= 3
+
+
+NAMESPACES = {
+    # valid xs:anyURI: written as given
+    "lab": "lab",
+    "lab note": "lab note",
+    "http://[::1]/ns": "http://[::1]/ns",
+    "urn:lab:scope": "urn:lab:scope",
+    "http://example.org/ns#v2": "http://example.org/ns#v2",
+    "µ/x": "µ/x",
+    # not: percent-encoded (UTF-8) but for letters, digits, "-._~/"
+    "Lab notes: run 2": "Lab%20notes%3A%20run%202",
+    "1:x": "1%3Ax",
+    "lab[1]": "lab%5B1%5D",
+    "50% done": "50%25%20done",
+    "a#b#c": "a%23b%23c",
+    "é:x": "%C3%A9%3Ax",
+    "ctrl\x01": "ctrl%01",
+}
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["ours", "user-edited"])
+@pytest.mark.parametrize("namespace", list(NAMESPACES))
+def test_global_metadata_namespaces_are_valid_uris(
+    namespace: str, edited: bool, tmp_path: Path
+) -> None:
+    """A MapAnnotation's Namespace is an xs:anyURI: namespaces that are one
+    are written as given, others percent-encoded, so both schema validators
+    accept the file; and a namespace set after the user's update_metadata
+    replaces its annotation there too, once."""
+    layout = LAYOUTS["single"]
+    settings = settings_for(layout, tmp_path / "ns.ome.tiff")
+    with create_stream(settings) as stream:
+        stream.set_global_metadata(namespace, {"k": "old"})
+        for number in range(settings.num_frames or 0):
+            stream.append(make_frame(number))
+            if edited and number == 0:
+                stream.update_metadata(stream.get_metadata())
+        stream.set_global_metadata(namespace, {"k": "new"})
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    annotations = ome.structured_annotations.map_annotations
+    (found,) = [a for a in annotations if a.namespace == NAMESPACES[namespace]]
+    assert {m.k: m.value for m in found.value.ms} == {"k": "new"}

@@ -130,4 +130,8 @@ def plane_value(metadata: Mapping[str, Any], key: str) -> float | None:
     value = metadata.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range: not a plane value
+        return None
+    return number if math.isfinite(number) else None

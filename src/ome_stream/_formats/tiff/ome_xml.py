@@ -440,21 +440,58 @@ def xml_text(text: str) -> str:
     return XML_INCOMPATIBLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
-# what libxml2 refuses in an xs:anyURI (MapAnnotation Namespace) once
-# controls are escaped: a "%" not starting an escape, brackets, a second "#"
-_NOT_IN_URI = re.compile(r"%(?![0-9A-Fa-f]{2})|[\[\]]")
+def _uri_reference_pattern() -> re.Pattern[str]:
+    """RFC 3986's URI-reference (section 4.1), as a regular expression."""
+    unreserved = r"A-Za-z0-9\-._~"
+    sub_delims = r"!$&'()*+,;="
+    pct = r"%[0-9A-Fa-f]{2}"
+    pchar = rf"(?:[{unreserved}{sub_delims}:@]|{pct})"
+    segment = rf"{pchar}*"
+    segment_nz = rf"{pchar}+"
+    segment_nz_nc = rf"(?:[{unreserved}{sub_delims}@]|{pct})+"
+    query = rf"(?:{pchar}|[/?])*"
+    ip_literal = rf"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[{unreserved}{sub_delims}:]+)\]"
+    host = rf"(?:{ip_literal}|(?:[{unreserved}{sub_delims}]|{pct})*)"
+    userinfo = rf"(?:(?:[{unreserved}{sub_delims}:]|{pct})*@)?"
+    authority = rf"{userinfo}{host}(?::[0-9]*)?"
+    path_abempty = rf"(?:/{segment})*"
+    path_absolute = rf"/(?:{segment_nz}(?:/{segment})*)?"
+    path_rootless = rf"{segment_nz}(?:/{segment})*"
+    path_noscheme = rf"{segment_nz_nc}(?:/{segment})*"
+    tail = rf"(?:\?{query})?(?:#{query})?"
+    scheme = r"[A-Za-z][A-Za-z0-9+\-.]*"
+    absolute = (
+        rf"{scheme}:(?://{authority}{path_abempty}|{path_absolute}|{path_rootless}|)"
+    )
+    relative = rf"(?://{authority}{path_abempty}|{path_absolute}|{path_noscheme}|)"
+    return re.compile(rf"(?:{absolute}|{relative}){tail}")
+
+
+_URI_REFERENCE = _uri_reference_pattern()
+# what a URI keeps as it is when a namespace is percent-encoded
+_URI_SAFE = re.compile(r"[A-Za-z0-9\-._~/]")
 
 
 def namespace_uri(namespace: str) -> str:
     """A global-metadata namespace as a valid MapAnnotation Namespace (an
-    xs:anyURI): as it is when it is one, else with the characters a URI
-    cannot hold percent-encoded ("a[1]" -> "a%5B1%5D")."""
+    xs:anyURI, which XML schema validators check as an RFC 3986 reference
+    once spaces and non-ASCII characters are escaped): as it is when it is
+    one ("lab", "http://example.org/ns#v2", "urn:lab:scope"), else
+    percent-encoded as UTF-8 but for letters, digits, "-._~" and "/"
+    ("Lab notes: run 2" -> "Lab%20notes%3A%20run%202")."""
+    escaped = "".join(
+        char if " " < char < "\x7f" else _percent(char) for char in namespace
+    )
+    if XML_INCOMPATIBLE.search(namespace) is None and _URI_REFERENCE.fullmatch(escaped):
+        return namespace
+    return "".join(
+        char if _URI_SAFE.match(char) else _percent(char) for char in namespace
+    )
 
-    def encode(part: str) -> str:
-        return _NOT_IN_URI.sub(lambda found: f"%{ord(found.group()):02X}", part)
 
-    head, hash_sign, fragment = xml_text(namespace).partition("#")
-    return encode(head) + hash_sign + encode(fragment).replace("#", "%23")
+def _percent(char: str) -> str:
+    data = char.encode("utf-8", "surrogatepass")
+    return "".join(f"%{byte:02X}" for byte in data)
 
 
 def _map_entry(key: str, value: Any) -> Map.M:

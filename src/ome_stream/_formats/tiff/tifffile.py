@@ -53,6 +53,7 @@ from .ome_xml import (
     built_xml,
     dimension_order,
     global_annotation,
+    namespace_uri,
     tiff_data_runs,
 )
 from .pages import PageAppender, PageReader
@@ -444,7 +445,7 @@ class TiffFileBackend(ArrayBackend):
     def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._global[namespace] = metadata
         for user in self._user_documents.values():
-            user.namespaces.add(namespace)
+            user.namespaces.add(namespace_uri(namespace))  # as in the XML
         if self._closed:
             annotation = global_annotation("Annotation:0", namespace, metadata)
             for document in self._written_documents().values():
@@ -722,9 +723,12 @@ class TiffFileBackend(ArrayBackend):
         if self._closed:
             return
         texts: dict[int, bytes] | None = None
+        written_from: tuple[list[ImageRecord], dict[str, Any]] | None = None
         try:
             if not self._user_documents:
-                texts = self._close_texts()
+                made = self._close_texts()
+                if made is not None:
+                    texts, written_from = made
             if texts is None:
                 final, built = self._final_documents()
             for image, (count, _) in zip(self._images, self._padding()):
@@ -744,16 +748,21 @@ class TiffFileBackend(ArrayBackend):
                 if file.appender is not None:
                     file.appender.close()
                     file.appender = None
-        if texts is not None:
-            self._write_texts(texts)
-        else:
+        if texts is None:
             self._write_documents(final, built)
+            return
+        self._write_texts(texts)
+        # what the files hold now; `get_metadata` builds its models from it
+        self._written_from = written_from
 
-    def _close_texts(self) -> dict[int, bytes] | None:
+    def _close_texts(
+        self,
+    ) -> tuple[dict[int, bytes], tuple[list[ImageRecord], dict[str, Any]]] | None:
         """Our documents at close, as each file's XML, written from the
         records without building the Planes' models (the bulk of the cost of
-        closing with per-frame metadata); the models are built if asked for
-        later (`_written_documents`). None if the text cannot be made so."""
+        closing with per-frame metadata), and the records and global metadata
+        it was made from: once the files hold it, `_written_documents` builds
+        the models from them if asked. None if the text cannot be made so."""
         images = self._final_image_records()
         global_metadata = dict(self._global)
         text = self._builder.build_text(images, global_metadata)
@@ -776,8 +785,7 @@ class TiffFileBackend(ArrayBackend):
         for index, file in enumerate(self._files):
             if not file.full_metadata:
                 texts[index] = self._built_xml(self._stub(index))
-        self._written_from = (images, global_metadata)
-        return texts
+        return texts, (images, global_metadata)
 
     def _write_texts(self, texts: dict[int, bytes]) -> None:
         for key, xml in texts.items():
