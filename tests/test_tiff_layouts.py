@@ -1137,3 +1137,29 @@ def test_global_metadata_namespaces_are_valid_uris(
     annotations = ome.structured_annotations.map_annotations
     (found,) = [a for a in annotations if a.namespace == NAMESPACES[namespace]]
     assert {m.k: m.value for m in found.value.ms} == {"k": "new"}
+
+
+def test_global_metadata_landing_between_get_and_update_metadata_is_kept(
+    tmp_path: Path,
+) -> None:
+    """set_global_metadata is queued: the writer can apply it after the
+    user's get_metadata and before their update_metadata. The document
+    they pass lacks it, yet the file gets it, with their edit."""
+    layout = LAYOUTS["single"]
+    settings = settings_for(layout, tmp_path / "race.ome.tiff")
+    stream = create_stream(settings)
+    for number in range(settings.num_frames or 0):
+        stream.append(make_frame(number))
+    backend = stream._backend
+    with stream._backend_lock:  # the order the writer thread can produce
+        handed_out = backend.get_metadata()
+        backend.set_global_metadata("lab", {"room": "B-1"})
+        handed_out[0].images[0].name = "renamed"
+        backend.update_metadata(handed_out)
+    stream.close()
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    assert ome.images[0].name == "renamed"
+    (lab,) = [
+        a for a in ome.structured_annotations.map_annotations if a.namespace == "lab"
+    ]
+    assert {m.k: m.value for m in lab.value.ms} == {"room": "B-1"}

@@ -160,6 +160,10 @@ class TiffFileBackend(ArrayBackend):
         self._user_documents: dict[int, _UserDocument] = {}
         self._handed_out: dict[int, OME] = {}  # what get_metadata last returned
         self._handed_out_records: list[int] = []  # frame records it included
+        # namespaces of global metadata in the order set (as in the XML), and
+        # how many of them the documents get_metadata last returned held
+        self._global_set: list[str] = []
+        self._handed_out_globals = 0
         self._written: dict[int, OME] = {}  # after close: what the files hold
         # ...or, until asked for, what to build those documents from (close
         # writes ours as text: `_close_texts`)
@@ -444,8 +448,9 @@ class TiffFileBackend(ArrayBackend):
 
     def set_global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._global[namespace] = metadata
+        self._global_set.append(namespace_uri(namespace))  # as in the XML
         for user in self._user_documents.values():
-            user.namespaces.add(namespace_uri(namespace))  # as in the XML
+            user.namespaces.add(self._global_set[-1])
         if self._closed:
             annotation = global_annotation("Annotation:0", namespace, metadata)
             for document in self._written_documents().values():
@@ -470,6 +475,7 @@ class TiffFileBackend(ArrayBackend):
         else:
             documents = self._handed_out = self._documents_now()
             self._handed_out_records = [len(image.records) for image in self._images]
+            self._handed_out_globals = len(self._global_set)
         return {key: doc.model_copy(deep=True) for key, doc in documents.items()}
 
     def update_metadata(self, metadata: Any) -> None:
@@ -508,13 +514,17 @@ class TiffFileBackend(ArrayBackend):
         for key, document in metadata.items():
             # Planes of frames written after the get_metadata the document
             # came from are added at close (frames may be written meanwhile).
+            # So is global metadata set since (the stream queues it: it can
+            # land between the get_metadata and this call).
+            handed_out = key in self._handed_out
             seen = (
                 self._handed_out_records
-                if key in self._handed_out
+                if handed_out
                 else [len(image.records) for image in self._images]
             )
+            since = self._global_set[self._handed_out_globals :] if handed_out else []
             self._user_documents[key] = _UserDocument(
-                document.model_copy(deep=True), list(seen)
+                document.model_copy(deep=True), list(seen), set(since)
             )
 
     def _describe_keys(self) -> str:
