@@ -32,7 +32,7 @@ import numpy as np
 from ome_types import OME, model
 from ome_types.model import Map
 
-from ..._frame_metadata import plane_value
+from ..._frame_metadata import PLANE_KEYS, plane_value
 from ..._settings import AcquisitionSettings, Channel, Dimension, Position
 from ..._settings.acquisition import OME_PIXEL_TYPES
 from ..._settings.base import XML_INCOMPATIBLE
@@ -503,15 +503,15 @@ def _map_text(value: Any) -> str:
     return xml_text(value if isinstance(value, str) else json.dumps(value))
 
 
-_MICROMETER = model.UnitsLength.MICROMETER
-_SECOND = model.UnitsTime.SECOND
-# frame-metadata keys written as Plane attributes (with their unit)
+# frame-metadata keys written as Plane attributes (PLANE_KEYS), with their unit
 _PLANE_VALUES = [
-    ("delta_t", _SECOND),
-    ("exposure_time", _SECOND),
-    ("position_x", _MICROMETER),
-    ("position_y", _MICROMETER),
-    ("position_z", _MICROMETER),
+    (
+        key,
+        model.UnitsTime.SECOND
+        if key in ("delta_t", "exposure_time")
+        else model.UnitsLength.MICROMETER,
+    )
+    for key in PLANE_KEYS
 ]
 
 
