@@ -364,6 +364,7 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
     must read as missing, not as the refused pixels."""
     from ome_stream import BackpressureError
     from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+    from ome_stream._stream import QUEUE_ITEM_BYTES
 
     gate = threading.Event()
     real_write = TensorStoreBackend.write
@@ -377,7 +378,7 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
     settings = _sharded_t(
         tmp_path / "q.ome.zarr",
         10,
-        max_queue_bytes=2 * frame_bytes,
+        max_queue_bytes=2 * (frame_bytes + QUEUE_ITEM_BYTES),
         append_timeout=0.2,
     )
 

@@ -23,6 +23,7 @@ from ome_stream import (
 )
 from ome_stream._formats.memory import MemoryBackend
 from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+from ome_stream._stream import QUEUE_ITEM_BYTES
 from tests import _readers as readers
 from tests._cases import FRAME, make_frame
 
@@ -289,6 +290,11 @@ def _memory_stream(
     return create_stream(_settings("", {"t": 10}, **kw))
 
 
+def _queue_charge(frame_bytes: int, count: int = 1) -> int:
+    """What `count` frames without metadata take of max_queue_bytes."""
+    return count * (frame_bytes + QUEUE_ITEM_BYTES)
+
+
 def test_writer_failure_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = _memory_stream(monkeypatch, _FailingBackend)
     for i in range(4):  # the 4th write fails in the writer thread
@@ -354,11 +360,14 @@ def test_full_queue_times_out_with_a_clear_error(
     frame_bytes = make_frame(0).nbytes
     _SlowBackend.gate = threading.Event()
     stream = _memory_stream(
-        monkeypatch, _SlowBackend, max_queue_bytes=3 * frame_bytes, append_timeout=0.2
+        monkeypatch,
+        _SlowBackend,
+        max_queue_bytes=_queue_charge(frame_bytes, 3),
+        append_timeout=0.2,
     )
     for i in range(3):  # the bound counts the frame being written too
         stream.append(make_frame(i))
-    assert stream.queued_bytes == 3 * frame_bytes
+    assert stream.queued_bytes == _queue_charge(frame_bytes, 3)
     with pytest.raises(BackpressureError, match="max_queue_bytes"):
         stream.append(make_frame(3))
     _SlowBackend.gate.set()
@@ -388,7 +397,10 @@ def test_a_slow_backend_frees_room_after_each_write_not_each_batch(
     monkeypatch.setattr(stream_module, "create_backend", _PacedBackend)
     frame_bytes = make_frame(0).nbytes
     settings = _settings(
-        "", {"t": 40}, max_queue_bytes=34 * frame_bytes, append_timeout=1.0
+        "",
+        {"t": 40},
+        max_queue_bytes=_queue_charge(frame_bytes, 34),
+        append_timeout=1.0,
     )
     with create_stream(settings) as stream:
         for i in range(40):  # from the 35th on, each waits for room
@@ -566,6 +578,50 @@ def test_memory_stays_within_the_queue_bound_with_a_slow_disk(
         stream.close()
     assert peak < bound + 4 * frame.nbytes
     assert stream.frames_written == 200
+
+
+def test_tiny_frames_with_metadata_stay_within_the_queue_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bound counts what a queued frame really costs: for an 8 x 8 frame
+    its metadata and the objects carrying it are most of it."""
+    import tracemalloc
+
+    import ome_stream._stream as stream_module
+
+    bound = 2**20
+    monkeypatch.setattr(stream_module, "create_backend", _SlowBackend)
+    _SlowBackend.gate = threading.Event()  # the writer blocks on the first frame
+    settings = AcquisitionSettings(
+        dimensions=dims_from_standard_axes({"t": None, "y": 8, "x": 8}),
+        dtype="uint16",
+        max_queue_bytes=bound,
+        append_timeout=0,
+    )
+    stream = create_stream(settings)
+    metadata = {"camera": "Camera", "note": "x" * 200, "delta_t": 0.5}
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        queued = 0
+        full = False
+        while not full:  # until the queue is full
+            frame = np.full((8, 8), queued, np.uint16)  # fresh, as a camera's
+            try:
+                stream.append(frame, frame_metadata={**metadata, "i": queued})
+            except BackpressureError:
+                full = True
+            else:
+                queued += 1
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        _SlowBackend.gate.set()
+        stream.close()
+    assert stream.queued_bytes == 0
+    assert stream.frames_written == queued
+    assert queued > 500  # (the bound was not refused at the first frames)
+    assert held - before < bound + 128 * 1024
 
 
 def _deep_size(value: Any, seen: set[int] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import math
 import sys
 import threading
@@ -28,7 +29,7 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
-from ._frame_metadata import MetadataJSON, checked_metadata, checked_metadata_json
+from ._frame_metadata import MetadataJSON, checked_metadata_json
 from ._journal import Journal, journal_path
 from ._refs import LOCAL_ONLY
 from ._routing import FrameRouter
@@ -87,6 +88,13 @@ EVENT_NAMES = ("coords_changed", "coords_expanded", "progress", "finished")
 
 
 PROGRESS_INTERVAL_S = 0.2
+# What the queue charges each item on top of its pixels and metadata text:
+# the Python objects that carry it (the item tuple, the array object, the
+# index tuple, the queue's entry), ~420 bytes measured for a pooled copy.
+# Without it, 256 MiB of 16 x 16 frames held ~0.5 GB. A skipped frame's
+# target costs SKIP_TARGET_BYTES.
+QUEUE_ITEM_BYTES = 512
+SKIP_TARGET_BYTES = 128
 # Written frames' buffers kept for reuse by append at most (see _FramePool).
 POOL_MAX_BYTES = 16 * 2**20
 
@@ -108,10 +116,11 @@ DRAIN_RELEASE_S = 0.005
 
 
 class _ByteBoundedQueue:
-    """FIFO holding at most `max_bytes` of frames, counting with them the
-    bytes the backend still holds of frames already taken (`held_bytes`, set
-    by the writer: writes in flight). An item always fits in an empty queue,
-    so a frame bigger than the bound cannot deadlock."""
+    """FIFO holding items that cost at most `max_bytes` of memory (what
+    `put` charges each), counting with them the bytes the backend still
+    holds of frames already taken (`held_bytes`, set by the writer: writes
+    in flight). An item always fits in an empty queue, so a frame bigger
+    than the bound cannot deadlock."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -303,7 +312,9 @@ class OMEStream:
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes of frames waiting for the writer thread."""
+        """Memory held by what waits for the writer thread: each frame's
+        pixels and metadata text, and QUEUE_ITEM_BYTES of bookkeeping per
+        item (the measure `max_queue_bytes` bounds)."""
         return self._queue.queued_bytes
 
     def stats(self) -> StreamStats:
@@ -384,12 +395,17 @@ class OMEStream:
             pooled,
         )
         try:
-            self._put(item, frame.nbytes)
+            self._put(item, frame.nbytes + self._item_overhead(encoded))
         except BaseException:
             if slot is not None:
                 slot[...] = 0  # not queued: its place must read as missing
             raise
         self._next_frame = number + 1
+
+    @staticmethod
+    def _item_overhead(encoded: MetadataJSON | None) -> int:
+        """What a queued frame costs besides its pixels."""
+        return QUEUE_ITEM_BYTES + (0 if encoded is None else len(encoded))
 
     def _raise_bad_frame(self, frame: np.ndarray) -> None:
         if frame.shape != self._frame_shape:
@@ -421,7 +437,10 @@ class OMEStream:
             (t.position_index, t.storage_index)
             for t in map(self._router.route, range(start, start + frames))
         ]
-        self._put(("skip", targets, start + frames - 1), 0)
+        self._put(
+            ("skip", targets, start + frames - 1),
+            QUEUE_ITEM_BYTES + SKIP_TARGET_BYTES * frames,
+        )
         self._next_frame = start + frames
         self._frames_skipped += frames
 
@@ -435,14 +454,15 @@ class OMEStream:
             raise ValueError(
                 f"namespace {namespace!r} is reserved by ome-stream; choose another."
             )
-        checked = checked_metadata(metadata, argument="metadata")
+        encoded = checked_metadata_json(metadata, argument="metadata")
+        checked = json.loads(encoded)
         with self._close_lock:
             if self._closed:
                 with self._backend_lock:
                     self._backend.set_global_metadata(namespace, checked)
                 return
         self._check_usable()
-        self._put(("global", namespace, checked), 0)
+        self._put(("global", namespace, checked), self._item_overhead(encoded))
 
     def _put(self, item: Any, nbytes: int) -> None:
         if not self._queue.put(item, nbytes, self._timeout):
@@ -486,7 +506,7 @@ class OMEStream:
             while batch:
                 item, item_bytes = batch.pop()
                 if item is not _STOP:
-                    buffer = self._write_item(item, item_bytes)
+                    buffer = self._write_item(item)
                     if buffer is not None:
                         pooled.append(buffer)
                 count += 1
@@ -513,7 +533,7 @@ class OMEStream:
         while pooled:  # (no loop variable left holding a buffer)
             self._pool.release(pooled.pop())
 
-    def _write_item(self, item: Any, nbytes: int) -> np.ndarray | None:
+    def _write_item(self, item: Any) -> np.ndarray | None:
         """Hand one queued item to the backend. An error is kept (raised on
         the caller's thread) and every later item is dropped. Returns the
         pool's buffer of a frame written, if it was one."""
@@ -527,7 +547,7 @@ class OMEStream:
                 with self._backend_lock:
                     backend.write(item[1], item[2], item[3], item[4])
                 self._frames_written += 1
-                self._bytes_written += nbytes
+                self._bytes_written += item[3].nbytes
                 self._emit_coords(item[5])
                 if item[6]:  # the pool's buffer
                     buffer = item[3]

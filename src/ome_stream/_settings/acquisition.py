@@ -62,10 +62,10 @@ class AcquisitionSettings(SettingsModel):
     `storage_order` is "ome" (a layout the format's specification allows),
     "acquisition" (no reordering), or a list of dimension names.
     `max_queue_bytes` bounds the memory held by frames waiting to be written
-    (queued, or held by the writer in Zarr writes still in flight); when it
-    is full, `append` waits up to
-    `append_timeout` seconds (None: no limit, 0: fail at once) and then raises
-    `BackpressureError`.
+    (queued, or held by the writer in Zarr writes still in flight): their
+    pixels, their metadata and ~0.5 KB of bookkeeping each. When it is full,
+    `append` waits up to `append_timeout` seconds (None: no limit, 0: fail at
+    once) and then raises `BackpressureError`.
     """
 
     root_path: str = ""
