@@ -218,13 +218,19 @@ AWKWARD_METADATA = [
 ]
 
 
+@pytest.mark.parametrize("spill_bytes", [None, 300], ids=["in-memory", "spilled"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_frame_metadata_and_missing_frames_read_back_exactly(
-    backend: str, tmp_path: Path
+    backend: str, spill_bytes: int | None, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """zarr.json holds each frame's metadata as appended (whatever its
     text), then its storage index, and the missing frames; readers we did
-    not write parse it, and `get_metadata` still returns plain lists."""
+    not write parse it, and `get_metadata` still returns plain lists.
+    "spilled": the records go to the spill file every frame or two."""
+    if spill_bytes is not None:
+        import ome_stream._frame_metadata as frame_metadata
+
+        monkeypatch.setattr(frame_metadata, "SPILL_MEMORY_BYTES", spill_bytes)
     dims = [
         Dimension(name="t", count=3, type="time"),
         Dimension(name="c", count=4, type="channel"),
@@ -248,6 +254,8 @@ def test_frame_metadata_and_missing_frames_read_back_exactly(
             stream.append(np.full((16, 16), number, np.uint16), metadata)
             plain = {key: np.asarray(v).tolist() for key, v in metadata.items()}
             expected.append({**plain, "storage_index": [number // 4, number % 4]})
+    if spill_bytes is not None:
+        assert len(stream._backend._spill._members[0]._blocks) >= 3
     attributes = readers.zarr_documents(stream.output_path)[""]["attributes"]
     section = attributes["ome_stream"]
     assert section["frame_metadata"] == expected

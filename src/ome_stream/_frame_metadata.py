@@ -8,18 +8,23 @@ to a `MapAnnotation`. OME-Zarr stores the dict as given, with `storage_index`.
 A frame's metadata travels and is kept as compact JSON text (`MetadataJSON`):
 `append` encodes it once to check it, the journal writes that text as it is,
 and backends keep it for the final metadata - every frame's, for the whole
-run - at about a sixth of the memory of the dict (hardware metadata from
-pymmcore-plus: ~0.5 against ~3 KB a frame). It is decoded when the final
-metadata is built.
+run - in `FrameRecords`: the newest in memory, the rest in an anonymous file
+on the output's disk (`RecordSpill`), so that memory does not grow with the
+length of the run. It is decoded when the final metadata is built.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import os
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NewType
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any, NewType
 
 import numpy as np
 
@@ -61,6 +66,163 @@ class FrameRecord:
         # so it is never there already)
         sep = "" if text == "{}" else ","
         return f'{text[:-1]}{sep}"storage_index":[{index}]}}'
+
+
+# Records kept in memory, in all of a backend's images, before they go to
+# the spill file (counted as their JSON text plus RECORD_BYTES each).
+SPILL_MEMORY_BYTES = 2**20
+RECORD_BYTES = 120  # a FrameRecord, its index tuple and the str object
+
+
+class RecordSpill:
+    """One anonymous file holding the frame records of all of a backend's
+    images, written in blocks: whenever the records kept in memory reach
+    `memory_bytes`, every image's are appended to it in one write. The file
+    is made in `directory` (the output's, so on its disk, not in a RAM-backed
+    /tmp) at the first spill, and has no name: nothing is left behind, even
+    by a killed process (the journal is what `recover` reads). If it cannot
+    be made or written (a full disk), the records stay in memory and it is
+    tried again once as much more has come: no record is ever lost."""
+
+    def __init__(self, directory: Path | None, memory_bytes: int | None = None) -> None:
+        self._directory = directory
+        self._memory_bytes = (
+            SPILL_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        )
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        self._members: list[FrameRecords] = []
+        self.in_memory = 0  # bytes of records kept in memory, all images
+        self._next_try = self._memory_bytes
+
+    def records(self) -> FrameRecords:
+        """The records of one more image, spilled here."""
+        member = FrameRecords(self)
+        self._members.append(member)
+        return member
+
+    def added(self, nbytes: int) -> None:
+        self.in_memory += nbytes
+        if self.in_memory >= self._next_try and self._directory is not None:
+            self.spill()
+
+    def spill(self) -> bool:
+        """Write every image's records in memory to the file; False if it
+        could not be (they stay in memory)."""
+        blocks = [(m, m._encoded_tail()) for m in self._members if m._tail]
+        data = b"".join(text for _, text in blocks)
+        try:
+            if self._file is None:
+                # (kept open as long as the records are read: no `with`)
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                    dir=self._directory, prefix=".ome-stream-records-"
+                )
+                # closed with the records (after close, get_metadata and
+                # later metadata writes still read them)
+                weakref.finalize(self, self._file.close)
+            fd = self._file.fileno()
+            view = memoryview(data)
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, view[done:], self._size + done)
+        except OSError:
+            self._next_try = self.in_memory + self._memory_bytes
+            return False
+        offset = self._size
+        for member, text in blocks:
+            member._spilled(offset, len(text))
+            offset += len(text)
+        self._size = offset
+        self.in_memory = sum(m._tail_bytes for m in self._members)
+        self._next_try = self._memory_bytes
+        return True
+
+    def read(self, offset: int, nbytes: int) -> bytes:
+        assert self._file is not None
+        data = os.pread(self._file.fileno(), nbytes, offset)
+        if len(data) != nbytes:  # (the file is ours alone: never short)
+            raise OSError(f"Frame records lost: read {len(data)} of {nbytes} bytes.")
+        return data
+
+
+class FrameRecords:
+    """The frame records of one image, in the order they were added: the
+    newest in memory, the others in their `RecordSpill`'s file (a line each,
+    `i,j,k<TAB>metadata JSON`). Without a spill, all in memory."""
+
+    def __init__(self, spill: RecordSpill | None = None) -> None:
+        self._spill = spill
+        self._blocks: list[tuple[int, int, int]] = []  # (offset, bytes, records)
+        self._spilled_count = 0
+        self._tail: list[FrameRecord] = []
+        self._tail_bytes = 0
+
+    def append(self, storage_index: tuple[int, ...], metadata: MetadataJSON) -> None:
+        self._tail.append(FrameRecord(storage_index, metadata))
+        nbytes = len(metadata) + RECORD_BYTES
+        self._tail_bytes += nbytes
+        if self._spill is not None:
+            self._spill.added(nbytes)
+
+    def __len__(self) -> int:
+        return self._spilled_count + len(self._tail)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[FrameRecord]:
+        return self.since(0)
+
+    def since(self, start: int) -> Iterator[FrameRecord]:
+        """The records from the `start`-th on (a block of the file at a time
+        in memory)."""
+        for offset, nbytes, count in self._blocks:
+            if start >= count:
+                start -= count
+                continue
+            assert self._spill is not None
+            lines = self._spill.read(offset, nbytes).split(b"\n")
+            for line in islice(lines, start, count):
+                yield _record_from_line(line)
+            start = 0
+        yield from islice(self._tail, start, None)
+
+    def discard(self, storage_indices: set[tuple[int, ...]]) -> None:
+        """Drop the records of these frames (a write that failed)."""
+        kept = [r for r in self if r.storage_index not in storage_indices]
+        if len(kept) == len(self):
+            return
+        if self._spill is not None:
+            self._spill.in_memory -= self._tail_bytes
+        self._blocks = []
+        self._spilled_count = 0
+        self._tail = []
+        self._tail_bytes = 0
+        for record in kept:
+            self.append(record.storage_index, record.metadata_json)
+
+    def _encoded_tail(self) -> bytes:
+        return "".join(
+            [
+                f"{','.join(map(str, r.storage_index))}\t{r.metadata_json}\n"
+                for r in self._tail
+            ]
+        ).encode("utf-8", "surrogatepass")
+
+    def _spilled(self, offset: int, nbytes: int) -> None:
+        """The records in memory are now at `offset` in the file."""
+        self._blocks.append((offset, nbytes, len(self._tail)))
+        self._spilled_count += len(self._tail)
+        self._tail = []
+        self._tail_bytes = 0
+
+
+def _record_from_line(line: bytes) -> FrameRecord:
+    index, _, text = line.partition(b"\t")
+    storage_index = tuple(map(int, index.split(b","))) if index else ()
+    return FrameRecord(
+        storage_index, MetadataJSON(text.decode("utf-8", "surrogatepass"))
+    )
 
 
 def encode_metadata(metadata: dict[str, Any]) -> MetadataJSON:

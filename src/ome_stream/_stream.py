@@ -97,6 +97,7 @@ QUEUE_ITEM_BYTES = 512
 SKIP_TARGET_BYTES = 128
 # Written frames' buffers kept for reuse by append at most (see _FramePool).
 POOL_MAX_BYTES = 16 * 2**20
+POOL_ARRAY_BYTES = 128  # a buffer's array object and allocation, besides pixels
 
 
 class _Stop:
@@ -192,13 +193,13 @@ class _FramePool:
     backend may still hold it (a write tensorstore has not copied yet,
     acquire-zarr's recent frames), or a live view reading it. Only buffers
     made here come back (never a caller's array passed with copy=False); at
-    most `max_bytes` of them wait.
+    most `max_bytes` of them wait, counted with POOL_ARRAY_BYTES each.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, max_bytes: int):
         self._shape = shape
         self._dtype = dtype
-        nbytes = max(1, math.prod(shape) * dtype.itemsize)
+        nbytes = math.prod(shape) * dtype.itemsize + POOL_ARRAY_BYTES
         # deque.append/popleft are atomic: the writer thread returns, the
         # caller's thread takes
         self._returned: deque[np.ndarray] = deque(maxlen=max(2, max_bytes // nbytes))

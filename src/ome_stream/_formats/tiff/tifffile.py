@@ -34,7 +34,7 @@ import numpy as np
 import tifffile
 from ome_types import OME
 
-from ..._frame_metadata import FrameRecord, MetadataJSON
+from ..._frame_metadata import FrameRecords, MetadataJSON, RecordSpill
 from ..._settings import AcquisitionSettings, tiff_axis_letter
 from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
@@ -100,7 +100,7 @@ class _Image:
     file_index: int
     # IFD of each plane, by flat storage index (8 bytes a plane, not a list)
     ifds: array[int] = field(default_factory=lambda: array("q"))
-    records: list[FrameRecord] = field(default_factory=list)
+    records: FrameRecords = field(default_factory=FrameRecords)
     missing: list[tuple[int, ...]] = field(default_factory=list)
     missing_flat: set[int] = field(default_factory=set)
 
@@ -127,8 +127,10 @@ class TiffFileBackend(ArrayBackend):
         self.companion_path = self.layout.companion
         self._companion_uuid = str(uuid_module.uuid4())
         self._files: list[_File] = []
+        # every frame's metadata, kept for the OME-XML at close
+        self._spill = RecordSpill(self.paths[0].parent)
         self._images = [
-            _Image(self.layout.file_of_position(p))
+            _Image(self.layout.file_of_position(p), records=self._spill.records())
             for p in range(len(settings.positions))
         ]
         dims = settings.storage_index_dimensions
@@ -291,7 +293,7 @@ class TiffFileBackend(ArrayBackend):
         self._check_sequential(position_index, storage_index)
         self._write_page(image, frame)
         if frame_metadata is not None:
-            image.records.append(FrameRecord(storage_index, frame_metadata))
+            image.records.append(storage_index, frame_metadata)
         if self.journal is not None:
             self._journal_later((position_index, storage_index, frame_metadata, False))
 
@@ -681,7 +683,7 @@ class TiffFileBackend(ArrayBackend):
 
     def _rebase(self, user: _UserDocument, generated: OME) -> OME:
         new_planes = [
-            {self._zct(record.storage_index) for record in image.records[seen:]}
+            {self._zct(record.storage_index) for record in image.records.since(seen)}
             for image, seen in zip(self._images, user.records_seen)
         ]
         return rebase(

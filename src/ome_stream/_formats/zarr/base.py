@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._frame_metadata import FrameRecord, MetadataJSON
+from ..._frame_metadata import FrameRecords, MetadataJSON, RecordSpill
 from ..._settings import AcquisitionSettings
 from ..backend import ArrayBackend
 from . import ngff
@@ -44,7 +44,7 @@ class ZarrImage:
 
     location: ImageLocation
     written: np.ndarray  # True where a frame's pixels were given (not skipped)
-    records: list[FrameRecord] = field(default_factory=list)
+    records: FrameRecords = field(default_factory=FrameRecords)
     extent: int = 0  # frames reached along the unbounded axis (max index + 1)
 
 
@@ -70,6 +70,8 @@ class ZarrBackend(ArrayBackend):
             (i for i, count in enumerate(self._index_shape) if count is None), None
         )
         self._closed = False
+        # every frame's metadata, kept for the group documents at close
+        self._spill = RecordSpill(self.root)
 
     @property
     def output_root(self) -> Path:
@@ -117,7 +119,11 @@ class ZarrBackend(ArrayBackend):
             self._groups[location.group_path] = _Group(
                 ome, "image", image=position_index
             )
-            self._images.append(ZarrImage(location, np.zeros(initial, bool)))
+            self._images.append(
+                ZarrImage(
+                    location, np.zeros(initial, bool), records=self._spill.records()
+                )
+            )
         try:
             for path in self._groups:
                 self._write_group(path)
@@ -142,7 +148,7 @@ class ZarrBackend(ArrayBackend):
         # recorded first: a write that fails in flight later forgets it
         image.written[storage_index] = True
         if frame_metadata is not None:
-            image.records.append(FrameRecord(storage_index, frame_metadata))
+            image.records.append(storage_index, frame_metadata)
         try:
             self._write_frame(
                 position_index, image, storage_index, frame, frame_metadata
@@ -159,9 +165,7 @@ class ZarrBackend(ArrayBackend):
         image = self._images[position_index]
         for storage_index in storage_indices:
             image.written[storage_index] = False
-        lost = set(storage_indices)
-        if any(record.storage_index in lost for record in image.records):
-            image.records = [r for r in image.records if r.storage_index not in lost]
+        image.records.discard(set(storage_indices))
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]

@@ -17,11 +17,13 @@ import secrets
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..._frame_metadata import FrameRecord
+from ..._frame_metadata import FrameRecord, FrameRecords
 from ..._settings import AcquisitionSettings, Position
 from ..._version import __version__
 from . import ngff
@@ -78,20 +80,30 @@ def image_locations(settings: AcquisitionSettings) -> list[ImageLocation]:
 
 class RawJSON(str):
     """JSON text that `write_json_atomic` puts into a document as it is: long
-    lists (every frame's metadata, the missing frames), which `indent=2`
-    would otherwise send through json's pure-Python encoder, one line per
-    number, at close."""
+    lists (the missing frames), which `indent=2` would otherwise send
+    through json's pure-Python encoder, one line per number, at close."""
 
 
-def _dumps_indented(document: dict[str, Any]) -> str:
-    """`document` as indented JSON, with each RawJSON value's text spliced in."""
-    raw: dict[str, str] = {}
+@dataclass(frozen=True)
+class RawJSONPieces:
+    """JSON text too long to hold at once (every frame's metadata):
+    `write_json_atomic` writes the pieces `pieces()` yields, as they come."""
+
+    pieces: Callable[[], Iterable[str]]
+
+
+def _indented_parts(document: dict[str, Any]) -> list[str | RawJSONPieces]:
+    """`document` as indented JSON, in parts: text, and the RawJSON and
+    RawJSONPieces values where they go."""
+    raw: dict[str, str | RawJSONPieces] = {}
     token = secrets.token_hex(8)
 
     def swap(value: Any) -> Any:
-        if isinstance(value, RawJSON):
+        if isinstance(value, (RawJSON, RawJSONPieces)):
             placeholder = f"ome-stream-raw-{token}-{len(raw)}"
-            raw[json.dumps(placeholder)] = str(value)
+            raw[json.dumps(placeholder)] = (
+                str(value) if isinstance(value, RawJSON) else value
+            )
             return placeholder
         if isinstance(value, dict):
             return {key: swap(item) for key, item in value.items()}
@@ -100,9 +112,15 @@ def _dumps_indented(document: dict[str, Any]) -> str:
         return value
 
     text = json.dumps(swap(document), indent=2, ensure_ascii=False)
-    for placeholder, value in raw.items():
-        text = text.replace(placeholder, value, 1)
-    return text
+    # (the placeholders are unique: a random token, each once in the text)
+    places = sorted((text.index(placeholder), placeholder) for placeholder in raw)
+    parts: list[str | RawJSONPieces] = []
+    start = 0
+    for at, placeholder in places:
+        parts += [text[start:at], raw[placeholder]]
+        start = at + len(placeholder)
+    parts.append(text[start:])
+    return parts
 
 
 def write_json_atomic(
@@ -112,21 +130,27 @@ def write_json_atomic(
 
     `compact`: sorted keys, no whitespace - the bytes tensorstore writes for
     an array's zarr.json, so every backend's array documents are identical.
-    Otherwise indented, with any RawJSON value's text as it is.
+    Otherwise indented, with any RawJSON or RawJSONPieces value's text as it
+    is (the pieces written one by one, never all in memory).
     """
+    parts: list[str | RawJSONPieces]
     if compact:
-        text = json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        parts = [
+            json.dumps(
+                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            )
+        ]
     else:
-        text = _dumps_indented(document)
+        parts = _indented_parts(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            # a lone surrogate (no UTF-8 for it) as its JSON escape, \udXXX:
-            # it can only be inside a string
-            f.write(text.encode("utf-8", "backslashreplace"))
+        with os.fdopen(fd, "wb", buffering=2**20) as f:
+            for part in parts:
+                for piece in [part] if isinstance(part, str) else part.pieces():
+                    # a lone surrogate (no UTF-8 for it) as its JSON escape,
+                    # \udXXX: it can only be inside a string
+                    f.write(piece.encode("utf-8", "backslashreplace"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,7 +211,7 @@ def image_ome(settings: AcquisitionSettings, location: ImageLocation) -> dict[st
 
 def image_section(
     location: ImageLocation,
-    records: list[FrameRecord],
+    records: FrameRecords | list[FrameRecord],
     missing: list[list[int]] | None,
     *,
     for_file: bool = False,
@@ -201,7 +225,7 @@ def image_section(
     }
     if records:
         section["frame_metadata"] = (
-            RawJSON("[\n" + ",\n".join([r.json_text() for r in records]) + "\n]")
+            RawJSONPieces(partial(_records_json, records))
             if for_file
             else [r.to_json() for r in records]
         )
@@ -210,6 +234,23 @@ def image_section(
             RawJSON(json.dumps(missing, separators=(",", ":"))) if for_file else missing
         )
     return section
+
+
+def _records_json(records: FrameRecords | list[FrameRecord]) -> Iterator[str]:
+    """The frame records as a JSON list, a record a line, in pieces of a
+    few hundred records (they may come from the spill file)."""
+    yield "["
+    batch: list[str] = []
+    separator = "\n"
+    for record in records:
+        batch.append(record.json_text())
+        if len(batch) == 512:
+            yield separator + ",\n".join(batch)
+            batch = []
+            separator = ",\n"
+    if batch:
+        yield separator + ",\n".join(batch)
+    yield "\n]"
 
 
 def group_attributes(
