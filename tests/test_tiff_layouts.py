@@ -803,18 +803,24 @@ AWKWARD_PLANES: list[dict[str, Any]] = [
     [name for name, case in CASES.items() if case.tiff and case.n_frames() >= 4],
 )
 def test_built_documents_are_serialised_as_ome_types_would(
-    name: str, tmp_path: Path
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`built_xml` skips ome-types' walk over the document (see its doc):
     for the documents ome-stream builds - interim, final as if closed now
     (per-plane metadata, a skipped frame, frames never arrived, global
     metadata, plates, positions), their per-file copies and BinaryOnly
-    stubs - the text must be ome-types' own, byte for byte."""
+    stubs - the text must be ome-types' own, byte for byte. Close's text
+    goes through its spool files here (small buffers and copy chunks,
+    which split multi-byte characters)."""
+    from ome_stream._formats.tiff import spool
     from ome_stream._formats.tiff.ome_xml import (
         PlaneText,
         _built_serializer,
         built_xml,
     )
+
+    monkeypatch.setattr(spool, "SPOOL_BUFFER_BYTES", 300)
+    monkeypatch.setattr(spool, "COPY_CHUNK_BYTES", 777)
 
     assert _built_serializer() is not None  # not the fallback
     case = CASES[name]
@@ -848,10 +854,10 @@ def test_built_documents_are_serialised_as_ome_types_would(
         # what close writes: text from the records, no Plane models
         made = backend._close_texts()
     assert made is not None
-    texts, _ = made
-    assert sorted(texts) == sorted(generated)
+    assert sorted(made.parts) == sorted(generated)
     for key, document in generated.items():
-        assert texts[key] == document.to_xml().encode(), key
+        assert made.xml(key) == document.to_xml().encode(), key
+    made.plane_text.close()
     stream.close()
     assert any(i.pixels.planes for d in documents for i in d.images)
     for document in documents:
@@ -1094,6 +1100,51 @@ def test_a_close_that_fails_leaves_no_documents_for_later_writes(
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
     described = sum(b.plane_count or 1 for b in ome.images[0].pixels.tiff_data_blocks)
     assert described <= 3
+
+
+def test_a_disk_full_while_writing_the_final_xml_keeps_the_interim_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final OME-XML is written after the end of the file and the tag
+    pointed at it only once it is all there: a disk that fills up halfway
+    leaves the file with its interim OME-XML, schema-valid, and every page
+    readable (as a kill at that moment would)."""
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "full.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=None),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    for number in range(40):
+        stream.append(make_frame(number), frame_metadata={"frame": number})
+    with tifffile.TiffFile(settings.output_path) as tif:
+        interim_offset = tif.pages.first.tags[270].valueoffset
+    real = tiff_backend.write_parts
+
+    def half_then_full(parts: list[Any], write: Any) -> int:
+        def limited(chunk: bytes) -> None:
+            write(chunk[: len(chunk) // 2])
+            raise OSError(28, "No space left on device")
+
+        return real(parts, limited)
+
+    monkeypatch.setattr(tiff_backend, "write_parts", half_then_full)
+    with pytest.raises(Exception, match="No space left on device"):
+        stream.close()
+    with tifffile.TiffFile(settings.output_path) as tif:
+        assert tif.pages.first.tags[270].valueoffset == interim_offset
+        pages = [page.asarray() for page in tif.pages]
+    assert len(pages) == 40
+    for number, page in enumerate(pages):
+        np.testing.assert_array_equal(page, make_frame(number))
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    assert ome.images[0].pixels.size_t <= 40
 
 
 NAMESPACES = {

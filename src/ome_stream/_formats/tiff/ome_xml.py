@@ -22,10 +22,11 @@ import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from ..._settings import AcquisitionSettings, Channel, Dimension, Position
 from ..._settings.acquisition import OME_PIXEL_TYPES
 from ..._settings.base import XML_INCOMPATIBLE
 from ..._settings.units import ome_symbol
+from .spool import TextPart, TextSpool, part_bytes, parts_text
 
 MISSING_FRAMES_NAMESPACE = "ome-stream.org/missing-frames"
 OME_NAMESPACE = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
@@ -123,15 +125,23 @@ def _attribute(value: Any) -> str:
     return str(value).translate(_IN_ATTRIBUTE)
 
 
+# Where xsdata puts a Pixels' children (OME > Image > Pixels, two spaces a
+# level): Plane text is written indented so, and checked against the text
+# xsdata writes for the rest of the document.
+PLANE_INDENT = "      "
+
+
 @dataclass
 class PlaneText:
     """A document's Planes and StructuredAnnotations written as text, and
-    the document without them (`rest`), for xsdata; `insert_into` puts the
-    text where xsdata would have written it."""
+    the document without them (`rest`), for xsdata; `parts` puts the text
+    where xsdata would have written it. The text is strings, or ranges of
+    spools on disk (`spool.py`) for a document built from frame records."""
 
     rest: OME
-    planes: list[list[str]]  # per image, lines not indented
-    annotations: str
+    planes: list[TextPart]  # per image, its Planes, indented (PLANE_INDENT)
+    annotations: TextPart  # the MapAnnotations, indented
+    spools: list[TextSpool] = field(default_factory=list)
 
     @classmethod
     def of(cls, document: OME) -> PlaneText | None:
@@ -154,54 +164,108 @@ class PlaneText:
         )
         if maps is None or any(lines is None for lines in planes):
             return None
-        rest = document.model_copy(
-            update={
-                "images": [
-                    image.model_copy(
-                        update={
-                            "pixels": image.pixels.model_copy(update={"planes": []})
-                        }
-                    )
-                    for image in images
-                ],
-                "structured_annotations": None,
-            }
-        )
-        return cls(rest, [lines or [] for lines in planes], maps)
+        indented: list[TextPart] = [
+            "".join([PLANE_INDENT + line for line in lines or []]) for lines in planes
+        ]
+        return cls(_without_planes(document), indented, maps)
 
     def render(self, uuid: str | None) -> str | None:
         """The document, with `uuid` as its root UUID; None when it cannot
         be written this way (no direct serializer: use the models)."""
+        parts = self.render_parts(uuid)
+        return None if parts is None else parts_text(parts)
+
+    def render_parts(self, uuid: str | None) -> list[TextPart] | None:
+        """`render`, as parts (see `spool.py`)."""
+        rest = self.rest_text(uuid)
+        return None if rest is None else self.parts(rest)
+
+    def rest_text(self, uuid: str | None) -> str | None:
+        """`rest` as xsdata writes it, with `uuid` as its root UUID (None
+        without the direct serializer)."""
         serializer = _built_serializer()
         if serializer is None:
             return None
-        rest = self.rest.model_copy(update={"uuid": uuid})
-        return self.insert_into(_render(serializer, rest))
+        return _render(serializer, self.rest.model_copy(update={"uuid": uuid}))
 
     def insert_into(self, text: str) -> str | None:
         """`text` (`rest` as xsdata wrote it) with the Planes and
         StructuredAnnotations in place; None if its Pixels are not as
-        expected (one closing tag per image)."""
+        expected (one closing tag per image, children at PLANE_INDENT)."""
+        parts = self.parts(text)
+        return None if parts is None else parts_text(parts)
+
+    def parts(self, text: str) -> list[TextPart] | None:
+        """`insert_into`, as parts."""
         if text.count("</Pixels>") != len(self.planes):
             return None
-        parts = []
+        parts: list[TextPart] = []
         start = search = 0
         for planes in self.planes:
             end = text.find("</Pixels>", search)
             search = end + 1
             line = text.rfind("\n", 0, end) + 1
-            indent = text[line:end] + "  "
-            parts.append(text[start:line])
-            parts.extend([indent + plane_line for plane_line in planes])
+            if text[line:end] + "  " != PLANE_INDENT:
+                return None
+            parts += [text[start:line], planes]
             start = line
         end = text.rfind("</OME>")
         parts.append(text[start:end])
-        if self.annotations:
+        if part_bytes(self.annotations):
             parts.append("  <StructuredAnnotations>\n")
             parts.append(self.annotations)
             parts.append("  </StructuredAnnotations>\n")
         parts.append(text[end:])
-        return "".join(parts)
+        return parts
+
+    def close(self) -> None:
+        """Drop the spools the text is in."""
+        for spool in self.spools:
+            spool.close()
+
+
+def _without_planes(document: OME) -> OME:
+    return document.model_copy(
+        update={
+            "images": [
+                image.model_copy(
+                    update={"pixels": image.pixels.model_copy(update={"planes": []})}
+                )
+                for image in document.images
+            ],
+            "structured_annotations": None,
+        }
+    )
+
+
+@dataclass
+class _PlaneSink:
+    """Where a document built as text puts its Planes: each image's are a
+    range of `spool`."""
+
+    spool: TextSpool
+    planes: list[TextPart] = field(default_factory=list)
+
+    def write(self, lines: list[str]) -> None:
+        """Write the lines (not indented) and empty the list."""
+        self.spool.write("".join([PLANE_INDENT + line for line in lines]))
+        lines.clear()
+
+
+class _AnnotationText:
+    """The MapAnnotations of a document built as text, in order: plane
+    annotations come as their lines, the others as models."""
+
+    def __init__(self, spool: TextSpool) -> None:
+        self.spool = spool
+
+    def append(self, annotation: list[str] | model.MapAnnotation) -> None:
+        if isinstance(annotation, list):
+            self.spool.write("".join(annotation))
+            return
+        written = _map_annotations_xml([annotation])
+        assert written is not None  # (built here: nothing else set)
+        self.spool.write(written)
 
 
 def _planes_xml(planes: list[model.Plane]) -> list[str] | None:
@@ -332,7 +396,9 @@ class ImageRecord:
     sizes: dict[str, int]  # "T", "C", "Z" -> size
     dimension_order: str
     tiff_data: list[TiffDataRecord]
-    planes: list[PlaneRecord] = field(default_factory=list)
+    # (may be read more than once: a list, or decoded from frame records at
+    # each pass)
+    planes: Iterable[PlaneRecord] = field(default_factory=list)
     missing: list[tuple[int, int, int]] = field(default_factory=list)  # (z, c, t)
     acquisition_date: datetime | None = None
 
@@ -563,11 +629,13 @@ class OmeXmlBuilder:
         self,
         images: list[ImageRecord],
         global_metadata: dict[str, dict[str, Any]],
+        directory: Path | None = None,
     ) -> PlaneText:
         """What `built_xml(build(...))` writes, without the models of the
         Planes and their MapAnnotations (the bulk of a document with
-        per-frame metadata): they are written as text from the records."""
-        _, text = self._build(images, global_metadata, None, text=True)
+        per-frame metadata): they are written as text from the records,
+        into spools in `directory` (close the PlaneText when done)."""
+        _, text = self._build(images, global_metadata, None, text=directory or True)
         assert text is not None
         return text
 
@@ -577,18 +645,22 @@ class OmeXmlBuilder:
         global_metadata: dict[str, dict[str, Any]],
         uuid: str | None,
         *,
-        text: bool,
+        text: Path | bool,
     ) -> tuple[OME, PlaneText | None]:
+        """The document; `text` (True, or the spools' directory): with the
+        Planes and MapAnnotations written as text instead of models."""
         self._annotation_count = 0
-        # models, or (text mode) the lines of those written as text
-        annotations: list[Any] = []
-        planes: list[list[str]] | None = [] if text else None
-        ome_images = [self._image(img, annotations, planes) for img in images]
+        sink = None
+        annotations: list[Any] | _AnnotationText = []
+        if text is not False:
+            directory = text if isinstance(text, Path) else None
+            sink = _PlaneSink(TextSpool(directory))
+            annotations = _AnnotationText(TextSpool(directory))
+        ome_images = [self._image(img, annotations, sink) for img in images]
         for namespace, values in global_metadata.items():
             annotations.append(
                 global_annotation(self._next_annotation_id(), namespace, values)
             )
-        models = [a for a in annotations if not isinstance(a, list)]
         # model_construct: the parts are validated models already, and
         # OME() would walk the whole tree again linking every reference
         # (~70 us per Plane with metadata, a third of the build)
@@ -596,32 +668,27 @@ class OmeXmlBuilder:
             uuid=uuid,
             creator="ome-stream",
             images=ome_images,
-            structured_annotations=model.StructuredAnnotations(map_annotations=models)
-            if models and not text
+            structured_annotations=model.StructuredAnnotations(
+                map_annotations=annotations
+            )
+            if annotations and isinstance(annotations, list)
             else None,
         )
         if self.settings.plate is not None:
             ome.plates = [self._plate(images)]
-        if planes is None:
+        if sink is None or not isinstance(annotations, _AnnotationText):
             return ome, None
-        lines: list[str] = []
-        for annotation in annotations:
-            if isinstance(annotation, list):
-                lines.extend(annotation)
-            else:
-                written = _map_annotations_xml([annotation])
-                assert written is not None  # (built here: nothing else set)
-                lines.append(written)
-        return ome, PlaneText(ome, planes, "".join(lines))
+        maps = annotations.spool
+        return ome, PlaneText(ome, sink.planes, maps.part(0), spools=[sink.spool, maps])
 
     def _image(
         self,
         img: ImageRecord,
-        annotations: list[Any],
-        planes: list[list[str]] | None,
+        annotations: list[Any] | _AnnotationText,
+        sink: _PlaneSink | None,
     ) -> model.Image:
-        """The Image; `planes` (text mode): its Planes' lines are added there,
-        and their MapAnnotations' lines to `annotations`, instead of models."""
+        """The Image; with a `sink` (text mode) its Planes are written there,
+        and their MapAnnotations to `annotations`, instead of models."""
         settings = self.settings
         y_dim, x_dim = settings.frame_dimensions
         z_dim = next((d for d in settings.index_dimensions if _letter(d) == "Z"), None)
@@ -654,14 +721,18 @@ class OmeXmlBuilder:
             channels=_channels(settings, img.index, img.sizes["C"]),
             tiff_data_blocks=[_tiff_data(block) for block in img.tiff_data],
             planes=[self._plane(p, annotations) for p in img.planes]
-            if planes is None
+            if sink is None
             else [],
         )
-        if planes is not None:
+        if sink is not None:
+            start = sink.spool.tell()
             lines: list[str] = []
             for plane in img.planes:
                 self._plane_text(plane, lines, annotations)
-            planes.append(lines)
+                if len(lines) >= 1024:
+                    sink.write(lines)
+            sink.write(lines)
+            sink.planes.append(sink.spool.part(start))
         image_kwargs: dict[str, Any] = {
             "id": f"Image:{img.index}",
             "name": img.position.name,
@@ -700,7 +771,9 @@ class OmeXmlBuilder:
             image_kwargs["annotation_refs"] = [model.AnnotationRef(id=ann_id)]
         return model.Image(**image_kwargs)
 
-    def _plane(self, plane: PlaneRecord, annotations: list[Any]) -> model.Plane:
+    def _plane(
+        self, plane: PlaneRecord, annotations: list[Any] | _AnnotationText
+    ) -> model.Plane:
         fields, entries = _plane_parts(plane)
         if entries:
             ann_id = self._next_annotation_id()
@@ -714,7 +787,10 @@ class OmeXmlBuilder:
         return model.Plane(**fields)
 
     def _plane_text(
-        self, plane: PlaneRecord, lines: list[str], annotations: list[Any]
+        self,
+        plane: PlaneRecord,
+        lines: list[str],
+        annotations: list[Any] | _AnnotationText,
     ) -> None:
         """`_plane` as the lines `built_xml` would write for its model (and
         those of its MapAnnotation, added to `annotations`)."""

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 import uuid as uuid_module
 import warnings
 from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +51,7 @@ from .ome_xml import (
     ImageRecord,
     OmeXmlBuilder,
     PlaneRecord,
+    PlaneText,
     binary_only,
     built_xml,
     dimension_order,
@@ -57,6 +60,7 @@ from .ome_xml import (
     tiff_data_runs,
 )
 from .pages import PageAppender, PageReader
+from .spool import TextPart, part_bytes, part_chunks, write_parts
 
 # How often written pages are flushed and recorded in the journal.
 JOURNAL_INTERVAL_S = 0.01
@@ -570,12 +574,10 @@ class TiffFileBackend(ArrayBackend):
             counts[0] = max(1, steps)
         for letter, count in zip(self._letters, counts):
             sizes[letter] = count or 1
-        planes: list[PlaneRecord] = []
+        planes: Iterable[PlaneRecord] = []
         missing: list[tuple[int, int, int]] = []
         if final:
-            for record in image.records:
-                zct = self._zct(record.storage_index)
-                planes.append(PlaneRecord(*zct, metadata=record.metadata))
+            planes = _Planes(image.records, self._zct)
             missing = [self._zct(index) for index in image.missing]
             first_pad = len(image.ifds)
             missing += [
@@ -704,14 +706,16 @@ class TiffFileBackend(ArrayBackend):
             self._built_xml(self._with_uuid(document, self._companion_uuid))
         )
 
-    def _replace_companion(self, xml: bytes) -> None:
+    def _replace_companion(self, xml: bytes | None) -> None:
         """Replace the companion file atomically: a reader sees the old or
-        the new version, never a partial one."""
+        the new version, never a partial one. None: the new version is in
+        the temporary file already."""
         companion = self.layout.companion
         temporary = self.layout.companion_temporary
         assert companion is not None
         assert temporary is not None
-        temporary.write_bytes(xml)
+        if xml is not None:
+            temporary.write_bytes(xml)
         os.replace(temporary, companion)
 
     def _write_documents(
@@ -734,14 +738,11 @@ class TiffFileBackend(ArrayBackend):
     def close(self) -> None:
         if self._closed:
             return
-        texts: dict[int, bytes] | None = None
-        written_from: tuple[list[ImageRecord], dict[str, Any]] | None = None
+        closing: _CloseText | None = None
         try:
             if not self._user_documents:
-                made = self._close_texts()
-                if made is not None:
-                    texts, written_from = made
-            if texts is None:
+                closing = self._close_texts()
+            if closing is None:
                 final, built = self._final_documents()
             for image, (count, _) in zip(self._images, self._padding()):
                 first = len(image.ifds)
@@ -760,51 +761,62 @@ class TiffFileBackend(ArrayBackend):
                 if file.appender is not None:
                     file.appender.close()
                     file.appender = None
-        if texts is None:
+        if closing is None:
             self._write_documents(final, built)
             return
-        self._write_texts(texts)
+        try:
+            self._write_texts(closing.parts)
+        finally:
+            closing.plane_text.close()
         # what the files hold now; `get_metadata` builds its models from it
-        self._written_from = written_from
+        self._written_from = closing.made_from
 
-    def _close_texts(
-        self,
-    ) -> tuple[dict[int, bytes], tuple[list[ImageRecord], dict[str, Any]]] | None:
+    def _close_texts(self) -> _CloseText | None:
         """Our documents at close, as each file's XML, written from the
         records without building the Planes' models (the bulk of the cost of
-        closing with per-frame metadata), and the records and global metadata
-        it was made from: once the files hold it, `_written_documents` builds
-        the models from them if asked. None if the text cannot be made so."""
+        closing with per-frame metadata) and without holding their text in
+        memory (it goes to spools in the files' directory), and the records
+        and global metadata it was made from: once the files hold it,
+        `_written_documents` builds the models from them if asked. None if
+        the text cannot be made so."""
         images = self._final_image_records()
         global_metadata = dict(self._global)
-        text = self._builder.build_text(images, global_metadata)
+        text = self._builder.build_text(
+            images, global_metadata, directory=self.paths[0].parent
+        )
         keys = [COMPANION_KEY] if self.layout.companion is not None else []
         keys += [i for i, file in enumerate(self._files) if file.full_metadata]
-        texts: dict[int, bytes] = {}
-        first: tuple[str, bytes] | None = None
+        parts: dict[int, list[TextPart]] = {}
+        first: tuple[str, str] | None = None
         for key in keys:
-            uuid = (
-                self._companion_uuid if key == COMPANION_KEY else self._files[key].uuid
-            )
-            xml = _with_root_uuid(first, f"urn:uuid:{uuid}")
-            if xml is None:
-                rendered = text.render(f"urn:uuid:{uuid}")
-                if rendered is None:
-                    return None
-                xml = rendered.encode("utf-8")
-                first = (f"urn:uuid:{uuid}", xml)
-            texts[key] = xml
+            uuid = f"urn:uuid:{self._uuid_of(key)}"
+            rest = _with_root_uuid(first, uuid)
+            if rest is None:
+                rest = text.rest_text(uuid)
+                first = None if rest is None else (uuid, rest)
+            made = None if rest is None else text.parts(rest)
+            if made is None:
+                text.close()
+                return None
+            parts[key] = made
         for index, file in enumerate(self._files):
             if not file.full_metadata:
-                texts[index] = self._built_xml(self._stub(index))
-        return texts, (images, global_metadata)
+                parts[index] = [built_xml(self._stub(index))]
+        return _CloseText(parts, text, (images, global_metadata))
 
-    def _write_texts(self, texts: dict[int, bytes]) -> None:
-        for key, xml in texts.items():
+    def _uuid_of(self, key: int) -> str:
+        return self._companion_uuid if key == COMPANION_KEY else self._files[key].uuid
+
+    def _write_texts(self, texts: dict[int, list[TextPart]]) -> None:
+        for key, parts in texts.items():
             if key == COMPANION_KEY:
-                self._replace_companion(xml)
+                companion = self.layout.companion_temporary
+                assert companion is not None
+                with companion.open("wb") as f:
+                    write_parts(parts, f.write)
+                self._replace_companion(None)
             else:
-                tifffile.tiffcomment(self.paths[key], comment=xml)
+                append_description(self.paths[key], parts)
 
     def _written_documents(self) -> dict[int, OME]:
         """After close: what the files hold (built now if close wrote text)."""
@@ -885,13 +897,78 @@ def _same_but_uuid(a: OME, b: OME) -> bool:
     )
 
 
-def _with_root_uuid(first: tuple[str, bytes] | None, uuid: str) -> bytes | None:
+def _with_root_uuid(first: tuple[str, str] | None, uuid: str) -> str | None:
     """`first` (a UUID and the XML of a document with it as root UUID) with
     `uuid` instead; None if there is no first, or its UUID is not there
     exactly once."""
     if first is None:
         return None
-    old = f'UUID="{first[0]}"'.encode()
+    old = f'UUID="{first[0]}"'
     if first[1].count(old) != 1:
         return None
-    return first[1].replace(old, f'UUID="{uuid}"'.encode())
+    return first[1].replace(old, f'UUID="{uuid}"')
+
+
+@dataclass
+class _CloseText:
+    """What close writes (ours): each file's XML as parts, the PlaneText
+    whose spools they read, and the records and global metadata they were
+    made from."""
+
+    parts: dict[int, list[TextPart]]
+    plane_text: PlaneText
+    made_from: tuple[list[ImageRecord], dict[str, Any]]
+
+    def xml(self, key: int) -> bytes:
+        """A file's XML, whole (for tests)."""
+        return b"".join(part_chunks(self.parts[key]))
+
+
+class _Planes:
+    """An image's PlaneRecords, decoded from its frame records at each pass
+    (they may be in the spill file: never all in memory at once)."""
+
+    def __init__(
+        self,
+        records: FrameRecords,
+        zct: Callable[[tuple[int, ...]], tuple[int, int, int]],
+    ) -> None:
+        self._records = records
+        self._zct = zct
+
+    def __iter__(self) -> Iterator[PlaneRecord]:
+        zct = self._zct
+        for record in self._records:
+            yield PlaneRecord(*zct(record.storage_index), metadata=record.metadata)
+
+
+def append_description(path: Path, parts: list[TextPart]) -> None:
+    """Make `parts` the ImageDescription of the file's first page: written
+    after the end of the file, a chunk at a time, then the tag pointed at
+    it with one write, so a kill before that leaves the description the
+    file had. (tifffile's `tiffcomment` needs the text in memory, and
+    points the tag before writing the text.)"""
+    size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
+    with tifffile.TiffFile(path) as tif:
+        tiff = tif.tiff
+        entry = tif.pages.first.tags[270].offset
+    with path.open("r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        start = end + end % 2  # (a value starts on a word boundary)
+        if tiff.offsetsize == 4 and start + size > 2**32 - 1:
+            raise ValueError(
+                f"The final OME-XML ({size} bytes) does not fit in {path.name}: "
+                "a classic TIFF ends at 4 GiB (chosen from the frames' count and "
+                "size, not their metadata). Its pixels are all there, with the "
+                "interim OME-XML; for this much metadata use an unbounded first "
+                "dimension (BigTIFF) or OME-Zarr."
+            )
+        f.write(b"\0" * (start - end))
+        written = write_parts(parts, f.write)
+        f.write(b"\0")
+        if written + 1 != size:  # (parts changed while written: never)
+            raise RuntimeError(f"OME-XML of {size} bytes written as {written + 1}.")
+        f.flush()
+        number = "I" if tiff.offsetsize == 4 else "Q"
+        f.seek(entry + 4)  # the tag's count, then its value's offset
+        f.write(struct.pack(f"{tiff.byteorder}{number}{number}", size, start))
