@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -55,9 +57,21 @@ def test_records_read_back_in_order_across_spills(tmp_path: Path) -> None:
         assert len(records._blocks) > 3  # most of them came from the file
         for start in (0, 1, 5, len(want) - 1, len(want), len(want) + 3):
             assert list(records.since(start)) == want[start:]
-    lost = {want.storage_index for want in expected[1][3:40:4]}
-    images[1].discard(lost)
-    assert list(images[1]) == [r for r in expected[1] if r.storage_index not in lost]
+    # a failed write's frames: spilled ones, the newest (in memory), and
+    # one that never had metadata; twice, the second overlapping the first
+    size = spill._size
+    kept = expected[1]
+    for lost in (
+        {r.storage_index for r in kept[3:40:4]} | {(999, 1)},
+        {r.storage_index for r in kept[7:40:4] + kept[-3:]},
+    ):
+        images[1].discard(lost)
+        kept = [r for r in kept if r.storage_index not in lost]
+        assert list(images[1]) == kept
+        assert len(images[1]) == len(kept)
+        for start in (0, 2, 10, len(kept) - 1):
+            assert list(images[1].since(start)) == kept[start:]
+    assert spill._size == size  # marked dropped, not written again
     assert list(images[2]) == expected[2]  # the others are untouched
 
 
@@ -68,15 +82,24 @@ def test_records_stay_in_memory_while_the_spill_cannot_be_written(
     is tried again once as much more has come."""
     spill = RecordSpill(tmp_path, memory_bytes=1000)
     records = spill.records()
-    real_pwrite = os.pwrite
+    real_file = frame_metadata.tempfile.TemporaryFile
     full = True
 
-    def pwrite(fd: int, data: Any, offset: int) -> int:
-        if full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_pwrite(fd, data, offset)
+    class FullDisk:
+        """The spill file, on a disk that is full while `full` is set."""
 
-    monkeypatch.setattr(frame_metadata.os, "pwrite", pwrite)
+        def __init__(self, **kw: Any) -> None:
+            self._file = real_file(**kw)
+
+        def write(self, data: bytes) -> int:
+            if full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self._file.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._file, name)
+
+    monkeypatch.setattr(frame_metadata.tempfile, "TemporaryFile", FullDisk)
     for number in range(30):
         records.append((number,), _metadata(number))
     assert records._blocks == []
@@ -227,3 +250,61 @@ def test_records_are_written_to_zarr_json_in_pieces(count: int, tmp_path: Path) 
     assert written["attributes"]["ome_stream"]["frame_metadata"] == [
         {**json.loads(_metadata(n)), "storage_index": [n, 0]} for n in range(count)
     ]
+
+
+UNCLOSED_WRITER = """
+import sys
+import time
+import numpy as np
+import ome_stream._frame_metadata as frame_metadata
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+
+frame_metadata.SPILL_MEMORY_BYTES = 4096  # spilled many times over
+settings = AcquisitionSettings(
+    root_path=sys.argv[1],
+    dimensions=[
+        Dimension(name="t", count=None, type="time"),
+        Dimension(name="y", count=8, type="space"),
+        Dimension(name="x", count=8, type="space"),
+    ],
+    dtype="uint16",
+)
+stream = create_stream(settings)
+for number in range(600):
+    stream.append(np.full((8, 8), number, np.uint16), frame_metadata={"n": number})
+while stream.queued_bytes:  # all written, so spilled before exit
+    time.sleep(0.01)
+assert stream._backend._spill._members[0]._blocks
+# never closed: the stream is finished at exit
+"""
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_a_stream_left_open_is_finished_at_exit_with_its_spilled_metadata(
+    suffix: str, tmp_path: Path
+) -> None:
+    """The records in the spill file are still readable when the exit hook
+    closes a stream left open (the file is not closed first)."""
+    root = tmp_path / f"open{suffix}"
+    done = subprocess.run(
+        [sys.executable, "-c", UNCLOSED_WRITER, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "failed" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]
+    if suffix == ".ome.zarr":
+        records = readers.zarr_documents(root)[""]["attributes"]["ome_stream"][
+            "frame_metadata"
+        ]
+        assert records == [{"n": n, "storage_index": [n]} for n in range(600)]
+        return
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    planes = ome.images[0].pixels.planes
+    assert [p.the_t for p in planes] == list(range(600))
+    for plane in planes:
+        (ref,) = plane.annotation_refs
+        assert annotations[ref.id].value.ms[0].value == str(plane.the_t)

@@ -624,6 +624,46 @@ def test_tiny_frames_with_metadata_stay_within_the_queue_bound(
     assert held - before < bound + 128 * 1024
 
 
+def test_skip_and_global_metadata_never_wait_for_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """They are counted against the bound, but queued at once even when it
+    is full (the pymmcore-plus handler records the acquisition's status,
+    and fills gaps, that way)."""
+    import ome_stream._stream as stream_module
+
+    monkeypatch.setattr(stream_module, "create_backend", _SlowBackend)
+    _SlowBackend.gate = threading.Event()
+    frame_bytes = make_frame(0).nbytes
+    stream = create_stream(
+        _settings(
+            "",
+            {"t": 10},
+            max_queue_bytes=_queue_charge(frame_bytes, 2),
+            append_timeout=0,
+        )
+    )
+    try:
+        stream.append(make_frame(0))
+        stream.append(make_frame(1))
+        with pytest.raises(BackpressureError):
+            stream.append(make_frame(2))
+        stream.skip(frames=3)
+        stream.set_global_metadata("status", {"state": "paused"})
+        assert stream.queued_bytes > _queue_charge(frame_bytes, 2)  # counted
+        with pytest.raises(BackpressureError):  # the frames wait the longer
+            stream.append(make_frame(5))
+    finally:
+        _SlowBackend.gate.set()
+    stream.append(make_frame(5))
+    stream.close()
+    assert stream.frames_written == 3
+    assert stream.frames_skipped == 3
+    backend = stream._backend
+    np.testing.assert_array_equal(backend.arrays[0][5], make_frame(5))
+    assert backend.get_metadata()["global"]["status"] == {"state": "paused"}
+
+
 def _deep_size(value: Any, seen: set[int] | None = None) -> int:
     """Bytes of Python objects `value` holds (containers, slots), each once."""
     seen = set() if seen is None else seen

@@ -1147,6 +1147,112 @@ def test_a_disk_full_while_writing_the_final_xml_keeps_the_interim_one(
     assert ome.images[0].pixels.size_t <= 40
 
 
+@pytest.mark.parametrize("metadata", [False, True], ids=["plain", "per-frame"])
+def test_final_xml_that_fits_goes_where_the_interim_one_is(
+    metadata: bool, tmp_path: Path
+) -> None:
+    """When the final OME-XML fits in the room reserved for the interim one,
+    close writes it there: the file does not grow, so a disk that cannot
+    take one more byte still gets its final metadata (here a file-size
+    limit, as a full disk)."""
+    import resource
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "fits.ome.tiff"),
+        dimensions=[
+            Dimension(name="t", count=6),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    for number in range(6):
+        stream.append(
+            make_frame(number),
+            frame_metadata={"delta_t": number / 2} if metadata else None,
+        )
+    wait_written(stream, 6)
+    path = settings.output_path
+    with tifffile.TiffFile(path) as tif:
+        interim = tif.pages.first.tags[270]
+        offset, reserved = interim.valueoffset, interim.count
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))  # cannot grow
+    try:
+        stream.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert path.stat().st_size == size
+    with tifffile.TiffFile(path) as tif:
+        final = tif.pages.first.tags[270]
+        assert (final.valueoffset, final.count <= reserved) == (offset, True)
+        pages = [page.asarray() for page in tif.pages]
+    for number, page in enumerate(pages):
+        np.testing.assert_array_equal(page, make_frame(number))
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(path))
+    assert ome.images[0].pixels.size_t == 6
+    planes = ome.images[0].pixels.planes
+    assert [p.delta_t for p in planes] == (
+        [n / 2 for n in range(6)] if metadata else []
+    )
+    assert readers.bioformats_info(path).warnings == []
+
+
+KILLED_IN_CLOSE = """
+import os, sys
+import numpy as np
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+from ome_stream._formats.tiff import tifffile as backend_module
+
+settings = AcquisitionSettings(
+    root_path=sys.argv[1],
+    dimensions=[
+        Dimension(name="t", count=None),
+        Dimension(name="y", count=8),
+        Dimension(name="x", count=8),
+    ],
+    dtype="uint16",
+)
+stream = create_stream(settings)
+for number in range(200):
+    stream.append(np.full((8, 8), number, np.uint16), frame_metadata={"n": number})
+
+def killed(*args, **kwargs):
+    os._exit(9)  # as a SIGKILL while close writes the final OME-XML
+
+backend_module.write_description = killed
+stream.close()
+"""
+
+
+def test_a_kill_while_close_writes_the_xml_loses_no_frame(tmp_path: Path) -> None:
+    """close journals the pages written last before its long work, so
+    `recover` finds every frame (the journal is written at most every
+    10 ms or 256 pages while frames come)."""
+    root = tmp_path / "killed.ome.tiff"
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_CLOSE, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 9, done.stderr
+    report = recover(root)
+    assert report.frames_recovered == 200
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    planes = ome.images[0].pixels.planes
+    assert [p.the_t for p in planes] == list(range(200))
+    for plane in planes:
+        (ref,) = plane.annotation_refs
+        assert annotations[ref.id].value.ms[0].value == str(plane.the_t)
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == 200
+        np.testing.assert_array_equal(tif.pages[199].asarray(), np.full((8, 8), 199))
+
+
 NAMESPACES = {
     # valid xs:anyURI: written as given
     "lab": "lab",

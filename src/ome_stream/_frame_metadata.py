@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, NewType
@@ -79,10 +78,11 @@ class RecordSpill:
     images, written in blocks: whenever the records kept in memory reach
     `memory_bytes`, every image's are appended to it in one write. The file
     is made in `directory` (the output's, so on its disk, not in a RAM-backed
-    /tmp) at the first spill, and has no name: nothing is left behind, even
-    by a killed process (the journal is what `recover` reads). If it cannot
-    be made or written (a full disk), the records stay in memory and it is
-    tried again once as much more has come: no record is ever lost."""
+    /tmp) at the first spill, and has no name on POSIX systems: nothing is
+    left behind, even by a killed process (the journal is what `recover`
+    reads). If it cannot be made or written (a full disk), the records stay
+    in memory and it is tried again once as much more has come: no record
+    is ever lost. Used from one thread at a time (the backend's lock)."""
 
     def __init__(self, directory: Path | None, memory_bytes: int | None = None) -> None:
         self._directory = directory
@@ -118,13 +118,12 @@ class RecordSpill:
                     dir=self._directory, prefix=".ome-stream-records-"
                 )
                 # closed with the records (after close, get_metadata and
-                # later metadata writes still read them)
-                weakref.finalize(self, self._file.close)
-            fd = self._file.fileno()
-            view = memoryview(data)
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, view[done:], self._size + done)
+                # later metadata writes still read them); not at exit, when
+                # streams left open are still to be closed (_stream.py)
+                weakref.finalize(self, self._file.close).atexit = False
+            self._file.seek(self._size)
+            self._file.write(data)
+            self._file.flush()
         except OSError:
             self._next_try = self.in_memory + self._memory_bytes
             return False
@@ -139,10 +138,21 @@ class RecordSpill:
 
     def read(self, offset: int, nbytes: int) -> bytes:
         assert self._file is not None
-        data = os.pread(self._file.fileno(), nbytes, offset)
+        self._file.seek(offset)
+        data = self._file.read(nbytes)
         if len(data) != nbytes:  # (the file is ours alone: never short)
             raise OSError(f"Frame records lost: read {len(data)} of {nbytes} bytes.")
         return data
+
+
+@dataclass
+class _Block:
+    """Records of one image in the spill file."""
+
+    offset: int
+    nbytes: int
+    count: int  # records in it, less the dropped ones
+    dropped: set[bytes] = field(default_factory=set)  # their index keys
 
 
 class FrameRecords:
@@ -152,7 +162,7 @@ class FrameRecords:
 
     def __init__(self, spill: RecordSpill | None = None) -> None:
         self._spill = spill
-        self._blocks: list[tuple[int, int, int]] = []  # (offset, bytes, records)
+        self._blocks: list[_Block] = []
         self._spilled_count = 0
         self._tail: list[FrameRecord] = []
         self._tail_bytes = 0
@@ -176,45 +186,82 @@ class FrameRecords:
     def since(self, start: int) -> Iterator[FrameRecord]:
         """The records from the `start`-th on (a block of the file at a time
         in memory)."""
-        for offset, nbytes, count in self._blocks:
-            if start >= count:
-                start -= count
+        for block in self._blocks:
+            if start >= block.count:
+                start -= block.count
                 continue
-            assert self._spill is not None
-            lines = self._spill.read(offset, nbytes).split(b"\n")
-            for line in islice(lines, start, count):
+            lines = self._block_lines(block)
+            if block.dropped:
+                lines = [
+                    line
+                    for line in lines
+                    if line.partition(b"\t")[0] not in block.dropped
+                ]
+            for line in islice(lines, start, None):
                 yield _record_from_line(line)
             start = 0
         yield from islice(self._tail, start, None)
 
+    def _block_lines(self, block: _Block) -> list[bytes]:
+        assert self._spill is not None
+        lines = self._spill.read(block.offset, block.nbytes).split(b"\n")
+        lines.pop()  # (after the last newline)
+        return lines
+
     def discard(self, storage_indices: set[tuple[int, ...]]) -> None:
-        """Drop the records of these frames (a write that failed)."""
-        kept = [r for r in self if r.storage_index not in storage_indices]
-        if len(kept) == len(self):
-            return
-        if self._spill is not None:
-            self._spill.in_memory -= self._tail_bytes
-        self._blocks = []
-        self._spilled_count = 0
-        self._tail = []
-        self._tail_bytes = 0
-        for record in kept:
-            self.append(record.storage_index, record.metadata_json)
+        """Drop the records of these frames (a write that failed: the most
+        recent frames, so mostly in memory). In the file they are marked
+        dropped in their block, which stays as it is."""
+        kept = [r for r in self._tail if r.storage_index not in storage_indices]
+        if len(kept) != len(self._tail):
+            dropped_bytes = sum(
+                len(r.metadata_json) + RECORD_BYTES
+                for r in self._tail
+                if r.storage_index in storage_indices
+            )
+            self._tail = kept
+            self._tail_bytes -= dropped_bytes
+            if self._spill is not None:
+                self._spill.in_memory -= dropped_bytes
+        found = {r.storage_index for r in self._tail}
+        keys = {_index_key(index) for index in storage_indices if index not in found}
+        for block in reversed(self._blocks):
+            if not keys:
+                break
+            assert self._spill is not None  # (blocks are in its file)
+            data = b"\n" + self._spill.read(block.offset, block.nbytes)
+            candidates = {k for k in keys if b"\n" + k + b"\t" in data}
+            if not candidates:
+                continue
+            present = {line.partition(b"\t")[0] for line in self._block_lines(block)}
+            hit = (candidates & present) - block.dropped
+            block.dropped |= hit
+            block.count -= len(hit)
+            self._spilled_count -= len(hit)
+            keys -= hit
 
     def _encoded_tail(self) -> bytes:
         return "".join(
             [
-                f"{','.join(map(str, r.storage_index))}\t{r.metadata_json}\n"
+                f"{_index_key_text(r.storage_index)}\t{r.metadata_json}\n"
                 for r in self._tail
             ]
         ).encode("utf-8", "surrogatepass")
 
     def _spilled(self, offset: int, nbytes: int) -> None:
         """The records in memory are now at `offset` in the file."""
-        self._blocks.append((offset, nbytes, len(self._tail)))
+        self._blocks.append(_Block(offset, nbytes, len(self._tail)))
         self._spilled_count += len(self._tail)
         self._tail = []
         self._tail_bytes = 0
+
+
+def _index_key_text(storage_index: tuple[int, ...]) -> str:
+    return ",".join(map(str, storage_index))
+
+
+def _index_key(storage_index: tuple[int, ...]) -> bytes:
+    return _index_key_text(storage_index).encode()
 
 
 def _record_from_line(line: bytes) -> FrameRecord:

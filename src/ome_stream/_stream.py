@@ -132,10 +132,19 @@ class _ByteBoundedQueue:
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
 
-    def put(self, item: Any, nbytes: int, timeout: float | None) -> bool:
+    def put(
+        self, item: Any, nbytes: int, timeout: float | None, *, wait: bool = True
+    ) -> bool:
+        """Queue `item`, charged `nbytes`, once there is room (waiting up to
+        `timeout`; False if none came). `wait=False`: at once, room or not
+        (it is counted, so later items wait the longer)."""
         with self._not_full:
-            if not self._has_room(nbytes) and not self._not_full.wait_for(
-                lambda: self._has_room(nbytes), timeout=timeout
+            if (
+                wait
+                and not self._has_room(nbytes)
+                and not self._not_full.wait_for(
+                    lambda: self._has_room(nbytes), timeout=timeout
+                )
             ):
                 return False
             self._items.append((item, nbytes))
@@ -438,9 +447,13 @@ class OMEStream:
             (t.position_index, t.storage_index)
             for t in map(self._router.route, range(start, start + frames))
         ]
-        self._put(
+        # (counted, but queued at once: skip and set_global_metadata never
+        # wait for room, as they never did)
+        self._queue.put(
             ("skip", targets, start + frames - 1),
             QUEUE_ITEM_BYTES + SKIP_TARGET_BYTES * frames,
+            None,
+            wait=False,
         )
         self._next_frame = start + frames
         self._frames_skipped += frames
@@ -463,7 +476,12 @@ class OMEStream:
                     self._backend.set_global_metadata(namespace, checked)
                 return
         self._check_usable()
-        self._put(("global", namespace, checked), self._item_overhead(encoded))
+        self._queue.put(
+            ("global", namespace, checked),
+            self._item_overhead(encoded),
+            None,
+            wait=False,
+        )
 
     def _put(self, item: Any, nbytes: int) -> None:
         if not self._queue.put(item, nbytes, self._timeout):

@@ -2,15 +2,14 @@
 
 With per-frame metadata, the final OME-XML holds a Plane and a MapAnnotation
 per frame: about 1 KB a frame, 100 MB for a 100 000-frame run. `TextSpool`
-takes that text as it is made (an anonymous file in the output's directory,
-1 MiB kept in memory at most); a document is then a list of `TextPart`s
+takes that text as it is made (in memory up to 1 MiB, then in an anonymous
+file in the output's directory); a document is then a list of `TextPart`s
 (strings, and ranges of a spool), which `write_parts` copies to a file a
 chunk at a time.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator
@@ -54,25 +53,29 @@ class TextSpool:
             self._file = tempfile.TemporaryFile(  # noqa: SIM115
                 dir=self._directory, prefix=".ome-stream-xml-"
             )
-            weakref.finalize(self, self._file.close)
-        data = memoryview(b"".join(self._pending))
-        fd = self._file.fileno()
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], self._size + done)
+            weakref.finalize(self, self._file.close).atexit = False
+        data = b"".join(self._pending)
+        self._file.seek(self._size)
+        self._file.write(data)
         self._size += len(data)
         self._pending = []
         self._pending_bytes = 0
 
     def chunks(self, start: int, end: int) -> Iterator[bytes]:
-        """The bytes from `start` to `end`, a chunk at a time."""
+        """The bytes from `start` to `end`, a chunk at a time (text that
+        never reached the file is read from memory)."""
+        if self._file is None:
+            data = b"".join(self._pending)
+            for at in range(start, end, COPY_CHUNK_BYTES):
+                yield data[at : min(end, at + COPY_CHUNK_BYTES)]
+            return
         self._flush()
-        assert self._file is not None or start == end
+        self._file.flush()
         position = start
         while position < end:
-            assert self._file is not None
             size = min(COPY_CHUNK_BYTES, end - position)
-            data = os.pread(self._file.fileno(), size, position)
+            self._file.seek(position)
+            data = self._file.read(size)
             if len(data) != size:  # (the file is ours alone: never short)
                 raise OSError(f"OME-XML text lost: read {len(data)} of {size} bytes.")
             yield data

@@ -740,6 +740,12 @@ class TiffFileBackend(ArrayBackend):
             return
         closing: _CloseText | None = None
         try:
+            if self.journal is not None and self._unjournaled:
+                # the pages written last, before the long work of close: a
+                # kill meanwhile must not leave `recover` without them
+                self._flush_files()
+                self.journal.written(self._unjournaled)
+                self._unjournaled.clear()
             if not self._user_documents:
                 closing = self._close_texts()
             if closing is None:
@@ -750,6 +756,10 @@ class TiffFileBackend(ArrayBackend):
                     image.missing_flat.add(flat)
                     self._write_page(image, self._blank())
                     image.missing.append(self._unravel(flat))
+        except BaseException:
+            if closing is not None:
+                closing.plane_text.close()
+            raise
         finally:
             self._closed = True
             for file in self._files:
@@ -816,7 +826,7 @@ class TiffFileBackend(ArrayBackend):
                     write_parts(parts, f.write)
                 self._replace_companion(None)
             else:
-                append_description(self.paths[key], parts)
+                write_description(self.paths[key], parts)
 
     def _written_documents(self) -> dict[int, OME]:
         """After close: what the files hold (built now if close wrote text)."""
@@ -942,17 +952,30 @@ class _Planes:
             yield PlaneRecord(*zct(record.storage_index), metadata=record.metadata)
 
 
-def append_description(path: Path, parts: list[TextPart]) -> None:
-    """Make `parts` the ImageDescription of the file's first page: written
-    after the end of the file, a chunk at a time, then the tag pointed at
-    it with one write, so a kill before that leaves the description the
-    file had. (tifffile's `tiffcomment` needs the text in memory, and
-    points the tag before writing the text.)"""
+def write_description(path: Path, parts: list[TextPart]) -> None:
+    """Make `parts` the ImageDescription of the file's first page, a chunk
+    at a time (tifffile's `tiffcomment` needs the text in memory). Where it
+    fits, over the description the file has (the room reserved for the
+    interim OME-XML: no disk space needed), the rest zeroed, then the count
+    set. Otherwise after the end of the file, then the tag pointed at it
+    with one write, so a kill before that leaves the description the file
+    had (`tiffcomment` points the tag first)."""
     size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
     with tifffile.TiffFile(path) as tif:
         tiff = tif.tiff
-        entry = tif.pages.first.tags[270].offset
+        tag = tif.pages.first.tags[270]
+        entry, old_offset, old_count = tag.offset, tag.valueoffset, tag.count
+    number = "I" if tiff.offsetsize == 4 else "Q"
     with path.open("r+b") as f:
+        if size <= old_count and old_count > tiff.offsetsize:
+            f.seek(old_offset)
+            written = write_parts(parts, f.write)
+            _check_written(written, size)
+            f.write(b"\0" * (old_count - written))
+            f.flush()
+            f.seek(entry + 4)  # the tag's count
+            f.write(struct.pack(f"{tiff.byteorder}{number}", size))
+            return
         end = f.seek(0, os.SEEK_END)
         start = end + end % 2  # (a value starts on a word boundary)
         if tiff.offsetsize == 4 and start + size > 2**32 - 1:
@@ -966,9 +989,12 @@ def append_description(path: Path, parts: list[TextPart]) -> None:
         f.write(b"\0" * (start - end))
         written = write_parts(parts, f.write)
         f.write(b"\0")
-        if written + 1 != size:  # (parts changed while written: never)
-            raise RuntimeError(f"OME-XML of {size} bytes written as {written + 1}.")
+        _check_written(written, size)
         f.flush()
-        number = "I" if tiff.offsetsize == 4 else "Q"
         f.seek(entry + 4)  # the tag's count, then its value's offset
         f.write(struct.pack(f"{tiff.byteorder}{number}{number}", size, start))
+
+
+def _check_written(written: int, size: int) -> None:
+    if written + 1 != size:  # (parts changed while written: never)
+        raise RuntimeError(f"OME-XML of {size} bytes written as {written + 1}.")
