@@ -19,6 +19,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from ome_stream import recover
+from ome_stream._frame_metadata import checked_metadata_json
 from ome_stream._journal import journal_path, read_journal
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
@@ -112,7 +113,9 @@ def test_sigkill_then_recover_keeps_every_journaled_frame(
     assert validate_dataset(root) == []
     assert report.frames_recovered == len(journal.frames)
     assert report.frames_lost == journal.lost
-    frames = {index: meta["frame"] for (_, index), meta in journal.frames.items()}
+    frames = {
+        index: json.loads(text)["frame"] for (_, index), text in journal.frames.items()
+    }
     reached = [*frames, *(i for _, i in journal.skipped), *(i for _, i in journal.lost)]
     n_t = max(index[0] for index in reached) + 1
     if suffix == ".ome.zarr":
@@ -236,8 +239,35 @@ def test_killed_tiff_is_fully_readable_before_recover(tmp_path: Path) -> None:
             )
 
 
+def test_journal_read_line_by_line_ignores_only_a_torn_last_line(
+    tmp_path: Path,
+) -> None:
+    """Frame lines are read without decoding their metadata (kept as the
+    text journaled); lines written some other way (spaces, another key
+    order) are parsed as JSON; a torn last line is ignored, a bad line
+    before it refused."""
+    from ome_stream._journal import Journal
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, {"dtype": "uint16"})
+    journal.written([(0, (0,), checked_metadata_json({"n": 0, "s": "}\n"}), False)])
+    journal.close()
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"event": "frame", "p": 0, "i": [1], "m": {"n": 1}}\n')
+        f.write('{"p":0,"event":"frame","i":[2]}\n')
+        f.write('{"event":"frame","p":0,"i":[3],"m":{"n":3,"s":"cut')  # torn
+    contents = read_journal(path)
+    assert list(contents.frames) == [(0, (0,)), (0, (1,)), (0, (2,))]
+    assert contents.metadata((0, (0,))) == {"n": 0, "s": "}\n"}
+    assert contents.metadata((0, (1,))) == {"n": 1}
+    assert contents.metadata((0, (2,))) is None
+    with path.open("a", encoding="utf-8") as f:
+        f.write('\n{"event":"skip","p":0,"i":[4]}\n')  # and the journal went on
+    with pytest.raises(ValueError, match="line 5 is not valid JSON"):
+        read_journal(path)
+
+
 def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
-    from ome_stream._frame_metadata import checked_metadata_json
     from ome_stream._journal import Journal
 
     path = tmp_path / "j.jsonl"
@@ -269,8 +299,9 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     assert contents.settings == {"dtype": "uint16"}
     assert contents.frames == {
         (0, (0, 1)): None,
-        (1, (2, 0)): metadata,
+        (1, (2, 0)): checked_metadata_json(metadata),  # the text journaled
         (2, (4, 4)): None,
     }
+    assert contents.metadata((1, (2, 0))) == metadata
     assert contents.skipped == {(0, (3, 0)), (2, (5, 0))}
     assert contents.lost == [(1, (6, 1))]

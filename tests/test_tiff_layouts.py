@@ -523,8 +523,8 @@ def test_sigkill_readable_then_recovered(name: str, t: str, tmp_path: Path) -> N
     assert "experiment" in {a.namespace for a in annotations.values()}
     for p in range(n):
         frames = {
-            (index[0], index[1]): meta["frame"]
-            for (position, index), meta in journal.frames.items()
+            (index[0], index[1]): journal.metadata((position, index))["frame"]
+            for position, index in journal.frames
             if position == p
         }
         recorded = {}
@@ -537,8 +537,10 @@ def test_sigkill_readable_then_recovered(name: str, t: str, tmp_path: Path) -> N
     assert info.warnings == []
     assert [s.size_t for s in info.series] == size_t
     got = readers.bioformats_all_pixels(layout.entry(root), info=info)
-    for (p, (ti, c)), meta in journal.frames.items():
-        np.testing.assert_array_equal(got[p][ti, c, 0], make_frame(meta["frame"]))
+    for key in journal.frames:
+        p, (ti, c) = key
+        number = journal.metadata(key)["frame"]
+        np.testing.assert_array_equal(got[p][ti, c, 0], make_frame(number))
 
 
 # ---------------------------------------------------------------- read_frame

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._frame_metadata import FrameRecord, encode_metadata
+from ._frame_metadata import RecordSpill
 from ._journal import Index, JournalContents, journal_path, read_journal
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
 
@@ -98,6 +98,7 @@ def _recover_zarr(
     )
 
     root = settings.output_path
+    spill = RecordSpill(root)
     locations = image_locations(settings)
     dims = settings.storage_index_dimensions
     unbounded = next((i for i, d in enumerate(dims) if d.count is None), None)
@@ -155,13 +156,13 @@ def _recover_zarr(
             partial.unlink()  # a chunk the kill interrupted: never journaled
         shapes.append(tuple(shape))
         written = np.zeros(shape[:-2], bool)
-        records = []
+        records = spill.records()  # (a long run's are not all held)
         for index, metadata, skipped in entries[position]:
             if skipped:
                 continue
             written[index] = True
             if metadata is not None:
-                records.append(FrameRecord.of(index, metadata))
+                records.append(index, metadata)
         ome, user = kept(location.group_path, image_ome(settings, location))
         section = image_section(
             location, records, np.argwhere(~written).tolist(), for_file=True
@@ -253,8 +254,7 @@ def _recover_tiff(
                     backend.skip(position, index)
                     continue
                 data = sources[file_index].pages[page].asarray()
-                encoded = None if metadata is None else encode_metadata(metadata)
-                backend.write(position, index, data, encoded)
+                backend.write(position, index, data, metadata)
         finally:
             for source in sources:
                 source.close()
