@@ -965,15 +965,7 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     from ome_stream import WriterError
     from ome_stream._formats.tiff import pages as tiff_pages
 
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "full.ome.tiff"),
-        dimensions=[
-            Dimension(name="t", count=None),
-            Dimension(name="y", count=FRAME[0]),
-            Dimension(name="x", count=FRAME[1]),
-        ],
-        dtype="uint16",
-    )
+    settings = _time_series(tmp_path / "full.ome.tiff", None)
     real = os.pwritev
     fail_at = random.Random(seed).randrange(3, 40)  # the n-th write that grows
     state = {"growing": 0, "full": True}
@@ -1104,6 +1096,19 @@ def test_a_close_that_fails_leaves_no_documents_for_later_writes(
     assert described <= 3
 
 
+def _time_series(path: Path, count: int | None) -> AcquisitionSettings:
+    """t frames of FRAME, one position, to one OME-TIFF."""
+    return AcquisitionSettings(
+        root_path=str(path),
+        dimensions=[
+            Dimension(name="t", count=count),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+
+
 def test_a_disk_full_while_writing_the_final_xml_keeps_the_interim_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1113,15 +1118,7 @@ def test_a_disk_full_while_writing_the_final_xml_keeps_the_interim_one(
     readable (as a kill at that moment would)."""
     from ome_stream._formats.tiff import tifffile as tiff_backend
 
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "full.ome.tiff"),
-        dimensions=[
-            Dimension(name="t", count=None),
-            Dimension(name="y", count=FRAME[0]),
-            Dimension(name="x", count=FRAME[1]),
-        ],
-        dtype="uint16",
-    )
+    settings = _time_series(tmp_path / "full.ome.tiff", None)
     stream = create_stream(settings)
     for number in range(40):
         stream.append(make_frame(number), frame_metadata={"frame": number})
@@ -1159,15 +1156,7 @@ def test_final_xml_that_fits_goes_where_the_interim_one_is(
     limit, as a full disk)."""
     import resource
 
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "fits.ome.tiff"),
-        dimensions=[
-            Dimension(name="t", count=6),
-            Dimension(name="y", count=FRAME[0]),
-            Dimension(name="x", count=FRAME[1]),
-        ],
-        dtype="uint16",
-    )
+    settings = _time_series(tmp_path / "fits.ome.tiff", 6)
     stream = create_stream(settings)
     for number in range(6):
         stream.append(
