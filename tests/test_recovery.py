@@ -244,8 +244,8 @@ def test_journal_read_line_by_line_ignores_only_a_torn_last_line(
 ) -> None:
     """Frame lines are read without decoding their metadata (kept as the
     text journaled); lines written some other way (spaces, another key
-    order) are parsed as JSON; a torn last line is ignored, a bad line
-    before it refused."""
+    order) are parsed as JSON; a bad last line (torn) is ignored, a bad
+    line before it refused."""
     from ome_stream._journal import Journal
 
     path = tmp_path / "j.jsonl"
@@ -262,7 +262,10 @@ def test_journal_read_line_by_line_ignores_only_a_torn_last_line(
     assert contents.metadata((0, (1,))) == {"n": 1}
     assert contents.metadata((0, (2,))) is None
     with path.open("a", encoding="utf-8") as f:
-        f.write('\n{"event":"skip","p":0,"i":[4]}\n')  # and the journal went on
+        f.write("\n")  # still the last line: ignored, with its newline too
+    assert list(read_journal(path).frames) == [(0, (0,)), (0, (1,)), (0, (2,))]
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"event":"skip","p":0,"i":[4]}\n')  # and the journal went on
     with pytest.raises(ValueError, match="line 5 is not valid JSON"):
         read_journal(path)
 

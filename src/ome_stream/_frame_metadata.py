@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, NewType
+from typing import Any, NewType
 
 import numpy as np
+
+from ._anonymous import AnonymousFile
 
 PLANE_KEYS = ("delta_t", "exposure_time", "position_x", "position_y", "position_z")
 RESERVED_KEYS = ("storage_index",)
@@ -89,7 +89,7 @@ class RecordSpill:
         self._memory_bytes = (
             SPILL_MEMORY_BYTES if memory_bytes is None else memory_bytes
         )
-        self._file: IO[bytes] | None = None
+        self._file: AnonymousFile | None = None
         self._size = 0
         self._members: list[FrameRecords] = []
         self.in_memory = 0  # bytes of records kept in memory, all images
@@ -113,17 +113,8 @@ class RecordSpill:
         data = b"".join(text for _, text in blocks)
         try:
             if self._file is None:
-                # (kept open as long as the records are read: no `with`)
-                self._file = tempfile.TemporaryFile(  # noqa: SIM115
-                    dir=self._directory, prefix=".ome-stream-records-"
-                )
-                # closed with the records (after close, get_metadata and
-                # later metadata writes still read them); not at exit, when
-                # streams left open are still to be closed (_stream.py)
-                weakref.finalize(self, self._file.close).atexit = False
-            self._file.seek(self._size)
-            self._file.write(data)
-            self._file.flush()
+                self._file = AnonymousFile(self._directory, ".ome-stream-records-")
+            self._file.write_at(self._size, data)
         except OSError:
             self._next_try = self.in_memory + self._memory_bytes
             return False
@@ -138,11 +129,7 @@ class RecordSpill:
 
     def read(self, offset: int, nbytes: int) -> bytes:
         assert self._file is not None
-        self._file.seek(offset)
-        data = self._file.read(nbytes)
-        if len(data) != nbytes:  # (the file is ours alone: never short)
-            raise OSError(f"Frame records lost: read {len(data)} of {nbytes} bytes.")
-        return data
+        return self._file.read_at(offset, nbytes)
 
 
 @dataclass
@@ -212,6 +199,7 @@ class FrameRecords:
         """Drop the records of these frames (a write that failed: the most
         recent frames, so mostly in memory). In the file they are marked
         dropped in their block, which stays as it is."""
+        found = {r.storage_index for r in self._tail} & storage_indices
         kept = [r for r in self._tail if r.storage_index not in storage_indices]
         if len(kept) != len(self._tail):
             dropped_bytes = sum(
@@ -223,7 +211,6 @@ class FrameRecords:
             self._tail_bytes -= dropped_bytes
             if self._spill is not None:
                 self._spill.in_memory -= dropped_bytes
-        found = {r.storage_index for r in self._tail}
         keys = {_index_key(index) for index in storage_indices if index not in found}
         for block in reversed(self._blocks):
             if not keys:

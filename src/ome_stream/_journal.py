@@ -126,13 +126,17 @@ _FRAME_HEAD = b'{"event":"frame","p":'
 
 
 def read_journal(path: Path) -> JournalContents:
-    """Parse a journal, a line at a time; a torn last line (the kill came
-    mid-write) is ignored."""
+    """Parse a journal, a line at a time; a bad last line (torn: the kill
+    came mid-write, or garbage a power loss left) is ignored, a bad line
+    before it refused."""
     contents: JournalContents | None = None
+    bad: int | None = None  # a line that did not parse: fatal unless last
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            if bad is not None:
+                raise ValueError(f"{path}: line {bad} is not valid JSON")
             frame = _frame_line(line) if line.startswith(_FRAME_HEAD) else None
             if frame is not None:
                 if contents is None:
@@ -142,9 +146,8 @@ def read_journal(path: Path) -> JournalContents:
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                if not line.endswith(b"\n"):
-                    break  # the last, partial line
-                raise ValueError(f"{path}: line {number} is not valid JSON") from None
+                bad = number
+                continue
             if contents is None:
                 if not isinstance(record, dict) or record.get("event") != "open":
                     break
@@ -178,11 +181,15 @@ def _frame_line(line: bytes) -> tuple[tuple[int, Index], MetadataJSON | None] | 
     if text == "null":
         return (position, index), None
     try:  # (checked, not kept: the text is what recover writes)
-        if not isinstance(json.loads(text), dict):
+        if not isinstance(json.loads(text, parse_constant=_no_constant), dict):
             return None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, ValueError):
         return None
     return (position, index), MetadataJSON(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # (NaN, Infinity: never journaled)
 
 
 def _add_record(contents: JournalContents, record: dict[str, Any]) -> None:

@@ -10,11 +10,10 @@ chunk at a time.
 
 from __future__ import annotations
 
-import tempfile
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+
+from ..._anonymous import AnonymousFile
 
 SPOOL_BUFFER_BYTES = 2**20
 COPY_CHUNK_BYTES = 2**20
@@ -25,7 +24,7 @@ class TextSpool:
 
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
-        self._file: IO[bytes] | None = None
+        self._file: AnonymousFile | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._size = 0  # bytes in the file
@@ -49,14 +48,9 @@ class TextSpool:
         if not self._pending:
             return
         if self._file is None:
-            # (kept open while the text is read: no `with`)
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115
-                dir=self._directory, prefix=".ome-stream-xml-"
-            )
-            weakref.finalize(self, self._file.close).atexit = False
+            self._file = AnonymousFile(self._directory, ".ome-stream-xml-")
         data = b"".join(self._pending)
-        self._file.seek(self._size)
-        self._file.write(data)
+        self._file.write_at(self._size, data)
         self._size += len(data)
         self._pending = []
         self._pending_bytes = 0
@@ -70,16 +64,8 @@ class TextSpool:
                 yield data[at : min(end, at + COPY_CHUNK_BYTES)]
             return
         self._flush()
-        self._file.flush()
-        position = start
-        while position < end:
-            size = min(COPY_CHUNK_BYTES, end - position)
-            self._file.seek(position)
-            data = self._file.read(size)
-            if len(data) != size:  # (the file is ours alone: never short)
-                raise OSError(f"OME-XML text lost: read {len(data)} of {size} bytes.")
-            yield data
-            position += size
+        for at in range(start, end, COPY_CHUNK_BYTES):
+            yield self._file.read_at(at, min(COPY_CHUNK_BYTES, end - at))
 
     def close(self) -> None:
         if self._file is not None:

@@ -957,9 +957,11 @@ def write_description(path: Path, parts: list[TextPart]) -> None:
     at a time (tifffile's `tiffcomment` needs the text in memory). Where it
     fits, over the description the file has (the room reserved for the
     interim OME-XML: no disk space needed), the rest zeroed, then the count
-    set. Otherwise after the end of the file, then the tag pointed at it
-    with one write, so a kill before that leaves the description the file
-    had (`tiffcomment` points the tag first)."""
+    set; a kill meanwhile leaves a broken description, as during an interim
+    refresh (the journal stays until close is done: `recover` mends it).
+    Otherwise after the end of the file, then the tag pointed at it with
+    one write, so a kill before that leaves the description the file had
+    (`tiffcomment` points the tag first)."""
     size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
     with tifffile.TiffFile(path) as tif:
         tiff = tif.tiff
