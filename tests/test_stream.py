@@ -655,6 +655,9 @@ def test_skip_and_global_metadata_never_wait_for_room(
             stream.append(make_frame(5))
     finally:
         _SlowBackend.gate.set()
+    deadline = time.monotonic() + 10
+    while stream.queued_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)  # (append_timeout=0: room must be there first)
     stream.append(make_frame(5))
     stream.close()
     assert stream.frames_written == 3
