@@ -7,6 +7,8 @@ with ome-stream's router, so a routing bug cannot hide itself.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,19 @@ class Case:
         order = [names.index(a) for a in self.zarr_storage]
         n = len(names)
         return [np.transpose(p, [*order, n, n + 1]) for p in self.per_position(data)]
+
+
+def run_python(
+    script: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a Python process of its own (a kill, an exit, a
+    resource limit that must not touch the test's process)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def to_tczyx(data: np.ndarray, names: list[str]) -> np.ndarray:

@@ -745,6 +745,22 @@ def tiff_ome_xml(path: StrPath) -> str:
     return xml
 
 
+def plane_map_values(
+    ome: ome_types.OME, image: int = 0
+) -> dict[tuple[int, int, int], dict[str, str]]:
+    """{(t, c, z): the key/values of the MapAnnotation a Plane references},
+    for each Plane of an image that references one."""
+    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    values = {}
+    for plane in ome.images[image].pixels.planes:
+        for ref in plane.annotation_refs:
+            entries = annotations[ref.id].value.ms
+            values[(plane.the_t, plane.the_c, plane.the_z)] = {
+                m.k: m.value for m in entries
+            }
+    return values
+
+
 @functools.cache
 def _ome_xmlschema() -> Any:
     """The OME 2016-06 XSD shipped with ome-types, compiled once by xmlschema."""

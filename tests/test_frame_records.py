@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,6 +23,7 @@ from ome_stream._frame_metadata import (
     encode_metadata,
 )
 from tests import _readers as readers
+from tests._cases import run_python
 
 
 def _metadata(number: int) -> MetadataJSON:
@@ -111,12 +110,7 @@ def test_records_stay_in_memory_while_the_spill_cannot_be_written(
     records stay in memory, none lost, all still readable; the spill is
     tried again once as much more has come, and goes through once there is
     room."""
-    done = subprocess.run(
-        [sys.executable, "-c", FULL_DISK_SPILL, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(FULL_DISK_SPILL, str(tmp_path), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok ")
 
@@ -293,12 +287,7 @@ def test_a_stream_left_open_is_finished_at_exit_with_its_spilled_metadata(
     """The records in the spill file are still readable when the exit hook
     closes a stream left open (the file is not closed first)."""
     root = tmp_path / f"open{suffix}"
-    done = subprocess.run(
-        [sys.executable, "-c", UNCLOSED_WRITER, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(UNCLOSED_WRITER, str(root))
     assert done.returncode == 0, done.stderr
     assert "failed" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]
@@ -309,9 +298,6 @@ def test_a_stream_left_open_is_finished_at_exit_with_its_spilled_metadata(
         assert records == [{"n": n, "storage_index": [n]} for n in range(600)]
         return
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
-    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
-    planes = ome.images[0].pixels.planes
-    assert [p.the_t for p in planes] == list(range(600))
-    for plane in planes:
-        (ref,) = plane.annotation_refs
-        assert annotations[ref.id].value.ms[0].value == str(plane.the_t)
+    assert readers.plane_map_values(ome) == {
+        (t, 0, 0): {"n": str(t)} for t in range(600)
+    }

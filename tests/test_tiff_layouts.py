@@ -31,7 +31,7 @@ from ome_stream._formats.tiff.layout import read_dataset_ome
 from ome_stream._formats.tiff.tifffile import TiffFileBackend
 from ome_stream._journal import journal_path, read_journal
 from tests import _readers as readers
-from tests._cases import CASES, FRAME, make_frame
+from tests._cases import CASES, FRAME, make_frame, run_python
 
 POSITIONS = [
     Position(name="A1", x_coord=1.0, y_coord=2.0),
@@ -1223,22 +1223,14 @@ def test_a_kill_while_close_writes_the_xml_loses_no_frame(tmp_path: Path) -> Non
     `recover` finds every frame (the journal is written at most every
     10 ms or 256 pages while frames come)."""
     root = tmp_path / "killed.ome.tiff"
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_CLOSE, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(KILLED_IN_CLOSE, str(root))
     assert done.returncode == 9, done.stderr
     report = recover(root)
     assert report.frames_recovered == 200
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
-    annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
-    planes = ome.images[0].pixels.planes
-    assert [p.the_t for p in planes] == list(range(200))
-    for plane in planes:
-        (ref,) = plane.annotation_refs
-        assert annotations[ref.id].value.ms[0].value == str(plane.the_t)
+    assert readers.plane_map_values(ome) == {
+        (t, 0, 0): {"n": str(t)} for t in range(200)
+    }
     with tifffile.TiffFile(root) as tif:
         assert len(tif.pages) == 200
         np.testing.assert_array_equal(tif.pages[199].asarray(), np.full((8, 8), 199))
