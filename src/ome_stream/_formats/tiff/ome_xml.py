@@ -169,17 +169,6 @@ class PlaneText:
         ]
         return cls(_without_planes(document), indented, maps)
 
-    def render(self, uuid: str | None) -> str | None:
-        """The document, with `uuid` as its root UUID; None when it cannot
-        be written this way (no direct serializer: use the models)."""
-        parts = self.render_parts(uuid)
-        return None if parts is None else parts_text(parts)
-
-    def render_parts(self, uuid: str | None) -> list[TextPart] | None:
-        """`render`, as parts (see `spool.py`)."""
-        rest = self.rest_text(uuid)
-        return None if rest is None else self.parts(rest)
-
     def rest_text(self, uuid: str | None) -> str | None:
         """`rest` as xsdata writes it, with `uuid` as its root UUID (None
         without the direct serializer)."""
