@@ -1259,3 +1259,30 @@ def tifffile_ome_series(path: StrPath) -> list[npt.NDArray[Any]]:
             data = np.transpose(data, keep + extra)
             result.append(data.reshape(data.shape[:5]))
     return result
+
+
+def zarr_missing_frames(image: StrPath) -> list[tuple[int, ...]]:
+    """The storage indices an OME-Zarr image group (written by ome-stream)
+    records as missing, in storage order: its ``missing_frame_ranges``
+    (``[first, last]`` pairs, every index between them in C order) expanded
+    over the index shape of its array ``0``, read with plain JSON. Checks
+    that ``missing_frame_count`` agrees."""
+    section = zarr_document(image)["attributes"]["ome_stream"]
+    shape = zarr_document(image, "0")["shape"][:-2]
+
+    def flat(index: list[int]) -> int:
+        position = 0
+        for i, n in zip(index, shape):
+            position = position * n + i
+        return position
+
+    indices: list[tuple[int, ...]] = []
+    for first, last in section["missing_frame_ranges"]:
+        for position in range(flat(first), flat(last) + 1):
+            index = []
+            for n in reversed(shape):
+                position, i = divmod(position, n)
+                index.append(i)
+            indices.append(tuple(reversed(index)))
+    assert section["missing_frame_count"] == len(indices)
+    return indices

@@ -144,3 +144,86 @@ def test_stub_whose_master_is_gone_fails(tmp_path: Path) -> None:
     (out / "run_p000.ome.tiff").unlink()
     problems = validate_dataset(out)
     assert any("does not exist beside it" in p for p in problems), problems
+
+
+def _zarr_with_gaps(path: Path) -> Path:
+    """t=3 x c=2 with frames 1 and 4 skipped: ranges [0,1] and [2,0]."""
+    settings = AcquisitionSettings(
+        root_path=str(path),
+        dimensions=dims_from_standard_axes({"t": 3, "c": ["A", "B"], "y": 8, "x": 8}),
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        for i in range(6):
+            if i in (1, 4):
+                stream.skip()
+            else:
+                stream.append(np.full((8, 8), i, np.uint16), {"i": i})
+    return settings.output_path
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"missing_frame_count": 3},
+            "missing_frame_count is 3, but the missing-frame ranges cover 2 frames",
+        ),
+        (
+            {"missing_frame_ranges": [[[0, 1], [0, 1]], [[2, 0], [1, 1]]]},
+            "missing-frame range [[2, 0], [1, 1]] ends before it starts",
+        ),
+        (
+            {"missing_frame_ranges": [[[2, 0], [2, 0]], [[0, 1], [0, 1]]]},
+            "missing-frame range [[0, 1], [0, 1]] overlaps or touches the one "
+            "before it, or is out of order",
+        ),
+        (
+            {"missing_frame_ranges": [[[0, 1], [0, 1]], [[2, 0], [2, 0]], [[3, 0]]]},
+            "missing-frame range [[3, 0]] is not [first, last] with two storage "
+            "indices within the index shape [3, 2]",
+        ),
+        (
+            {"missing_frame_ranges": [[[0, 1], [0, 1]], [[5, 0], [5, 1]]]},
+            "missing-frame range [[5, 0], [5, 1]] is not [first, last] with two "
+            "storage indices within the index shape [3, 2]",
+        ),
+        (
+            {"missing_frame_ranges": {"0": 1}},
+            "the missing-frame ranges are not a list",
+        ),
+        (
+            {
+                "missing_frame_ranges": [[[0, 0], [0, 1]], [[2, 0], [2, 0]]],
+                "missing_frame_count": 3,
+            },
+            "1 frame(s) have metadata but are listed as missing, the first at "
+            "storage index [0, 0]",
+        ),
+        (
+            {"missing_frame_count": None},  # None: the key is removed
+            "ome_stream has missing_frame_ranges but no missing_frame_count",
+        ),
+    ],
+)
+def test_zarr_missing_frame_record_damage_is_named(
+    change: dict[str, object], problem: str, tmp_path: Path
+) -> None:
+    out = _zarr_with_gaps(tmp_path / "gaps.ome.zarr")
+    document = json.loads((out / "zarr.json").read_text())
+    ours = document["attributes"]["ome_stream"]
+    assert ours["missing_frame_ranges"] == [[[0, 1], [0, 1]], [[2, 0], [2, 0]]]
+    assert validate_dataset(out) == []
+    for key, value in change.items():
+        if value is None:
+            del ours[key]
+        else:
+            ours[key] = value
+    (out / "zarr.json").write_text(json.dumps(document))
+    problems = validate_dataset(out)
+    assert len(problems) == 1
+    assert problems[0].startswith(".: ")
+    assert problem in problems[0]
+    result = CliRunner().invoke(app, ["validate", str(out)])
+    assert result.exit_code == 1
+    assert problem in _text(result.output)

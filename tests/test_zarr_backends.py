@@ -204,8 +204,7 @@ def test_skipped_and_unsent_frames_are_zero_and_missing(
         np.testing.assert_array_equal(readers.read_tensorstore(root / array_path), want)
     ref = reference(name, skipped=skipped, frames=frames)
     assert_same_store(root, ref, backend)
-    image = readers.zarr_documents(root)[case.zarr_paths[0][:-2]]["attributes"]
-    assert image["ome_stream"]["missing_frames"]  # the list is there, and equal
+    assert readers.zarr_missing_frames(root / case.zarr_paths[0][:-2])
     readers.validate_yaozarrs(root)
 
 
@@ -259,10 +258,17 @@ def test_frame_metadata_and_missing_frames_read_back_exactly(
     attributes = readers.zarr_documents(stream.output_path)[""]["attributes"]
     section = attributes["ome_stream"]
     assert section["frame_metadata"] == expected
-    assert section["missing_frames"] == [[0, 3], [1, 3], [2, 2], [2, 3]]
+    assert section["missing_frame_ranges"] == [
+        [[0, 3], [0, 3]],
+        [[1, 3], [1, 3]],
+        [[2, 2], [2, 3]],
+    ]
+    assert section["missing_frame_count"] == 4
+    missing = readers.zarr_missing_frames(stream.output_path)
+    assert missing == [(0, 3), (1, 3), (2, 2), (2, 3)]
     assert attributes["lab"] == {"text": "[1, 2]"}
     closed = stream.get_metadata()[""]["ome_stream"]
-    assert closed["missing_frames"] == [[0, 3], [1, 3], [2, 2], [2, 3]]
+    assert closed["missing_frame_ranges"] == section["missing_frame_ranges"]
     assert "frame_metadata" not in closed
     import zarr  # zarr-python, in the test extra
 
@@ -497,7 +503,8 @@ def test_get_metadata_lists_every_group_without_frame_metadata(
     metadata["A/1/0"]["ome"]["multiscales"][0]["name"] = "changed"  # a copy
     assert stream.get_metadata()["A/1/0"]["ome"]["multiscales"][0]["name"] == "fov0"
     closed = stream.get_metadata()["A/1/0"]["ome_stream"]
-    assert closed["missing_frames"] == []
+    assert closed["missing_frame_ranges"] == []
+    assert closed["missing_frame_count"] == 0
 
 
 def _rename_channel(metadata: dict[str, Any], path: str, label: str) -> dict[str, Any]:
@@ -674,7 +681,7 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
     readers.validate_ome_zarr_models(root)
     attributes = readers.zarr_documents(root)[""]["attributes"]
     assert attributes["experiment"] == {"id": 7}
-    missing = {tuple(i) for i in attributes["ome_stream"]["missing_frames"]}
+    missing = set(readers.zarr_missing_frames(root))
     assert {i for _, i in journal.skipped} <= missing
     assert {i for _, i in journal.lost} <= missing
     frames = {
@@ -793,8 +800,8 @@ def test_a_failed_write_loses_only_its_own_frames_and_the_store_is_finished(
     failed = [r if isinstance(r, slice) else slice(r, r + 1) for r in regions[2][:2]]
     lost = {(t, c) for t in range(n_t)[failed[0]] for c in range(2)[failed[1]]}
     assert len(lost) == (4 if sharded else 1)
-    image = readers.zarr_documents(root)[""]["attributes"]["ome_stream"]
-    missing = {tuple(index) for index in image["missing_frames"]}
+    image = readers.zarr_document(root)["attributes"]["ome_stream"]
+    missing = set(readers.zarr_missing_frames(root))
     assert lost <= missing
     acquired_first = {divmod(n, 2) for n in range(2 * min(t for t, _ in lost))}
     assert not acquired_first & missing  # the writes before it are kept
@@ -889,7 +896,7 @@ def test_a_journal_that_cannot_be_written_keeps_the_counts_exact(
     stream.close()
     monkeypatch.undo()
     section = readers.zarr_document(root)["attributes"]["ome_stream"]
-    missing = {tuple(index) for index in section["missing_frames"]}
+    missing = set(readers.zarr_missing_frames(root))
     assert {(0, 0), (0, 1)}.isdisjoint(missing)  # frames 0 and 1 are kept
     assert (1, 0) in missing  # frame 2's write failed
     assert stream.frames_written == 12 - len(missing) == 2

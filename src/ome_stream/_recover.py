@@ -21,6 +21,7 @@ import numpy as np
 
 from ._frame_metadata import RecordSpill
 from ._journal import Index, JournalContents, journal_path, read_journal
+from ._missing import missing_frames
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
 
 
@@ -165,7 +166,7 @@ def _recover_zarr(
                 records.append(index, metadata)
         ome, user = kept(location.group_path, image_ome(settings, location))
         section = image_section(
-            location, records, np.argwhere(~written).tolist(), for_file=True
+            location, records, missing_frames(written), for_file=True
         )
         write_group(root, location.group_path, group_attributes(ome, section, user))
     for path, hierarchy in hierarchy_ome(settings, locations).items():
@@ -190,20 +191,10 @@ def _drop_undecodable_chunks(array: Any, array_dir: Path) -> None:
     readers of the whole array. Every file is read once (recovery is rare);
     the ones that decode keep their pixels.
     """
-    grid = array.chunk_layout.write_chunk.shape
-    for path in sorted((array_dir / "c").rglob("*")):
-        if not path.is_file():
-            continue
-        try:
-            cell = [int(part) for part in path.relative_to(array_dir / "c").parts]
-        except ValueError:
-            continue  # not a chunk key
-        region = tuple(
-            slice(i * g, min((i + 1) * g, n))
-            for i, g, n in zip(cell, grid, array.shape)
-        )
-        if len(cell) != len(grid) or any(r.start >= r.stop for r in region):
-            continue
+    from ._formats.zarr.chunkfiles import stored_chunks
+
+    grid = tuple(array.chunk_layout.write_chunk.shape)
+    for path, region in stored_chunks(array_dir, grid, tuple(array.shape)):
         try:
             array[region].read().result()
         except ValueError:  # tensorstore: DATA_LOSS

@@ -9,9 +9,14 @@ decoded with tifffile.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from . import _missing as missing
 
 
 def validate_dataset(path: str | Path) -> list[str]:
@@ -41,7 +46,8 @@ def _validate_zarr(root: Path) -> list[str]:
 
     problems: list[str] = []
     try:
-        validate_zarr_store(str(root))
+        with _without_glob_characters(root) as plain:
+            validate_zarr_store(str(plain))
     except Exception as exc:  # the validator's own words, whatever its type
         problems.append(f"OME-Zarr metadata is invalid: {exc}")
         return problems
@@ -55,37 +61,108 @@ def _validate_zarr(root: Path) -> list[str]:
             }
             try:
                 array = ts.open(spec, open=True, read=True).result()
-                for index in range(array.shape[0] if array.ndim > 2 else 1):
-                    (array[index] if array.ndim > 2 else array).read().result()
+                _read_every_chunk(array, group, document)
             except Exception as exc:
                 problems.append(
                     f"array {group.relative_to(root)} cannot be read: {exc}"
                 )
             continue
         ours: dict[str, Any] = document.get("attributes", {}).get("ome_stream", {})
-        if "frame_metadata" in ours or "missing_frames" in ours:
+        if set(ours) & {"frame_metadata", *MISSING_KEYS}:
             problems += _check_records(group, root, ours)
     return problems
 
 
+MISSING_KEYS = ("missing_frame_ranges", "missing_frame_count")
+
+
+# bytes read at a time when checking that every chunk decodes
+READ_PIECE_BYTES = 64 * 2**20
+
+
+def _read_every_chunk(array: Any, group: Path, document: dict[str, Any]) -> None:
+    """Read every stored chunk (shard) of the array at `group` once, a piece
+    at a time, so that a file that does not decode is found. The time taken
+    follows what is stored, not the array's shape (an early-closed run may
+    plan millions of frames and hold ten). Arrays with another chunk key
+    encoding than the "default" with "/" are read frame by frame."""
+    from ._formats.zarr.chunkfiles import stored_chunks
+
+    encoding = document.get("chunk_key_encoding", {})
+    separator = encoding.get("configuration", {}).get("separator", "/")
+    if encoding.get("name") != "default" or separator != "/":
+        for index in range(array.shape[0] if array.ndim > 2 else 1):
+            (array[index] if array.ndim > 2 else array).read().result()
+        return
+    grid = tuple(document["chunk_grid"]["configuration"]["chunk_shape"])
+    for _, region in stored_chunks(group, grid, tuple(array.shape)):
+        first = region[0]
+        per_step = max(1, array[region].size // max(1, first.stop - first.start))
+        step = max(1, READ_PIECE_BYTES // (per_step * array.dtype.numpy_dtype.itemsize))
+        for start in range(first.start, first.stop, step):
+            piece = (slice(start, min(start + step, first.stop)), *region[1:])
+            array[piece].read().result()
+
+
+@contextlib.contextmanager
+def _without_glob_characters(root: Path) -> Iterator[Path]:
+    """`root`, or a symbolic link to it whose path has no `*`, `?` or `[`:
+    yaozarrs reads through fsspec, which takes them for a glob pattern and
+    finds no zarr.json in a store named like `well[A1].ome.zarr`."""
+    if not any(c in str(root.absolute()) for c in "*?["):
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="ome-stream-validate-") as scratch:
+        if any(c in scratch for c in "*?["):
+            yield root  # nowhere plain to link from
+            return
+        link = Path(scratch) / "store.zarr"
+        try:
+            link.symlink_to(root.absolute(), target_is_directory=True)
+        except OSError:  # no symbolic links here (e.g. Windows without rights)
+            yield root
+            return
+        yield link
+
+
 def _check_records(group: Path, root: Path, ours: dict[str, Any]) -> list[str]:
+    """The per-frame metadata and the missing-frames record (`_missing.py`):
+    indices within the array, and no frame both recorded and missing."""
+    name = str(group.relative_to(root)) if group != root else "."
     array_json = group / "0" / "zarr.json"
     if not array_json.is_file():
-        return [f"{group.relative_to(root)} has frame records but no array 0."]
+        return [f"{name} has frame records but no array 0."]
     shape = json.loads(array_json.read_text())["shape"][:-2]
-    problems = []
     records = [r.get("storage_index") for r in ours.get("frame_metadata", [])]
-    for index in records + ours.get("missing_frames", []):
-        if (
-            not isinstance(index, list)
-            or len(index) != len(shape)
-            or any(not 0 <= i < n for i, n in zip(index, shape))
-        ):
-            problems.append(
-                f"{group.relative_to(root) or '.'}: storage_index {index} is outside "
-                f"the array's index shape {shape}."
-            )
-            break
+    for index in records:
+        if not missing.is_storage_index(index, shape):
+            return [
+                f"{name}: storage_index {index} is outside the array's index "
+                f"shape {shape}."
+            ]
+    present = [key for key in MISSING_KEYS if key in ours]
+    if not present:
+        return []
+    if len(present) == 1:
+        other = next(key for key in MISSING_KEYS if key not in ours)
+        return [f"{name}: ome_stream has {present[0]} but no {other}."]
+    ranges = ours["missing_frame_ranges"]
+    try:
+        number = missing.count(ranges, shape)
+    except ValueError as exc:
+        return [f"{name}: {exc}."]
+    problems = []
+    if number != ours["missing_frame_count"]:
+        problems.append(
+            f"{name}: missing_frame_count is {ours['missing_frame_count']!r}, but "
+            f"the missing-frame ranges cover {number} frames."
+        )
+    both = missing.covered(ranges, shape, records)
+    if both:
+        problems.append(
+            f"{name}: {len(both)} frame(s) have metadata but are listed as "
+            f"missing, the first at storage index {both[0]}."
+        )
     return problems
 
 

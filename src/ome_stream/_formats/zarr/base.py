@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..._frame_metadata import FrameRecords, MetadataJSON, RecordSpill
+from ..._missing import MissingFrames, missing_frames
 from ..._settings import AcquisitionSettings
 from ..backend import ArrayBackend
 from . import ngff
@@ -215,17 +216,16 @@ class ZarrBackend(ArrayBackend):
             for count in self._index_shape
         )
 
-    def _missing(self, image: ZarrImage) -> list[list[int]]:
-        """Storage indices of frames that never arrived or were skipped (they
-        read as the fill value, 0; this list tells them from real zeros)."""
+    def _missing(self, image: ZarrImage) -> MissingFrames:
+        """The frames that never arrived or were
+        skipped (they read as the fill value, 0; the record tells them from
+        real zeros). See `_missing.py`."""
         shape = self.final_index_shape(image)
         written = image.written
         pad = [(0, max(0, s - w)) for s, w in zip(shape, written.shape)]
         if any(after for _, after in pad):
             written = np.pad(written, pad)
-        written = written[tuple(slice(0, s) for s in shape)]
-        missing: list[list[int]] = np.argwhere(~written).tolist()
-        return missing
+        return missing_frames(written[tuple(slice(0, s) for s in shape)])
 
     # -------------------------------------------------------------- metadata
 

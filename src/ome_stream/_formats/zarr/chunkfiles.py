@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,30 @@ class ChunkFiles:
             raise
         os.close(fd)
         os.replace(temporary, final)
+
+
+def stored_chunks(
+    array_dir: Path, grid: tuple[int, ...], shape: tuple[int, ...]
+) -> Iterator[tuple[Path, tuple[slice, ...]]]:
+    """The chunk (or shard) files stored in the array at `array_dir`, each
+    with the region of the array it holds: the keys `c/<i>/<j>/...` of the
+    "default" chunk key encoding, `grid` being the chunk grid's shape (the
+    shard shape when sharded). Files that are not chunk keys (temporaries)
+    and chunks wholly past the array's `shape` are left out."""
+    chunks = array_dir / "c"
+    if not chunks.is_dir():
+        return
+    for path in sorted(chunks.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            cell = [int(part) for part in path.relative_to(chunks).parts]
+        except ValueError:
+            continue  # not a chunk key
+        if len(cell) != len(grid):
+            continue
+        region = tuple(
+            slice(i * g, min((i + 1) * g, n)) for i, g, n in zip(cell, grid, shape)
+        )
+        if all(r.start < r.stop for r in region):
+            yield path, region

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._frame_metadata import FrameRecord, FrameRecords
+from ..._missing import MissingFrames
 from ..._settings import AcquisitionSettings, Position
 from ..._version import __version__
 from . import ngff
@@ -212,13 +213,14 @@ def image_ome(settings: AcquisitionSettings, location: ImageLocation) -> dict[st
 def image_section(
     location: ImageLocation,
     records: FrameRecords | list[FrameRecord],
-    missing: list[list[int]] | None,
+    missing: MissingFrames | None,
     *,
     for_file: bool = False,
 ) -> dict[str, Any]:
     """Our section of an image group: position, per-frame metadata, and the
-    missing frames once they are known (at close). `for_file`: the long
-    lists as RawJSON, for `write_group` (the metadata stays encoded)."""
+    missing frames once they are known (at close): their number and their
+    ranges (`_missing.py`). `for_file`: the long lists as RawJSON, for
+    `write_group` (the metadata stays encoded)."""
     section: dict[str, Any] = {
         "version": __version__,
         "position": location.position.model_dump(exclude_none=True),
@@ -230,8 +232,10 @@ def image_section(
             else [r.to_json() for r in records]
         )
     if missing is not None:
-        section["missing_frames"] = (
-            RawJSON(json.dumps(missing, separators=(",", ":"))) if for_file else missing
+        ranges = missing.ranges
+        section["missing_frame_count"] = missing.count
+        section["missing_frame_ranges"] = (
+            RawJSON(json.dumps(ranges, separators=(",", ":"))) if for_file else ranges
         )
     return section
 
