@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from ome_stream.cli import app
@@ -67,7 +68,40 @@ def test_info_summarises_both_formats(tmp_path: Path) -> None:
         assert "t=2 c=2 y=8 x=8" in result.output
         assert "B12" in result.output
         row = next(line for line in result.output.splitlines() if "DAPI" in line)
-        assert row.split("│")[-2].strip() == "2" if suffix == ".ome.zarr" else "1"
+        # the skipped frame and the one that never arrived (OME-TIFF pads
+        # the last time point with a blank plane, recorded as missing)
+        assert row.split("│")[-2].strip() == "2"
+        listed = "t=0 c=1; t=1 c=1"
+        assert f"missing in 0: {listed}\n" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_info_prints_names_and_metadata_as_they_are(
+    suffix: str, tmp_path: Path
+) -> None:
+    """Square brackets in channel names or metadata are text, not rich
+    markup (a closing tag like `[/x]` made `info` crash)."""
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / f"[b]{suffix}"),
+        dimensions=dims_from_standard_axes(
+            {"t": 2, "c": ["[DAPI]", "[/x]"], "y": 8, "x": 8}
+        ),
+        dtype="uint8",
+    )
+    with create_stream(settings) as stream:
+        for _ in range(3):
+            stream.append(np.ones((8, 8), np.uint8))
+        stream.set_global_metadata("lab", {"note": "[/bold] and [red]x"})
+    result = CliRunner().invoke(app, ["info", str(settings.output_path)])
+    assert result.exit_code == 0, result.output
+    assert "[DAPI], [/x]" in result.output
+    assert "[/bold] and [red]x" in result.output
+    assert "[b]" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["validate", str(settings.output_path)])
+    assert result.exit_code == 0, result.output
+    assert f"[b]{suffix} is a valid" in " ".join(result.output.split())
 
 
 def test_info_on_something_else_fails_clearly(tmp_path: Path) -> None:

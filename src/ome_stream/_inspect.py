@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._missing import describe, ranges_of
+
 
 @dataclass
 class ImageSummary:
@@ -17,6 +19,8 @@ class ImageSummary:
     channels: list[str]
     frames_with_metadata: int
     missing: int | str
+    # the missing frames in words, a range each (`_missing.describe`)
+    missing_ranges: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +78,7 @@ def _zarr(root: Path) -> DatasetSummary:
             )
         ]
         ours = attributes.get("ome_stream", {})
+        ranges = ours.get("missing_frame_ranges", [])
         images.append(
             ImageSummary(
                 name=multiscale.get("name") or group.name,
@@ -82,9 +87,12 @@ def _zarr(root: Path) -> DatasetSummary:
                 dtype=array["data_type"],
                 channels=channels,
                 frames_with_metadata=len(ours.get("frame_metadata", [])),
-                missing=len(ours["missing_frames"])
-                if "missing_frames" in ours
-                else "not recorded",
+                missing=ours.get("missing_frame_count", "not recorded"),
+                missing_ranges=describe(
+                    ranges,
+                    [a["name"] for a in multiscale["axes"][:-2]],
+                    array["shape"][:-2],
+                ),
             )
         )
     root_attributes = _attributes(root)
@@ -125,6 +133,7 @@ def _tiff(path: Path) -> DatasetSummary:
         order = pixels.dimension_order.value[2:][::-1]  # slowest first
         sizes = {"T": pixels.size_t, "C": pixels.size_c, "Z": pixels.size_z}
         missing: int | str = 0
+        missing_planes: list[list[int]] = []
         for ref in image.annotation_refs:
             annotation = annotations.get(ref.id)
             if (
@@ -134,15 +143,24 @@ def _tiff(path: Path) -> DatasetSummary:
             ):
                 values = {m.k: m.value for m in annotation.value.ms}
                 missing = int(values.get("missing_count", 0))
+                missing_planes = json.loads(values.get("missing_planes_zct", "[]"))
+        # the planes' (z, c, t) as indices in DimensionOrder, slowest first
+        planes = (dict(zip("ZCT", plane)) for plane in missing_planes)
+        shape = [sizes[a] for a in order]
         images.append(
             ImageSummary(
                 name=image.name or image.id,
                 axes=[*order.lower(), "y", "x"],
-                shape=[*(sizes[a] for a in order), pixels.size_y, pixels.size_x],
+                shape=[*shape, pixels.size_y, pixels.size_x],
                 dtype=pixels.type.value,
                 channels=[c.name or c.id for c in pixels.channels],
                 frames_with_metadata=len(pixels.planes),
                 missing=missing,
+                missing_ranges=describe(
+                    ranges_of(([p[a] for a in order] for p in planes), shape),
+                    order.lower(),
+                    shape,
+                ),
             )
         )
     highlights = {

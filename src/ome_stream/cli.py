@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -19,6 +20,8 @@ app = typer.Typer(
 console = Console()
 
 FORMAT_SUFFIXES = {"zarr": ".ome.zarr", "tiff": ".ome.tiff"}
+# `info` lists at most this many ranges of missing frames per image
+MISSING_RANGES_SHOWN = 20
 
 
 @app.callback()
@@ -46,8 +49,8 @@ def demo(
         from .mmcore import OMEStreamHandler, simulated_core
     except ImportError as exc:
         console.print(
-            f"[red]{exc}[/]. The demo drives pymmcore-plus: "
-            "pip install 'ome-stream[mmcore]'"
+            f"[red]{escape(str(exc))}[/]. The demo drives pymmcore-plus: "
+            "pip install 'ome-stream\\[mmcore]'"
         )
         raise typer.Exit(2) from None
     formats = ["zarr", "tiff"] if format == "both" else [format]
@@ -82,19 +85,23 @@ def demo(
         settings = handler.settings
         stream = handler.stream
         if settings is None or stream is None or handler.errors:
-            console.print(f"[red]{name}: the run failed: {handler.errors}[/]")
+            console.print(
+                f"[red]{name}: the run failed: {escape(str(handler.errors))}[/]"
+            )
             raise typer.Exit(1)
         problems = validate_dataset(settings.output_path)
         failed |= bool(problems)
         megabytes = stream.frames_written * settings.frame_nbytes / 1e6
         table.add_row(
             name,
-            str(settings.output_path),
+            escape(str(settings.output_path)),
             f"{stream.frames_written}/{n_frames}",
             f"{megabytes:.1f}",
             f"{seconds:.2f}",
             f"{megabytes / seconds:.0f}",
-            "[green]valid[/]" if not problems else f"[red]{'; '.join(problems)}[/]",
+            "[green]valid[/]"
+            if not problems
+            else f"[red]{escape('; '.join(problems))}[/]",
         )
     console.print(table)
     dims = ", ".join(f"{k}={v}" for k, v in sequence.sizes.items() if v)
@@ -127,14 +134,17 @@ def acquire(
 
         from .mmcore import OMEStreamHandler, simulated_core
     except ImportError as exc:
-        console.print(f"[red]{exc}[/]: pip install 'ome-stream[mmcore]'")
+        console.print(f"[red]{escape(str(exc))}[/]: pip install 'ome-stream\\[mmcore]'")
         raise typer.Exit(2) from None
     if not sequence_file.is_file():
         raise typer.BadParameter(f"{sequence_file} does not exist")
     try:
         sequence = useq.MDASequence.from_file(sequence_file)
     except Exception as exc:
-        console.print(f"[red]Cannot read {sequence_file} as a useq sequence: {exc}[/]")
+        console.print(
+            f"[red]Cannot read {escape(str(sequence_file))} as a useq sequence: "
+            f"{escape(str(exc))}[/]"
+        )
         raise typer.Exit(2) from None
     from pymmcore_plus import CMMCorePlus
 
@@ -152,7 +162,7 @@ def acquire(
         core.mda.run(sequence, output=handler)
     if handler.errors or handler.settings is None:
         for error in handler.errors:
-            console.print(f"[red]{error.callback}: {error.error!r}[/]")
+            console.print(f"[red]{escape(f'{error.callback}: {error.error!r}')}[/]")
         raise typer.Exit(1)
     _print_summary(handler.settings.output_path)
 
@@ -167,7 +177,7 @@ def info(
     try:
         _print_summary(path)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
 
 
@@ -180,10 +190,10 @@ def validate(
 
     problems = validate_dataset(path)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem}")
+        console.print(f"[red]✗[/] {escape(problem)}")
     if problems:
         raise typer.Exit(1)
-    console.print(f"[green]✓[/] {path} is a valid, readable dataset.")
+    console.print(f"[green]✓[/] {escape(str(path))} is a valid, readable dataset.")
 
 
 @app.command()
@@ -197,10 +207,10 @@ def recover(
     try:
         report = recover_dataset(path)
     except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
     console.print(
-        f"Recovered {report.output_path} ({report.format}): "
+        f"Recovered {escape(str(report.output_path))} ({report.format}): "
         f"{report.frames_recovered} frames, {report.frames_skipped} skipped."
     )
     if report.frames_lost:
@@ -211,32 +221,43 @@ def recover(
         )
     problems = validate_dataset(report.output_path)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem}")
+        console.print(f"[red]✗[/] {escape(problem)}")
     if problems:
         raise typer.Exit(1)
-    console.print(f"[green]✓[/] {report.output_path} is valid.")
+    console.print(f"[green]✓[/] {escape(str(report.output_path))} is valid.")
 
 
 def _print_summary(path: Path) -> None:
     from ._inspect import summarize
 
     summary = summarize(path)
-    table = Table(title=f"{summary.format}: {path}")
+    table = Table(title=f"{summary.format}: {escape(str(path))}")
     for column in ("image", "dims", "dtype", "channels", "frames", "missing"):
         table.add_column(column)
     for image in summary.images:
         dims = " ".join(f"{n}={s}" for n, s in zip(image.axes, image.shape))
         table.add_row(
-            image.name,
-            dims,
+            escape(image.name),
+            escape(dims),
             image.dtype,
-            ", ".join(image.channels),
+            escape(", ".join(image.channels)),
             str(image.frames_with_metadata),
             str(image.missing),
         )
     console.print(table)
+    for image in summary.images:
+        if not image.missing_ranges:
+            continue
+        shown = image.missing_ranges[:MISSING_RANGES_SHOWN]
+        more = len(image.missing_ranges) - len(shown)
+        console.print(
+            f"[bold]missing in {escape(image.name)}[/]: "
+            + escape("; ".join(shown))
+            + (f"; and {more} more ranges" if more else ""),
+            highlight=False,
+        )
     for key, value in summary.highlights.items():
-        console.print(f"[bold]{key}[/]: {value}")
+        console.print(f"[bold]{escape(str(key))}[/]: {escape(str(value))}")
 
 
 def main() -> None:
