@@ -246,3 +246,26 @@ def test_recover_removes_a_chunk_a_kill_interrupted(tmp_path: Path) -> None:
     assert _partials(root) == []
     assert validate_dataset(root) == []
     readers.validate_yaozarrs(root)
+
+
+def test_stored_chunks_lists_chunk_keys_only(tmp_path: Path) -> None:
+    """`stored_chunks` (what validate and recover read): the "default"
+    chunk keys `c/<i>/<j>/<k>` of the array, each with its region; not
+    temporaries, not names `int()` would also take, not chunks past the
+    array's end, not directories where a chunk file belongs."""
+    keys = ["0/0/0", "1/0/0", "+1/0/0", "01/0/0", " 1/0/0", "1_0/0/0", "²/0/0"]
+    keys += ["2/0/.0.partial", "9/0/0", "4/1", "4/0/1"]
+    for key in keys:
+        path = tmp_path / "c" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (tmp_path / "c" / "3" / "0" / "0").mkdir(parents=True)
+    found = sorted(
+        (path.relative_to(tmp_path).as_posix(), region)
+        for path, region in chunkfiles.stored_chunks(tmp_path, (1, 4, 4), (5, 4, 4))
+    )
+    whole = (slice(0, 4), slice(0, 4))
+    assert found == [
+        ("c/0/0/0", (slice(0, 1), *whole)),
+        ("c/1/0/0", (slice(1, 2), *whole)),
+    ]

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+from ome_stream import (
+    AcquisitionSettings,
+    Dimension,
+    _validate,
+    create_stream,
+    dims_from_standard_axes,
+)
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
 
 
-def _write(path: Path) -> Path:
+def _write(path: Path, skipped: tuple[int, ...] = (), **options: Any) -> Path:
+    """t=3 x c=2 frames of 16 x 16, frame i filled with i and its metadata
+    {"i": i}; the frames `skipped` are skipped."""
     settings = AcquisitionSettings(
         root_path=str(path),
         dimensions=dims_from_standard_axes({"t": 3, "c": ["A", "B"], "y": 16, "x": 16}),
         dtype="uint16",
+        **options,
     )
     with create_stream(settings) as stream:
         for i in range(6):
-            stream.append(np.full((16, 16), i, np.uint16), {"i": i})
+            if i in skipped:
+                stream.skip()
+            else:
+                stream.append(np.full((16, 16), i, np.uint16), {"i": i})
     return settings.output_path
 
 
@@ -146,22 +160,6 @@ def test_stub_whose_master_is_gone_fails(tmp_path: Path) -> None:
     assert any("does not exist beside it" in p for p in problems), problems
 
 
-def _zarr_with_gaps(path: Path) -> Path:
-    """t=3 x c=2 with frames 1 and 4 skipped: ranges [0,1] and [2,0]."""
-    settings = AcquisitionSettings(
-        root_path=str(path),
-        dimensions=dims_from_standard_axes({"t": 3, "c": ["A", "B"], "y": 8, "x": 8}),
-        dtype="uint16",
-    )
-    with create_stream(settings) as stream:
-        for i in range(6):
-            if i in (1, 4):
-                stream.skip()
-            else:
-                stream.append(np.full((8, 8), i, np.uint16), {"i": i})
-    return settings.output_path
-
-
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
@@ -189,6 +187,10 @@ def _zarr_with_gaps(path: Path) -> Path:
             "storage indices within the index shape [3, 2]",
         ),
         (
+            {"missing_frame_count": 2.0},
+            "missing_frame_count is 2.0, but the missing-frame ranges cover 2 frames",
+        ),
+        (
             {"missing_frame_ranges": {"0": 1}},
             "the missing-frame ranges are not a list",
         ),
@@ -209,7 +211,7 @@ def _zarr_with_gaps(path: Path) -> Path:
 def test_zarr_missing_frame_record_damage_is_named(
     change: dict[str, object], problem: str, tmp_path: Path
 ) -> None:
-    out = _zarr_with_gaps(tmp_path / "gaps.ome.zarr")
+    out = _write(tmp_path / "gaps.ome.zarr", skipped=(1, 4))
     document = json.loads((out / "zarr.json").read_text())
     ours = document["attributes"]["ome_stream"]
     assert ours["missing_frame_ranges"] == [[[0, 1], [0, 1]], [[2, 0], [2, 0]]]
@@ -227,3 +229,55 @@ def test_zarr_missing_frame_record_damage_is_named(
     result = CliRunner().invoke(app, ["validate", str(out)])
     assert result.exit_code == 1
     assert problem in _text(result.output)
+
+
+@pytest.mark.parametrize("name", ["w[A1].ome.zarr", "a::b.ome.zarr", "x*?.ome.zarr"])
+def test_zarr_stores_whose_path_fsspec_would_misread_validate(
+    name: str, tmp_path: Path
+) -> None:
+    """yaozarrs reads through fsspec, which takes `[`, `*`, `?` for a glob
+    and `::` for chained URLs; such stores are validated all the same, and
+    damage in them is still found."""
+    out = _write(tmp_path / "run[1]" / name, skipped=(1, 4))
+    assert validate_dataset(out) == []
+    document = json.loads((out / "zarr.json").read_text())
+    del document["attributes"]["ome"]["multiscales"][0]["axes"][0]
+    (out / "zarr.json").write_text(json.dumps(document))
+    problems = validate_dataset(out)
+    assert len(problems) == 1
+    assert problems[0].startswith("OME-Zarr metadata is invalid")
+
+
+def test_validate_reads_every_inner_chunk_of_a_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards are read a run of inner chunks at a time: an inner chunk that
+    does not decode, past the first run, is found."""
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "sharded.ome.zarr"),
+        dimensions=[
+            Dimension(name="t", count=8, type="time", shard_size_chunks=4),
+            Dimension(name="y", count=16, type="space"),
+            Dimension(name="x", count=16, type="space"),
+        ],
+        dtype="uint16",
+        compression="blosc-zstd",
+    )
+    with create_stream(settings) as stream:
+        for i in range(8):
+            stream.append(np.random.default_rng(i).integers(0, 9, (16, 16), np.uint16))
+    out = settings.output_path
+    assert validate_dataset(out) == []
+    # the shard index (zarr v3 sharding codec: at the end, an (offset,
+    # nbytes) uint64 pair per inner chunk, then a crc32c) locates inner
+    # chunk 3, whose bytes are zeroed: blosc can no longer decode it
+    shard = out / "0" / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    index = data[-(4 * 16 + 4) : -4]
+    offset, nbytes = struct.unpack_from("<QQ", index, 3 * 16)
+    data[offset : offset + nbytes] = bytes(nbytes)
+    shard.write_bytes(bytes(data))
+    monkeypatch.setattr(_validate, "READ_PIECE_BYTES", 2 * 16 * 16 * 2)  # 2 frames
+    problems = validate_dataset(out)
+    assert len(problems) == 1
+    assert problems[0].startswith("array 0 cannot be read")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +49,12 @@ def _validate_zarr(root: Path) -> list[str]:
 
     problems: list[str] = []
     try:
-        with _without_glob_characters(root) as plain:
+        with _plain_path(root) as plain:
             validate_zarr_store(str(plain))
     except Exception as exc:  # the validator's own words, whatever its type
         problems.append(f"OME-Zarr metadata is invalid: {exc}")
         return problems
-    for array_json in sorted(root.rglob("zarr.json")):
-        document = json.loads(array_json.read_text())
-        group = array_json.parent
+    for group, document in _zarr_nodes(root):
         if document.get("node_type") == "array":
             spec = {
                 "driver": "zarr3",
@@ -76,50 +77,89 @@ def _validate_zarr(root: Path) -> list[str]:
 MISSING_KEYS = ("missing_frame_ranges", "missing_frame_count")
 
 
+def _zarr_nodes(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every node below `root` (its directory and parsed zarr.json), in
+    path order; an array's directory is not searched further (its chunks
+    are no nodes, and a store may hold millions of them)."""
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories.sort()
+        if "zarr.json" not in files:
+            continue
+        group = Path(directory)
+        document: dict[str, Any] = json.loads((group / "zarr.json").read_text())
+        if document.get("node_type") == "array":
+            subdirectories.clear()
+        yield group, document
+
+
 # bytes read at a time when checking that every chunk decodes
 READ_PIECE_BYTES = 64 * 2**20
 
 
 def _read_every_chunk(array: Any, group: Path, document: dict[str, Any]) -> None:
-    """Read every stored chunk (shard) of the array at `group` once, a piece
-    at a time, so that a file that does not decode is found. The time taken
-    follows what is stored, not the array's shape (an early-closed run may
-    plan millions of frames and hold ten). Arrays with another chunk key
-    encoding than the "default" with "/" are read frame by frame."""
+    """Read every stored chunk (or shard) of the array at `group` once, so
+    that a file that does not decode is found. The time taken follows what
+    is stored, not the array's shape (an early-closed run may plan millions
+    of frames and hold ten). A chunk is read whole; a shard, a run of whole
+    inner chunks along its first axis at a time (about READ_PIECE_BYTES, at
+    least one inner chunk). Arrays with another chunk key encoding than the
+    "default" with "/" are read frame by frame."""
     from ._formats.zarr.chunkfiles import stored_chunks
 
     encoding = document.get("chunk_key_encoding", {})
     separator = encoding.get("configuration", {}).get("separator", "/")
     if encoding.get("name") != "default" or separator != "/":
-        for index in range(array.shape[0] if array.ndim > 2 else 1):
-            (array[index] if array.ndim > 2 else array).read().result()
+        _read_frame_by_frame(array)
         return
     grid = tuple(document["chunk_grid"]["configuration"]["chunk_shape"])
+    inner = _inner_chunk_shape(document)
+    itemsize = array.dtype.numpy_dtype.itemsize
     for _, region in stored_chunks(group, grid, tuple(array.shape)):
+        if inner is None:
+            array[region].read().result()
+            continue
         first = region[0]
-        per_step = max(1, array[region].size // max(1, first.stop - first.start))
-        step = max(1, READ_PIECE_BYTES // (per_step * array.dtype.numpy_dtype.itemsize))
+        layer = math.prod(r.stop - r.start for r in region[1:]) * itemsize
+        step = max(1, READ_PIECE_BYTES // max(1, layer * inner[0])) * inner[0]
         for start in range(first.start, first.stop, step):
             piece = (slice(start, min(start + step, first.stop)), *region[1:])
             array[piece].read().result()
 
 
+def _inner_chunk_shape(document: dict[str, Any]) -> tuple[int, ...] | None:
+    """The inner chunk shape of a sharded array's zarr.json, else None."""
+    for codec in document.get("codecs", []):
+        if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
+            return tuple(codec["configuration"]["chunk_shape"])
+    return None
+
+
+def _read_frame_by_frame(array: Any) -> None:
+    for index in range(array.shape[0] if array.ndim > 2 else 1):
+        (array[index] if array.ndim > 2 else array).read().result()
+
+
+# What fsspec, which yaozarrs reads through, does not take as a plain local
+# path: `[`, `*` and `?` start a glob pattern, `::` chains URLs.
+_NOT_PLAIN = re.compile(r"[\[*?]|::")
+
+
 @contextlib.contextmanager
-def _without_glob_characters(root: Path) -> Iterator[Path]:
-    """`root`, or a symbolic link to it whose path has no `*`, `?` or `[`:
-    yaozarrs reads through fsspec, which takes them for a glob pattern and
-    finds no zarr.json in a store named like `well[A1].ome.zarr`."""
-    if not any(c in str(root.absolute()) for c in "*?["):
+def _plain_path(root: Path) -> Iterator[Path]:
+    """`root`, or a symbolic link to it from a temporary directory, named
+    like it with `_` for what fsspec would not read as a plain path (a store
+    named like `well[A1].ome.zarr` or `a::b.ome.zarr` was reported to have
+    no zarr.json)."""
+    if not _NOT_PLAIN.search(str(root.absolute())):
         yield root
         return
     with tempfile.TemporaryDirectory(prefix="ome-stream-validate-") as scratch:
-        if any(c in scratch for c in "*?["):
-            yield root  # nowhere plain to link from
-            return
-        link = Path(scratch) / "store.zarr"
+        link = Path(scratch) / (_NOT_PLAIN.sub("_", root.name) or "store")
         try:
+            if _NOT_PLAIN.search(str(link)):
+                raise OSError("the temporary directory's path is not plain either")
             link.symlink_to(root.absolute(), target_is_directory=True)
-        except OSError:  # no symbolic links here (e.g. Windows without rights)
+        except OSError:  # e.g. Windows without the right to make symbolic links
             yield root
             return
         yield link
@@ -152,7 +192,8 @@ def _check_records(group: Path, root: Path, ours: dict[str, Any]) -> list[str]:
     except ValueError as exc:
         return [f"{name}: {exc}."]
     problems = []
-    if number != ours["missing_frame_count"]:
+    recorded = ours["missing_frame_count"]
+    if type(recorded) is not int or recorded != number:
         problems.append(
             f"{name}: missing_frame_count is {ours['missing_frame_count']!r}, but "
             f"the missing-frame ranges cover {number} frames."

@@ -150,21 +150,31 @@ def stored_chunks(
     with the region of the array it holds: the keys `c/<i>/<j>/...` of the
     "default" chunk key encoding, `grid` being the chunk grid's shape (the
     shard shape when sharded). Files that are not chunk keys (temporaries)
-    and chunks wholly past the array's `shape` are left out."""
+    and chunks wholly past the array's `shape` are left out. The directories
+    are walked as they are listed (not sorted), holding one open listing per
+    level: a store of a million chunk files is not held in memory."""
+
+    def walk(
+        directory: str, cell: tuple[int, ...]
+    ) -> Iterator[tuple[str, tuple[int, ...]]]:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if not (name.isascii() and name.isdigit()) or name != str(int(name)):
+                    continue  # not a chunk key part
+                index = (*cell, int(name))
+                if len(index) == len(grid):
+                    if entry.is_file():
+                        yield entry.path, index
+                elif entry.is_dir():
+                    yield from walk(entry.path, index)
+
     chunks = array_dir / "c"
-    if not chunks.is_dir():
+    if not grid or not chunks.is_dir():
         return
-    for path in sorted(chunks.rglob("*")):
-        if not path.is_file():
-            continue
-        try:
-            cell = [int(part) for part in path.relative_to(chunks).parts]
-        except ValueError:
-            continue  # not a chunk key
-        if len(cell) != len(grid):
-            continue
+    for path, index in walk(str(chunks), ()):
         region = tuple(
-            slice(i * g, min((i + 1) * g, n)) for i, g, n in zip(cell, grid, shape)
+            slice(i * g, min((i + 1) * g, n)) for i, g, n in zip(index, grid, shape)
         )
         if all(r.start < r.stop for r in region):
-            yield path, region
+            yield Path(path), region
