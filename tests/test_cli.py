@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
 from ome_stream.cli import app
 from tests import _readers as readers
 
@@ -46,17 +47,18 @@ def test_demo_rejects_unknown_format(tmp_path: Path) -> None:
     assert "zarr, tiff or both" in result.output
 
 
-def test_info_summarises_both_formats(tmp_path: Path) -> None:
-    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+def _t2_c2_settings(path: Path, channels: list[str]) -> AcquisitionSettings:
+    """Two time points of two 8 x 8 uint8 channels."""
+    return AcquisitionSettings(
+        root_path=str(path),
+        dimensions=dims_from_standard_axes({"t": 2, "c": channels, "y": 8, "x": 8}),
+        dtype="uint8",
+    )
 
+
+def test_info_summarises_both_formats(tmp_path: Path) -> None:
     for suffix in (".ome.zarr", ".ome.tiff"):
-        settings = AcquisitionSettings(
-            root_path=str(tmp_path / f"d{suffix}"),
-            dimensions=dims_from_standard_axes(
-                {"t": 2, "c": ["DAPI", "GFP"], "y": 8, "x": 8}
-            ),
-            dtype="uint8",
-        )
+        settings = _t2_c2_settings(tmp_path / f"d{suffix}", ["DAPI", "GFP"])
         with create_stream(settings) as stream:
             stream.append(np.ones((8, 8), np.uint8), {"delta_t": 0.0})
             stream.skip(frames=1)
@@ -81,15 +83,7 @@ def test_info_prints_names_and_metadata_as_they_are(
 ) -> None:
     """Square brackets in channel names or metadata are text, not rich
     markup (a closing tag like `[/x]` made `info` crash)."""
-    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
-
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / f"[b]{suffix}"),
-        dimensions=dims_from_standard_axes(
-            {"t": 2, "c": ["[DAPI]", "[/x]"], "y": 8, "x": 8}
-        ),
-        dtype="uint8",
-    )
+    settings = _t2_c2_settings(tmp_path / f"[b]{suffix}", ["[DAPI]", "[/x]"])
     with create_stream(settings) as stream:
         for _ in range(3):
             stream.append(np.ones((8, 8), np.uint8))

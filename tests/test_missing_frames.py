@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ome_stream import AcquisitionSettings, Dimension, create_stream
+from ome_stream import AcquisitionSettings, Dimension, _validate, create_stream
+from ome_stream._formats.zarr import chunkfiles
 from ome_stream._missing import missing_frames, ranges_of
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
@@ -61,12 +64,12 @@ def test_ranges_cover_exactly_the_frames_not_written(
 
 @pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
 def test_an_early_close_of_millions_of_planned_frames_is_recorded_in_two_ranges(
-    backend: str, tmp_path: Path
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run planned for 3 000 000 frames and closed after 8 (one skipped):
     the record is two ranges, zarr.json stays small, close holds no list
-    of millions of indices (a list of indices took ~200 MB for 1 000 000),
-    and validate reads only the chunks stored."""
+    of millions of indices (a list of indices traced ~120 MB more for
+    1 000 000 planned frames), and validate reads only the chunks stored."""
     planned = 3_000_000
     settings = AcquisitionSettings(
         root_path=str(tmp_path / "long.ome.zarr"),
@@ -105,7 +108,23 @@ def test_an_early_close_of_millions_of_planned_frames_is_recorded_in_two_ranges(
     assert not data[8:].any()
     for i in (0, 4, 6, 7):
         np.testing.assert_array_equal(data[i], make_frame(i, shape=(4, 4)))
-    assert validate_dataset(root) == []
+    read: list[tuple[slice, ...]] = []
+    stored_chunks = chunkfiles.stored_chunks
+
+    def stored(*args: Any) -> Iterator[tuple[Path, tuple[slice, ...]]]:
+        for path, region in stored_chunks(*args):
+            read.append(region)
+            yield path, region
+
+    def frame_by_frame(array: Any) -> None:
+        raise AssertionError("validate read the array over its whole shape")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(chunkfiles, "stored_chunks", stored)
+        patch.setattr(_validate, "_read_frame_by_frame", frame_by_frame)
+        assert validate_dataset(root) == []
+    # only the 7 frames' chunk files were read, not 3 000 000 frames
+    assert sorted(r[0].start for r in read) == [0, 1, 2, 3, 4, 6, 7]
     result = CliRunner().invoke(app, ["info", str(root)])
     assert result.exit_code == 0, result.output
     assert "missing in 0: t=5; t=8 to t=2999999\n" in result.output
@@ -137,3 +156,38 @@ def test_info_lists_at_most_twenty_ranges(tmp_path: Path) -> None:
     listed = " ".join(result.output.split()).split("missing in 0: ")[1]
     shown = "; ".join(f"t={t}" for t in range(1, 40, 2))
     assert listed.startswith(f"{shown}; and 5 more ranges")
+    # one range past the twenty: "range", not "ranges"
+    with create_stream(settings.model_copy(update={"overwrite": True})) as stream:
+        for t in range(41):
+            if t % 2:
+                stream.skip()
+            else:
+                stream.append(np.full((4, 4), t, np.uint8))
+    result = CliRunner().invoke(app, ["info", str(settings.output_path)])
+    assert "; and 1 more range\n" in result.output  # t=41 to t=49
+
+
+def test_info_names_a_damaged_record_instead_of_failing(tmp_path: Path) -> None:
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "damaged.ome.zarr"),
+        dimensions=[
+            Dimension(name="t", count=3, type="time"),
+            Dimension(name="c", count=2, type="channel"),
+            Dimension(name="y", count=4, type="space"),
+            Dimension(name="x", count=4, type="space"),
+        ],
+        dtype="uint8",
+    )
+    with create_stream(settings) as stream:
+        stream.append(np.ones((4, 4), np.uint8))
+    path = settings.output_path / "zarr.json"
+    document = json.loads(path.read_text())
+    document["attributes"]["ome_stream"]["missing_frame_ranges"] = [[[1], [2]]]
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(app, ["info", str(settings.output_path)])
+    assert result.exit_code == 0, result.output
+    assert "missing in 0: (the record cannot be read" in result.output
+    assert validate_dataset(settings.output_path) == [
+        ".: missing-frame range [[1], [2]] is not [first, last] with two storage "
+        "indices within the index shape [3, 2]."
+    ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._missing import describe, ranges_of
+from ._missing import describe, flat_bounds, ranges_of
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _zarr(root: Path) -> DatasetSummary:
                 channels=channels,
                 frames_with_metadata=len(ours.get("frame_metadata", [])),
                 missing=ours.get("missing_frame_count", "not recorded"),
-                missing_ranges=describe(
+                missing_ranges=_described(
                     ranges,
                     [a["name"] for a in multiscale["axes"][:-2]],
                     array["shape"][:-2],
@@ -102,6 +102,15 @@ def _zarr(root: Path) -> DatasetSummary:
         if key not in ("ome", "ome_stream", "pymmcore_plus")
     }
     return DatasetSummary("OME-Zarr", images, highlights)
+
+
+def _described(ranges: Any, axes: list[str], shape: list[int]) -> list[str]:
+    """The ranges in words, or a word that the record is damaged."""
+    try:
+        flat_bounds(ranges, shape)
+    except ValueError:
+        return ["(the record cannot be read: see `ome-stream validate`)"]
+    return describe(ranges, axes, shape)
 
 
 def tiff_dataset_files(directory: Path) -> list[Path]:

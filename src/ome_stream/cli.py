@@ -253,7 +253,7 @@ def _print_summary(path: Path) -> None:
         console.print(
             f"[bold]missing in {escape(image.name)}[/]: "
             + escape("; ".join(shown))
-            + (f"; and {more} more ranges" if more else ""),
+            + (f"; and {more} more range{'s' if more > 1 else ''}" if more else ""),
             highlight=False,
         )
     for key, value in summary.highlights.items():
