@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,141 @@ def test_validate_reads_every_inner_chunk_of_a_shard(
     problems = validate_dataset(out)
     assert len(problems) == 1
     assert problems[0].startswith("array 0 cannot be read")
+
+
+def _summary_by_ome_types(path: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """What `info` should show of an OME-TIFF dataset, read with ome-types:
+    per image (name, axes, shape, dtype, channels, planes, missing count,
+    missing planes), and the namespaced MapAnnotations but ours."""
+    from ome_stream._formats.tiff.layout import read_dataset_ome
+
+    ome, _ = read_dataset_ome(path)
+    maps = {a.id: a for a in ome.structured_annotations.map_annotations}
+    images = []
+    for image in ome.images:
+        pixels = image.pixels
+        order = pixels.dimension_order.value[2:][::-1]
+        sizes = {"T": pixels.size_t, "C": pixels.size_c, "Z": pixels.size_z}
+        missing = [
+            {m.k: m.value for m in maps[ref.id].value.ms}
+            for ref in image.annotation_refs
+            if (maps[ref.id].namespace or "").endswith("missing-frames")
+        ]
+        images.append(
+            (
+                image.name or image.id,
+                [*order.lower(), "y", "x"],
+                [*(sizes[a] for a in order), pixels.size_y, pixels.size_x],
+                pixels.type.value,
+                [c.name or c.id for c in pixels.channels],
+                len(pixels.planes),
+                int(missing[0]["missing_count"]) if missing else 0,
+                json.loads(missing[0]["missing_planes_zct"]) if missing else [],
+            )
+        )
+    highlights = {
+        a.namespace: {m.k: m.value for m in a.value.ms}
+        for a in maps.values()
+        if a.namespace and not a.namespace.endswith("missing-frames")
+    }
+    return images, highlights
+
+
+@pytest.mark.parametrize("layout", TIFF_LAYOUTS, ids=lambda d: next(iter(d.values())))
+def test_tiff_summary_agrees_with_ome_types(
+    layout: dict[str, str], tmp_path: Path
+) -> None:
+    """`info` reads OME-XML in one streaming pass; what it finds is what
+    ome-types finds, for every layout (BinaryOnly stubs and companion
+    files followed), with skipped frames and global metadata."""
+    from ome_stream._inspect import summarize
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "run.ome.tiff"),
+        format={"name": "ome-tiff", **layout},
+        dimensions=dims_from_standard_axes(
+            {"t": 3, "p": ["a", "b"], "c": ["A", "B"], "z": 2, "y": 8, "x": 8}
+        ),
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        stream.set_global_metadata("lab", {"room": 'B<12> & "C"', "n": 3})
+        for i in range(19):  # t=2 is cut short: its last planes are blank
+            if i in (3, 9, 10):
+                stream.skip()
+            else:
+                stream.append(np.full((8, 8), i, np.uint16), {"i": i})
+    out = settings.output_path
+    files = [out] if out.is_file() else sorted(out.iterdir())
+    for path in files:  # any file of the set (or the companion) works
+        expected_images, expected_highlights = _summary_by_ome_types(path)
+        summary = summarize(path)
+        images = [
+            (
+                s.name,
+                s.axes,
+                s.shape,
+                s.dtype,
+                s.channels,
+                s.frames_with_metadata,
+                s.missing,
+            )
+            for s in summary.images
+        ]
+        assert images == [e[:7] for e in expected_images]
+        assert sum(e[6] for e in expected_images) > 0
+        assert summary.highlights == expected_highlights
+        assert summary.highlights["lab"] == {"room": 'B<12> & "C"', "n": "3"}
+        for image, expected in zip(summary.images, expected_images):
+            assert image.missing_ranges == _ranges_in_words(
+                expected[7], image.axes[:-2], image.shape[:-2]
+            )
+
+
+def _ranges_in_words(
+    planes_zct: list[list[int]], axes: list[str], shape: list[int]
+) -> list[str]:
+    """Missing planes as `info` words them: runs of consecutive planes in
+    the file's plane order (slowest axis first), axes of size 1 left out."""
+    sizes = dict(zip(axes, shape))
+    flat = sorted(
+        int(np.ravel_multi_index([dict(zip("zct", p))[a] for a in axes], shape))
+        for p in planes_zct
+    )
+    runs: list[list[int]] = []
+    for number in flat:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+
+    def where(number: int) -> str:
+        index = np.unravel_index(number, shape)
+        return " ".join(f"{a}={int(i)}" for a, i in zip(axes, index) if sizes[a] > 1)
+
+    return [where(a) if a == b else f"{where(a)} to {where(b)}" for a, b in runs]
+
+
+def test_tiff_summary_does_not_build_a_model_per_plane(tmp_path: Path) -> None:
+    """5 000 planes with MapAnnotations: the summary's Python memory stays
+    a few times the OME-XML text (ome-types' models: ~4 KB a plane, 22 MB)."""
+    from ome_stream._inspect import summarize
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "long.ome.tiff"),
+        dimensions=dims_from_standard_axes({"t": 5000, "y": 4, "x": 4}),
+        dtype="uint8",
+    )
+    with create_stream(settings) as stream:
+        for i in range(5000):
+            stream.append(np.zeros((4, 4), np.uint8), {"exposure_ms": 10, "i": i})
+    xml = tifffile.tiffcomment(settings.output_path)
+    assert isinstance(xml, str)
+    tracemalloc.start()
+    try:
+        summary = summarize(settings.output_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.images[0].frames_with_metadata == 5000
+    assert peak < 4 * len(xml.encode()) + 5_000_000, (peak, len(xml))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import iterparse
 
 from ._missing import describe, flat_bounds, ranges_of
 
@@ -125,45 +127,31 @@ def tiff_dataset_files(directory: Path) -> list[Path]:
 
 
 def _tiff(path: Path) -> DatasetSummary:
-    from ._formats.tiff.layout import read_dataset_ome
+    from ._formats.tiff.layout import read_dataset_xml
 
-    ome, _ = read_dataset_ome(path)  # follows BinaryOnly to the full OME-XML
-    annotations = {
-        a.id: a
-        for a in (
-            ome.structured_annotations.map_annotations
-            if ome.structured_annotations
-            else []
-        )
-    }
+    # follows BinaryOnly to the full OME-XML
+    outline, _ = read_dataset_xml(path, _OmeOutline.parse, lambda o: o.binary_only)
     images = []
-    for image in ome.images:
-        pixels = image.pixels
-        order = pixels.dimension_order.value[2:][::-1]  # slowest first
-        sizes = {"T": pixels.size_t, "C": pixels.size_c, "Z": pixels.size_z}
+    for image in outline.images:
+        order = image.dimension_order[2:][::-1]  # slowest first
         missing: int | str = 0
         missing_planes: list[list[int]] = []
         for ref in image.annotation_refs:
-            annotation = annotations.get(ref.id)
-            if (
-                annotation is not None
-                and annotation.namespace
-                and (annotation.namespace.endswith("missing-frames"))
-            ):
-                values = {m.k: m.value for m in annotation.value.ms}
+            namespace, values = outline.annotations.get(ref, (None, {}))
+            if namespace is not None and namespace.endswith("missing-frames"):
                 missing = int(values.get("missing_count", 0))
                 missing_planes = json.loads(values.get("missing_planes_zct", "[]"))
         # the planes' (z, c, t) as indices in DimensionOrder, slowest first
         planes = (dict(zip("ZCT", plane)) for plane in missing_planes)
-        shape = [sizes[a] for a in order]
+        shape = [image.sizes[a] for a in order]
         images.append(
             ImageSummary(
-                name=image.name or image.id,
+                name=image.name,
                 axes=[*order.lower(), "y", "x"],
-                shape=[*shape, pixels.size_y, pixels.size_x],
-                dtype=pixels.type.value,
-                channels=[c.name or c.id for c in pixels.channels],
-                frames_with_metadata=len(pixels.planes),
+                shape=[*shape, image.sizes["Y"], image.sizes["X"]],
+                dtype=image.dtype,
+                channels=image.channels,
+                frames_with_metadata=image.planes,
                 missing=missing,
                 missing_ranges=describe(
                     ranges_of(([p[a] for a in order] for p in planes), shape),
@@ -173,10 +161,79 @@ def _tiff(path: Path) -> DatasetSummary:
             )
         )
     highlights = {
-        a.namespace: {m.k: m.value for m in a.value.ms}
-        for a in annotations.values()
-        if a.namespace
-        and not a.namespace.endswith("missing-frames")
-        and a.namespace != "pymmcore_plus"
+        namespace: values
+        for namespace, values in outline.annotations.values()
+        if not namespace.endswith("missing-frames") and namespace != "pymmcore_plus"
     }
     return DatasetSummary("OME-TIFF", images, highlights)
+
+
+@dataclass
+class _ImageOutline:
+    name: str
+    dimension_order: str = "XYZCT"
+    sizes: dict[str, int] = field(default_factory=dict)
+    dtype: str = ""
+    channels: list[str] = field(default_factory=list)
+    planes: int = 0
+    annotation_refs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _OmeOutline:
+    """What `info` shows of an OME-XML document, read in one pass that lets
+    go of each Plane and annotation once read (ome-types builds a model of
+    every Plane: 12 s and 400 MB for 20 000 planes with MapAnnotations)."""
+
+    images: list[_ImageOutline] = field(default_factory=list)
+    # MapAnnotations with a namespace, by ID: (namespace, key -> value)
+    annotations: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    binary_only: str | None = None  # the MetadataFile of a BinaryOnly stub
+
+    # elements whose children are the long lists (let go of once read)
+    _COLLECTIONS = frozenset({"OME", "Pixels", "StructuredAnnotations"})
+
+    @classmethod
+    def parse(cls, xml: str) -> _OmeOutline:
+        outline = cls()
+        image: _ImageOutline | None = None
+        stack: list[Any] = []
+        events = iterparse(io.BytesIO(xml.encode("utf-8")), events=("start", "end"))
+        for event, element in events:
+            tag = element.tag.rpartition("}")[2]
+            if event == "start":
+                parent = stack[-1].tag.rpartition("}")[2] if stack else ""
+                stack.append(element)
+                get = element.get
+                if tag == "Image":
+                    image = _ImageOutline(name=get("Name") or get("ID", ""))
+                    outline.images.append(image)
+                elif image is not None and tag == "Pixels":
+                    image.dimension_order = get("DimensionOrder", "XYZCT")
+                    image.sizes = {a: int(get(f"Size{a}", 1)) for a in "XYZCT"}
+                    image.dtype = get("Type", "")
+                elif image is not None and tag == "Channel":
+                    image.channels.append(get("Name") or get("ID", ""))
+                elif image is not None and tag == "Plane":
+                    image.planes += 1
+                elif image is not None and tag == "AnnotationRef" and parent == "Image":
+                    image.annotation_refs.append(get("ID", ""))
+                elif tag == "BinaryOnly":
+                    outline.binary_only = get("MetadataFile")
+                continue
+            stack.pop()
+            if tag == "Image":
+                image = None
+            elif tag == "MapAnnotation" and element.get("Namespace"):
+                values = {
+                    m.get("K", ""): m.text or ""
+                    for m in element.iter()
+                    if m.tag.rpartition("}")[2] == "M"
+                }
+                outline.annotations[element.get("ID", "")] = (
+                    element.get("Namespace"),
+                    values,
+                )
+            if stack and stack[-1].tag.rpartition("}")[2] in cls._COLLECTIONS:
+                stack[-1].remove(element)
+        return outline

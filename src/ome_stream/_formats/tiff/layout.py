@@ -21,13 +21,16 @@ would write.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..._journal import journal_path
 from ..._settings import AcquisitionSettings, OmeTiffFormat
 from ..._settings.formats import TIFF_SUFFIXES
+
+Parsed = TypeVar("Parsed")
 
 MetadataPlacement = Literal["single", "redundant", "master-tiff", "companion-file"]
 
@@ -131,8 +134,23 @@ def read_dataset_ome(path: Path) -> tuple[Any, Path]:
     Raises ValueError when there is no OME-XML or a BinaryOnly reference
     leads nowhere.
     """
-    import tifffile
     from ome_types import from_xml
+
+    def binary_only(ome: Any) -> str | None:
+        return None if ome.binary_only is None else str(ome.binary_only.metadata_file)
+
+    return read_dataset_xml(path, from_xml, binary_only)
+
+
+def read_dataset_xml(
+    path: Path,
+    parse: Callable[[str], Parsed],
+    binary_only: Callable[[Parsed], str | None],
+) -> tuple[Parsed, Path]:
+    """`parse` of the full OME-XML of the dataset a file belongs to (see
+    `read_dataset_ome`), and the file holding it; `binary_only` names the
+    file a parsed BinaryOnly stub refers to (None: not a stub)."""
+    import tifffile
 
     holder = path
     for _ in range(2):  # a BinaryOnly stub names the holder; no chains
@@ -143,13 +161,14 @@ def read_dataset_ome(path: Path) -> tuple[Any, Path]:
                 xml = tif.pages.first.description
         if not xml.lstrip().startswith("<"):
             raise ValueError(f"{holder.name} holds no OME-XML.")
-        ome = from_xml(xml)
-        if ome.binary_only is None:
-            return ome, holder
-        target = holder.parent / ome.binary_only.metadata_file
+        parsed = parse(xml)
+        metadata_file = binary_only(parsed)
+        if metadata_file is None:
+            return parsed, holder
+        target = holder.parent / metadata_file
         if not target.is_file():
             raise ValueError(
-                f"{holder.name} refers to {ome.binary_only.metadata_file} for its "
+                f"{holder.name} refers to {metadata_file} for its "
                 "metadata (BinaryOnly), which does not exist beside it."
             )
         holder = target
