@@ -130,16 +130,22 @@ def test_an_early_close_of_millions_of_planned_frames_is_recorded_in_two_ranges(
     assert "missing in 0: t=5; t=8 to t=2999999\n" in result.output
 
 
-def test_info_lists_at_most_twenty_ranges(tmp_path: Path) -> None:
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "gappy.ome.zarr"),
+def _uint8_4x4(path: Path, **counts: int) -> AcquisitionSettings:
+    """4 x 4 uint8 frames over the index axes `counts` (name=count)."""
+    types = {"t": "time", "c": "channel"}
+    return AcquisitionSettings(
+        root_path=str(path),
         dimensions=[
-            Dimension(name="t", count=50, type="time"),
+            *(Dimension(name=n, count=k, type=types[n]) for n, k in counts.items()),
             Dimension(name="y", count=4, type="space"),
             Dimension(name="x", count=4, type="space"),
         ],
         dtype="uint8",
     )
+
+
+def test_info_lists_at_most_twenty_ranges(tmp_path: Path) -> None:
+    settings = _uint8_4x4(tmp_path / "gappy.ome.zarr", t=50)
     with create_stream(settings) as stream:
         for t in range(50):
             if t % 2:
@@ -168,16 +174,7 @@ def test_info_lists_at_most_twenty_ranges(tmp_path: Path) -> None:
 
 
 def test_info_names_a_damaged_record_instead_of_failing(tmp_path: Path) -> None:
-    settings = AcquisitionSettings(
-        root_path=str(tmp_path / "damaged.ome.zarr"),
-        dimensions=[
-            Dimension(name="t", count=3, type="time"),
-            Dimension(name="c", count=2, type="channel"),
-            Dimension(name="y", count=4, type="space"),
-            Dimension(name="x", count=4, type="space"),
-        ],
-        dtype="uint8",
-    )
+    settings = _uint8_4x4(tmp_path / "damaged.ome.zarr", t=3, c=2)
     with create_stream(settings) as stream:
         stream.append(np.ones((4, 4), np.uint8))
     path = settings.output_path / "zarr.json"
