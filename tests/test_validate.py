@@ -420,3 +420,69 @@ def test_tiff_summary_does_not_build_a_model_per_plane(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert summary.images[0].frames_with_metadata == 5000
     assert peak < 4 * len(xml.encode()) + 5_000_000, (peak, len(xml))
+
+
+OME_2016 = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+_REAL_IMAGE = (
+    '<Image ID="Image:0" Name="real"><Pixels ID="Pixels:0" DimensionOrder="XYCZT"'
+    ' Type="uint8" SizeX="4" SizeY="3" SizeZ="1" SizeC="2" SizeT="5">'
+    '<Channel ID="Channel:0:0" Name="DAPI"/><Channel ID="Channel:0:1"/>'
+    '<Plane TheZ="0" TheC="0" TheT="0"/></Pixels></Image>'
+)
+
+
+def _summary_of_xml(tmp_path: Path, xml: str) -> Any:
+    from ome_stream._inspect import summarize
+
+    path = tmp_path / "hand.companion.ome"
+    path.write_text(xml, encoding="utf-8")
+    return summarize(path)
+
+
+def test_tiff_summary_reads_only_ome_elements_at_their_place(tmp_path: Path) -> None:
+    """An XMLAnnotation may hold any XML: an Image, a MapAnnotation or a
+    BinaryOnly in it (in another namespace, or in OME's by default) is not
+    the document's; the declaration's encoding does not apply to text."""
+    vendor = (
+        '<x:Image xmlns:x="urn:vendor" Name="vendor"/>'
+        '<Image ID="Image:9" Name="inherits the default namespace"/>'
+        '<MapAnnotation ID="Annotation:9" Namespace="nested"><Value>'
+        '<M K="k">v</M></Value></MapAnnotation><BinaryOnly MetadataFile="no.ome"/>'
+    )
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-16"?><OME xmlns="{OME_2016}">'
+        f"{_REAL_IMAGE}<StructuredAnnotations>"
+        f'<XMLAnnotation ID="Annotation:1"><Value>{vendor}</Value></XMLAnnotation>'
+        '<MapAnnotation ID="Annotation:2" Namespace="lab"><Value>'
+        '<M K="room">B&lt;12&gt; µ</M></Value></MapAnnotation>'
+        "</StructuredAnnotations></OME>"
+    )
+    summary = _summary_of_xml(tmp_path, xml)
+    assert [(i.name, i.axes, i.shape, i.dtype) for i in summary.images] == [
+        ("real", ["t", "z", "c", "y", "x"], [5, 1, 2, 3, 4], "uint8")
+    ]
+    assert summary.images[0].channels == ["DAPI", "Channel:0:1"]
+    assert summary.images[0].frames_with_metadata == 1
+    assert summary.highlights == {"lab": {"room": "B<12> µ"}}
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("<MetaData><Image/></MetaData>", "the XML is not OME-XML"),
+        ('<OME xmlns="urn:other">' + _REAL_IMAGE + "</OME>", "not OME-XML"),
+        (f'<OME xmlns="{OME_2016}"><Image ID="Image:0">', "cannot be parsed"),
+        (
+            f'<OME xmlns="{OME_2016}"><Image ID="Image:0" Name="bare"/></OME>',
+            "Image 'bare' has no Pixels",
+        ),
+    ],
+)
+def test_tiff_summary_of_what_is_not_ome_xml_is_a_clear_error(
+    xml: str, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _summary_of_xml(tmp_path, xml)
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "hand.companion.ome")])
+    assert result.exit_code == 1
+    assert message in _text(result.output)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import iterparse
+from xml.etree.ElementTree import ParseError, iterparse
 
 from ._missing import describe, flat_bounds, ranges_of
 
@@ -179,6 +179,22 @@ class _ImageOutline:
     annotation_refs: list[str] = field(default_factory=list)
 
 
+OME_NAMESPACE = "http://www.openmicroscopy.org/Schemas/OME/"
+_OME_ELEMENTS = (
+    "OME",
+    "Image",
+    "Pixels",
+    "Channel",
+    "Plane",
+    "AnnotationRef",
+    "BinaryOnly",
+    "StructuredAnnotations",
+    "MapAnnotation",
+    "Value",
+    "M",
+)
+
+
 @dataclass
 class _OmeOutline:
     """What `info` shows of an OME-XML document, read in one pass that lets
@@ -190,50 +206,77 @@ class _OmeOutline:
     annotations: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     binary_only: str | None = None  # the MetadataFile of a BinaryOnly stub
 
-    # elements whose children are the long lists (let go of once read)
-    _COLLECTIONS = frozenset({"OME", "Pixels", "StructuredAnnotations"})
-
     @classmethod
     def parse(cls, xml: str) -> _OmeOutline:
+        """ValueError if `xml` is not well-formed OME-XML (root `OME` in an
+        OME schema namespace) or an Image has no Pixels. Only elements in
+        the OME namespace at their place in the schema count: an
+        XMLAnnotation may hold any XML, an `Image` of its own included."""
+        try:
+            return cls._parse(xml)
+        except ParseError as exc:
+            raise ValueError(f"the OME-XML cannot be parsed: {exc}") from None
+
+    @classmethod
+    def _parse(cls, xml: str) -> _OmeOutline:
         outline = cls()
         image: _ImageOutline | None = None
+        has_pixels = False
         stack: list[Any] = []
-        events = iterparse(io.BytesIO(xml.encode("utf-8")), events=("start", "end"))
-        for event, element in events:
-            tag = element.tag.rpartition("}")[2]
+        q: dict[str, str] = {}  # local name -> qualified tag, once the root is read
+        collections: set[str] = set()  # whose children are let go of once read
+        # (a str, so that an encoding in the XML declaration is not applied)
+        for event, element in iterparse(io.StringIO(xml), events=("start", "end")):
+            tag = element.tag
             if event == "start":
-                parent = stack[-1].tag.rpartition("}")[2] if stack else ""
+                if not stack:
+                    namespace, _, local = tag[1:].rpartition("}")
+                    if local != "OME" or not namespace.startswith(OME_NAMESPACE):
+                        raise ValueError(f"the XML is not OME-XML (its root is {tag})")
+                    q = {n: f"{{{namespace}}}{n}" for n in _OME_ELEMENTS}
+                    collections = {q["OME"], q["Pixels"], q["StructuredAnnotations"]}
+                parent = stack[-1].tag if stack else ""
                 stack.append(element)
                 get = element.get
-                if tag == "Image":
+                if parent == q["OME"] and tag == q["Image"]:
                     image = _ImageOutline(name=get("Name") or get("ID", ""))
                     outline.images.append(image)
-                elif image is not None and tag == "Pixels":
+                    has_pixels = False
+                elif image is None:
+                    if parent == q["OME"] and tag == q["BinaryOnly"]:
+                        outline.binary_only = get("MetadataFile")
+                elif parent == q["Image"] and tag == q["Pixels"]:
                     image.dimension_order = get("DimensionOrder", "XYZCT")
                     image.sizes = {a: int(get(f"Size{a}", 1)) for a in "XYZCT"}
                     image.dtype = get("Type", "")
-                elif image is not None and tag == "Channel":
+                    has_pixels = True
+                elif parent == q["Pixels"] and tag == q["Channel"]:
                     image.channels.append(get("Name") or get("ID", ""))
-                elif image is not None and tag == "Plane":
+                elif parent == q["Pixels"] and tag == q["Plane"]:
                     image.planes += 1
-                elif image is not None and tag == "AnnotationRef" and parent == "Image":
+                elif parent == q["Image"] and tag == q["AnnotationRef"]:
                     image.annotation_refs.append(get("ID", ""))
-                elif tag == "BinaryOnly":
-                    outline.binary_only = get("MetadataFile")
                 continue
             stack.pop()
-            if tag == "Image":
+            parent = stack[-1].tag if stack else ""
+            if image is not None and parent == q["OME"] and tag == q["Image"]:
+                if not has_pixels:
+                    raise ValueError(f"Image {image.name!r} has no Pixels.")
                 image = None
-            elif tag == "MapAnnotation" and element.get("Namespace"):
+            elif (
+                parent == q["StructuredAnnotations"]
+                and tag == q["MapAnnotation"]
+                and element.get("Namespace")
+            ):
                 values = {
                     m.get("K", ""): m.text or ""
-                    for m in element.iter()
-                    if m.tag.rpartition("}")[2] == "M"
+                    for value in element.iterfind(q["Value"])
+                    for m in value.iterfind(q["M"])
                 }
                 outline.annotations[element.get("ID", "")] = (
                     element.get("Namespace"),
                     values,
                 )
-            if stack and stack[-1].tag.rpartition("}")[2] in cls._COLLECTIONS:
+            if parent in collections:
                 stack[-1].remove(element)
         return outline
