@@ -909,3 +909,51 @@ def test_a_journal_that_cannot_be_written_keeps_the_counts_exact(
     assert [r["frame"] for r in section["frame_metadata"]] == [0, 1]
     assert not journal_path(root).exists()
     readers.validate_yaozarrs(root)
+
+
+UMASK_WRITER = r"""
+import os, sys, numpy as np
+os.umask(0o027)
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+root, backend, height = sys.argv[1], sys.argv[2], int(sys.argv[3])
+settings = AcquisitionSettings(
+    root_path=root,
+    dimensions=[
+        Dimension(name="t", count=4, type="time", chunk_size=1,
+                  shard_size_chunks=2 if height == 8 else None),
+        Dimension(name="y", count=height, type="space"),
+        Dimension(name="x", count=512, type="space"),
+    ],
+    dtype="uint16",
+    format={"name": "ome-zarr", "backend": backend},
+)
+with create_stream(settings) as stream:
+    for i in range(3):
+        stream.append(np.full((height, 512), i, np.uint16), {"i": i})
+stream.set_global_metadata("lab", {"room": 1})  # zarr.json again, after close
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("height", [8, 256], ids=["sharded", "whole-frame-chunks"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_file_is_made_with_the_umask(
+    backend: str, height: int, tmp_path: Path
+) -> None:
+    """Every file of the store gets mode 0o666 less the umask, as a plain
+    `open` would (the group zarr.json was made through tempfile.mkstemp,
+    0o600: readable by its owner only, whatever the umask)."""
+    from tests._cases import run_python
+
+    root = tmp_path / "shared.ome.zarr"
+    done = run_python(UMASK_WRITER, str(root), backend, str(height))
+    assert done.returncode == 0, done.stderr
+    modes = {
+        path.relative_to(root).as_posix(): oct(path.stat().st_mode & 0o777)
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+    assert {"zarr.json", "0/zarr.json"} <= set(modes)
+    assert len(modes) > 2  # and the chunk files
+    assert set(modes.values()) == {"0o640"}, modes
+    assert readers.zarr_document(root)["attributes"]["lab"] == {"room": 1}

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -144,7 +143,7 @@ def write_json_atomic(
     else:
         parts = _indented_parts(document)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zarr.json.", suffix=".tmp")
+    fd, tmp = _new_temporary(path.parent)
     try:
         with os.fdopen(fd, "wb", buffering=2**20) as f:
             for part in parts:
@@ -156,6 +155,20 @@ def write_json_atomic(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_temporary(directory: Path) -> tuple[int, str]:
+    """A new hidden file in `directory` for a zarr.json to be renamed into
+    place, opened for writing. Made with mode 0o666 less the umask, as any
+    file is (tempfile.mkstemp makes 0o600, which left the metadata readable
+    by its owner only)."""
+    while True:
+        name = os.path.join(directory, f".zarr.json.{secrets.token_hex(8)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
 
 
 def group_document(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
