@@ -103,6 +103,25 @@ class Case:
         return [np.transpose(p, [*order, n, n + 1]) for p in self.per_position(data)]
 
 
+# The start of a script for `run_python`: `settings` for an unbounded t of
+# 8 x 8 uint16 frames written to sys.argv[1] (os, sys, time and numpy as np
+# imported).
+UNBOUNDED_8X8_SCRIPT = """
+import os, sys, time
+import numpy as np
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+settings = AcquisitionSettings(
+    root_path=sys.argv[1],
+    dimensions=[
+        Dimension(name="t", count=None, type="time"),
+        Dimension(name="y", count=8, type="space"),
+        Dimension(name="x", count=8, type="space"),
+    ],
+    dtype="uint16",
+)
+"""
+
+
 def run_python(
     script: str, *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ from ome_stream._frame_metadata import (
     encode_metadata,
 )
 from tests import _readers as readers
-from tests._cases import run_python
+from tests._cases import UNBOUNDED_8X8_SCRIPT, run_python
 
 
 def _metadata(number: int) -> MetadataJSON:
@@ -258,23 +258,12 @@ def test_records_are_written_to_zarr_json_in_pieces(count: int, tmp_path: Path) 
     ]
 
 
-UNCLOSED_WRITER = """
-import sys
-import time
-import numpy as np
+UNCLOSED_WRITER = (
+    UNBOUNDED_8X8_SCRIPT
+    + """
 import ome_stream._frame_metadata as frame_metadata
-from ome_stream import AcquisitionSettings, Dimension, create_stream
 
 frame_metadata.SPILL_MEMORY_BYTES = 4096  # spilled many times over
-settings = AcquisitionSettings(
-    root_path=sys.argv[1],
-    dimensions=[
-        Dimension(name="t", count=None, type="time"),
-        Dimension(name="y", count=8, type="space"),
-        Dimension(name="x", count=8, type="space"),
-    ],
-    dtype="uint16",
-)
 stream = create_stream(settings)
 for number in range(600):
     stream.append(np.full((8, 8), number, np.uint16), frame_metadata={"n": number})
@@ -283,6 +272,7 @@ while stream.queued_bytes:  # all written, so spilled before exit
 assert stream._backend._spill._members[0]._blocks
 # never closed: the stream is finished at exit
 """
+)
 
 
 @pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])

@@ -24,7 +24,7 @@ from ome_stream._journal import journal_path, read_journal
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
 from tests import _readers as readers
-from tests._cases import make_frame
+from tests._cases import UNBOUNDED_8X8_SCRIPT, make_frame, run_python
 
 WRITER = r"""
 import sys, time
@@ -308,3 +308,43 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     assert contents.metadata((1, (2, 0))) == metadata
     assert contents.skipped == {(0, (3, 0)), (2, (5, 0))}
     assert contents.lost == [(1, (6, 1))]
+
+
+KILLED_IN_ZARR_JSON = (
+    UNBOUNDED_8X8_SCRIPT
+    + """
+stream = create_stream(settings)
+for i in range(5):
+    stream.append(np.full((8, 8), i, np.uint16), {"i": i})
+while stream.frames_written < 5:  # all journaled as written
+    time.sleep(0.01)
+replace = os.replace
+def killed(source, target):  # the temporary is whole, not yet renamed
+    if str(target).endswith("zarr.json"):
+        os._exit(9)
+    replace(source, target)
+os.replace = killed
+stream.set_global_metadata("lab", {"room": 1})  # rewrites the group zarr.json
+stream.close()
+"""
+)
+
+
+def test_recover_removes_the_zarr_json_a_kill_interrupted(tmp_path: Path) -> None:
+    """A kill while a zarr.json was being replaced leaves its hidden
+    temporary beside it (the document itself stays whole); recover deletes
+    it, and keeps every frame the journal holds."""
+    root = tmp_path / "killed.ome.zarr"
+    done = run_python(KILLED_IN_ZARR_JSON, str(root))
+    assert done.returncode == 9, done.stderr
+    left = [p.name for p in root.glob(".zarr.json.*.tmp")]
+    assert len(left) == 1
+    journaled = sorted(index for _, index in read_journal(journal_path(root)).frames)
+    assert journaled  # (the last write may not have been confirmed yet)
+    report = recover(root)
+    assert report.frames_recovered == len(journaled)
+    assert list(root.rglob("*.tmp")) == []
+    assert validate_dataset(root) == []
+    data = readers.read_tensorstore(root / "0")
+    for (t,) in journaled:
+        assert int(data[t, 0, 0]) == t

@@ -93,6 +93,7 @@ def _recover_zarr(
         image_locations,
         image_ome,
         image_section,
+        metadata_temporaries,
         read_group_attributes,
         write_group,
         write_json_atomic,
@@ -172,6 +173,8 @@ def _recover_zarr(
     for path, hierarchy in hierarchy_ome(settings, locations).items():
         ome, user = kept(path, hierarchy)
         write_group(root, path, group_attributes(ome, None, user))
+    for temporary in metadata_temporaries(root):
+        temporary.unlink()  # a zarr.json the kill interrupted, never renamed
     return RecoveryReport(
         output_path=root,
         format="ome-zarr",

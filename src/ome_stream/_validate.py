@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -79,17 +78,12 @@ MISSING_KEYS = ("missing_frame_ranges", "missing_frame_count")
 
 def _zarr_nodes(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every node below `root` (its directory and parsed zarr.json), in
-    path order; an array's directory is not searched further (its chunks
-    are no nodes, and a store may hold millions of them)."""
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories.sort()
-        if "zarr.json" not in files:
-            continue
-        group = Path(directory)
-        document: dict[str, Any] = json.loads((group / "zarr.json").read_text())
-        if document.get("node_type") == "array":
-            subdirectories.clear()
-        yield group, document
+    path order; an array's chunks are not searched."""
+    from ._formats.zarr.layout import walk_store
+
+    for directory, _, document in walk_store(root):
+        if document is not None:
+            yield directory, document
 
 
 # bytes read at a time when checking that every chunk decodes

@@ -157,6 +157,35 @@ def write_json_atomic(
         raise
 
 
+# the temporaries `write_json_atomic` makes (and tempfile.mkstemp made)
+_METADATA_TEMPORARY = re.compile(r"\.zarr\.json\.[A-Za-z0-9_]+\.tmp")
+
+
+def walk_store(root: Path) -> Iterator[tuple[Path, list[str], dict[str, Any] | None]]:
+    """Every directory of the Zarr store at `root` but the chunk directories
+    of its arrays (a store may hold millions of chunks), in path order: the
+    directory, its files, and its parsed zarr.json (None if it has none)."""
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories.sort()
+        document = None
+        if "zarr.json" in files:
+            document = json.loads((Path(directory) / "zarr.json").read_text())
+            if document.get("node_type") == "array":
+                subdirectories.clear()
+        yield Path(directory), files, document
+
+
+def metadata_temporaries(root: Path) -> list[Path]:
+    """The zarr.json temporaries a killed writer left in the store at `root`
+    (never valid: the document they were for is only replaced once whole)."""
+    return [
+        directory / name
+        for directory, files, _ in walk_store(root)
+        for name in sorted(files)
+        if _METADATA_TEMPORARY.fullmatch(name)
+    ]
+
+
 def _new_temporary(directory: Path) -> tuple[int, str]:
     """A new hidden file in `directory` for a zarr.json to be renamed into
     place, opened for writing. Made with mode 0o666 less the umask, as any
