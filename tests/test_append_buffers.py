@@ -229,6 +229,29 @@ def test_appended_pages_read_back_in_tifffile_and_bioformats(
     np.testing.assert_array_equal(pixels[:, 0, 0], frames)
 
 
+def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> None:
+    """Frames that are not the file's byte order or not C-contiguous (as
+    `append(copy=False)` hands them over) are written as their values."""
+    path = tmp_path / "o.tif"
+    rng = np.random.default_rng(5)
+    wanted = rng.integers(0, 60000, (5, 6, 10), dtype=np.uint16)
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(wanted[0], photometric="minisblack", metadata=None)
+    wide = np.zeros((6, 20), np.uint16)
+    wide[:, ::2] = wanted[3]
+    frames = [
+        wanted[1].astype(">u2"),  # big-endian into a little-endian file
+        np.asfortranarray(wanted[2]),
+        wide[:, ::2],  # strided
+        wanted[4].astype("<u2"),  # explicit little-endian
+    ]
+    appender = PageAppender(path)
+    for frame in frames:
+        appender.append(frame)
+    appender.close()
+    np.testing.assert_array_equal(tifffile.imread(path), wanted)
+
+
 def test_a_page_is_linked_only_once_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

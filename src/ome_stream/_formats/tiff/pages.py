@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from array import array
 from pathlib import Path
 from typing import Any, Literal
@@ -250,6 +251,9 @@ class PageAppender:
         self._relative.append((strip_offset_field, len(header)))
         self._byte_count_field = byte_count_field
         self._nbytes = -1
+        # frames whose bytes go to the file as they are
+        native = "<" if sys.byteorder == "little" else ">"
+        self._native_orders = {"|", order} | ({"="} if order == native else set())
 
         # The first page's IFD is the last of the chain: link from it.
         self._link = first + count_size + entries * entry_size
@@ -258,23 +262,31 @@ class PageAppender:
 
     def append(self, frame: np.ndarray) -> int:
         """Write `frame` as the next page; return its IFD offset."""
-        data = np.ascontiguousarray(frame, frame.dtype.newbyteorder(self._order))
-        pixels = data.data.cast("B")
+        if (
+            frame.dtype.byteorder not in self._native_orders
+            or not frame.flags.c_contiguous
+        ):
+            frame = np.ascontiguousarray(frame, frame.dtype.newbyteorder(self._order))
+        nbytes = frame.nbytes
         header = self._header
         offset_format = self._offset_format
-        if pixels.nbytes != self._nbytes:
-            self._nbytes = pixels.nbytes
-            struct.pack_into(
-                offset_format, header, self._byte_count_field, pixels.nbytes
-            )
+        if nbytes != self._nbytes:
+            self._nbytes = nbytes
+            struct.pack_into(offset_format, header, self._byte_count_field, nbytes)
         base = self._end
         for field_at, relative in self._relative:
             struct.pack_into(offset_format, header, field_at, base + relative)
-        buffers = [header, pixels]
-        if pixels.nbytes % 2:
-            buffers.append(b"\0")  # the next IFD starts on a word boundary
-        self._end = base + _write_fully(self._fd, buffers, base)
-        _write_fully(self._fd, [struct.pack(offset_format, base)], self._link)
+        buffers = [header, frame] if nbytes % 2 == 0 else [header, frame, b"\0"]
+        # (odd sizes are padded: the next IFD starts on a word boundary)
+        size = len(header) + nbytes + nbytes % 2
+        # Most writes are whole at once; _write_fully continues a short one.
+        written = _pwritev(self._fd, buffers, base)
+        if written != size:
+            _write_fully(self._fd, buffers, base, written)
+        self._end = base + size
+        link = struct.pack(offset_format, base)
+        if _pwritev(self._fd, [link], self._link) != len(link):
+            _write_fully(self._fd, [link], self._link)
         self._link = base + self._next_field
         return base
 
@@ -284,27 +296,37 @@ class PageAppender:
             self._fd = -1
 
 
-def _write_fully(fd: int, buffers: list[Any], offset: int) -> int:
-    """Write the buffers at `offset`, one after the other; return the bytes
-    written (a short write - rare on a local disk - is continued)."""
+def _pwritev(fd: int, buffers: list[Any], offset: int) -> int:
+    """os.pwritev; where there is none (Windows), a seek and one write of the
+    first buffer (callers continue a short write)."""
+    if _HAS_PWRITEV:
+        return os.pwritev(fd, buffers, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, buffers[0])
+
+
+_HAS_PWRITEV = hasattr(os, "pwritev")
+
+
+def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int:
+    """Write the buffers at `offset`, one after the other, of which the
+    first `done` bytes are written already; return the bytes written in all
+    (a short write - rare on a local disk - is continued)."""
     views = [memoryview(b).cast("B") for b in buffers]
     total = sum(v.nbytes for v in views)
-    done = 0
-    while done < total:
-        if hasattr(os, "pwritev"):
-            written = os.pwritev(fd, views, offset + done)
-        else:  # Windows
-            os.lseek(fd, offset + done, os.SEEK_SET)
-            written = os.write(fd, views[0])
-        if not written:
-            raise OSError(f"writing at byte {offset + done} of a TIFF wrote nothing")
-        done += written
+    written = done
+    while True:
         while views and written >= views[0].nbytes:
             written -= views[0].nbytes
             views.pop(0)
         if written:
             views[0] = views[0][written:]
-    return total
+        if done >= total:
+            return total
+        written = _pwritev(fd, views, offset + done)
+        if not written:
+            raise OSError(f"writing at byte {offset + done} of a TIFF wrote nothing")
+        done += written
 
 
 def _read_at(fd: int, size: int, offset: int) -> bytes:
