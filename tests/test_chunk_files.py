@@ -20,7 +20,7 @@ from ome_stream import (
     recover,
 )
 from ome_stream._formats.zarr import chunkfiles
-from ome_stream._formats.zarr.chunkfiles import writes_whole_chunks
+from ome_stream._formats.zarr.chunkfiles import writes_whole_chunks, writes_whole_shards
 from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
 from ome_stream._journal import journal_path
 from ome_stream._validate import validate_dataset
@@ -125,10 +125,16 @@ def test_an_unbounded_axis_in_chunks_of_several_frames_pads_its_last_chunk(
     "kw",
     [
         {"compression": "blosc-zstd"},
-        {"t": {"shard_size_chunks": 3}},
+        {"t": {"shard_size_chunks": 3}, "compression": "blosc-zstd"},
         {"y": {"chunk_size": 8}},
+        {"t": {"shard_size_chunks": 3}, "y": {"chunk_size": 8}},
     ],
-    ids=["compressed", "sharded", "chunks-within-a-frame"],
+    ids=[
+        "compressed",
+        "compressed-shards",
+        "chunks-within-a-frame",
+        "shards-of-chunks-within-a-frame",
+    ],
 )
 def test_tensorstore_still_writes_what_is_not_whole_raw_chunks(
     kw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -136,6 +142,7 @@ def test_tensorstore_still_writes_what_is_not_whole_raw_chunks(
     root = tmp_path / "a.ome.zarr"
     settings = _settings(root, **kw)
     assert not writes_whole_chunks(settings)
+    assert not writes_whole_shards(settings)
     regions = _tensorstore_writes(monkeypatch)
     with create_stream(settings) as stream:
         for i in range(6):

@@ -772,18 +772,19 @@ def test_a_failed_write_loses_only_its_own_frames_and_the_store_is_finished(
     )
     backend_cls = type(create_backend(settings))
     assert issubclass(backend_cls, RegionWriterBackend)
-    real_write_region = backend_cls._write_region
+    # every region write, through the array library or straight to its file
+    real_write = backend_cls._write
     regions: list[Any] = []
 
-    def write_region(self: Any, array: Any, region: Any, data: np.ndarray) -> Any:
+    def write(self: Any, state: Any, region: Any, data: np.ndarray) -> Any:
         regions.append(region)
         if len(regions) != 3:
-            return real_write_region(self, array, region, data)
+            return real_write(self, state, region, data)
         if when == "at once":
             raise OSError(errno.ENOSPC, "No space left on device")
         return _FailedWrite()
 
-    monkeypatch.setattr(backend_cls, "_write_region", write_region)
+    monkeypatch.setattr(backend_cls, "_write", write)
     stream = create_stream(settings)
 
     def append_all_then_close() -> None:  # the error surfaces in either

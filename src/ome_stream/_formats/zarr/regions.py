@@ -25,9 +25,20 @@ import numpy as np
 
 from ..._frame_metadata import MetadataJSON
 from ..._settings import AcquisitionSettings
-from .arrays import BlockBuffer, BlockPool, chunk_shape, write_block_shape
+from .arrays import (
+    BlockBuffer,
+    BlockPool,
+    chunk_shape,
+    shard_shape,
+    write_block_shape,
+)
 from .base import ZarrBackend, ZarrImage
-from .chunkfiles import ChunkFiles, writes_whole_chunks
+from .chunkfiles import (
+    ChunkFiles,
+    ShardFiles,
+    writes_whole_chunks,
+    writes_whole_shards,
+)
 from .layout import ImageLocation
 
 # Writes in flight before the oldest is awaited: bounds the memory a backend
@@ -83,8 +94,9 @@ class _ArrayState:
 class RegionWriterBackend(ZarrBackend):
     """Frames to `<image>/0` arrays through region writes (see module doc)."""
 
-    # Write whole uncompressed, unsharded chunks straight to their files
-    # (`chunkfiles.py`) rather than through `_write_region`.
+    # Write whole uncompressed chunks, and uncompressed shards of whole
+    # frames, straight to their files (`chunkfiles.py`) rather than through
+    # `_write_region`.
     direct_chunk_files = False
 
     def __init__(self, settings: AcquisitionSettings) -> None:
@@ -126,7 +138,10 @@ class RegionWriterBackend(ZarrBackend):
         initial = tuple(0 if c is None else c for c in self._index_shape)
         pool = BlockPool()
         dtype = np.dtype(settings.dtype)
-        direct = self.direct_chunk_files and writes_whole_chunks(settings)
+        shards = shard_shape(settings)
+        direct = self.direct_chunk_files and (
+            writes_whole_chunks(settings) or writes_whole_shards(settings)
+        )
         if direct:
             self._chunk_io = ThreadPoolExecutor(
                 CHUNK_FILE_THREADS, thread_name_prefix="ome-stream-chunk-io"
@@ -145,7 +160,12 @@ class RegionWriterBackend(ZarrBackend):
             chunk_files = None
             if direct:
                 array_dir = self.root / image.location.array_path
-                chunk_files = ChunkFiles(array_dir, chunk_shape(settings), dtype)
+                if shards is None:
+                    chunk_files = ChunkFiles(array_dir, chunk_shape(settings), dtype)
+                else:
+                    chunk_files = ShardFiles(
+                        array_dir, shards, chunk_shape(settings), dtype
+                    )
             self._arrays.append(
                 _ArrayState(array, list(initial + frame_shape), buffer, chunk_files)
             )

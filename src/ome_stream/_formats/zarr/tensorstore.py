@@ -16,10 +16,11 @@ from .regions import Completion, Region, RegionWriterBackend
 class TensorStoreBackend(RegionWriterBackend):
     """Asynchronous region writes; tensorstore writes each zarr.json.
 
-    Whole uncompressed, unsharded chunks bypass tensorstore (`chunkfiles.py`):
-    they are the chunk's bytes, and one `write` each is faster than
-    tensorstore's chunk cache and thread hand-offs for them. Everything else
-    (compression, sharding, chunks within a frame) is tensorstore's.
+    Whole uncompressed chunks of whole frames, and uncompressed shards of
+    them, bypass tensorstore (`chunkfiles.py`): such a file is the chunks'
+    bytes (and a shard's index), and one `write` each is faster than
+    tensorstore's chunk cache, encoding copies and thread hand-offs.
+    Everything else (compression, chunks within a frame) is tensorstore's.
     """
 
     direct_chunk_files = True
