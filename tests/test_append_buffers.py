@@ -15,6 +15,7 @@ the first are appended.
 from __future__ import annotations
 
 import os
+import random
 import threading
 from pathlib import Path
 from typing import Any
@@ -230,8 +231,9 @@ def test_appended_pages_read_back_in_tifffile_and_bioformats(
 
 
 def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> None:
-    """Frames that are not the file's byte order or not C-contiguous (as
-    `append(copy=False)` hands them over) are written as their values."""
+    """Frames that are not the file's byte order or not C-contiguous are
+    written as their values (the stream hands over C-contiguous frames of
+    the settings' dtype; the appender does not rely on it)."""
     path = tmp_path / "o.tif"
     rng = np.random.default_rng(5)
     wanted = rng.integers(0, 60000, (5, 6, 10), dtype=np.uint16)
@@ -249,6 +251,37 @@ def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> N
     for frame in frames:
         appender.append(frame)
     appender.close()
+    np.testing.assert_array_equal(tifffile.imread(path), wanted)
+
+
+def test_the_page_appender_without_pwritev_writes_every_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no pwritev (Windows), each page is written by seeks and
+    writes of one buffer at a time, here cut short at random: the file reads
+    back whole."""
+    path = tmp_path / "w.tif"
+    rng = np.random.default_rng(6)
+    wanted = rng.integers(0, 255, (6, 5, 7), dtype=np.uint8)  # odd sizes: padded
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(wanted[0], photometric="minisblack", metadata=None)
+    real_write = os.write
+    cut = random.Random(6)
+    calls: list[int] = []
+
+    def short(fd: int, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        calls.append(len(view))
+        return real_write(fd, view[: cut.randint(1, len(view))])
+
+    monkeypatch.setattr(tiff_pages, "_HAS_PWRITEV", False)
+    monkeypatch.setattr(tiff_pages.os, "write", short)
+    appender = PageAppender(path)
+    for frame in wanted[1:]:
+        appender.append(frame)
+    appender.close()
+    monkeypatch.undo()
+    assert len(calls) > 2 * 5  # the writes were cut short, and continued
     np.testing.assert_array_equal(tifffile.imread(path), wanted)
 
 

@@ -73,6 +73,29 @@ def _tensorstore_writes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return regions
 
 
+def disk_full_on(monkeypatch: pytest.MonkeyPatch, frame: np.ndarray) -> None:
+    """From now on, the chunk or shard file write that starts with `frame`'s
+    bytes puts 100 bytes in its file, then fails: the disk is full."""
+    real_write = chunkfiles.os.write  # the os module's: every user's
+    failing = frame.tobytes()[:64]
+
+    def disk_full(fd: int, data: Any) -> int:
+        if bytes(memoryview(data).cast("B")[:64]) == failing:
+            real_write(fd, bytes(memoryview(data).cast("B")[:100]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(chunkfiles.os, "write", disk_full)
+
+
+def append_then_close(stream: Any, count: int) -> None:
+    """Append frames 0 to `count - 1`, then close (a write error surfaces in
+    either)."""
+    for i in range(count):
+        stream.append(make_frame(i, shape=SHAPE))
+    stream.close()
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float64"])
 def test_each_chunk_file_is_the_frames_little_endian_bytes(
     dtype: str, tmp_path: Path
@@ -200,26 +223,11 @@ def test_a_chunk_write_failing_half_way_leaves_no_chunk_and_reaches_the_caller(
     """Disk full in the middle of frame 3's chunk (chunks are written on
     several threads): the error reaches the caller; the chunks before it are
     intact; neither the failed chunk nor its temporary file is left."""
-    real_write = chunkfiles.os.write  # the os module's: every user's
-    failing = make_frame(3, shape=SHAPE).tobytes()
-
-    def disk_full(fd: int, data: Any) -> int:
-        if bytes(memoryview(data)[:64]) == failing[:64]:
-            real_write(fd, bytes(memoryview(data)[:100]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(chunkfiles.os, "write", disk_full)
+    disk_full_on(monkeypatch, make_frame(3, shape=SHAPE))
     root = tmp_path / "a.ome.zarr"
     stream = create_stream(_settings(root))
-
-    def append_all_then_close() -> None:  # the error surfaces in either
-        for i in range(6):
-            stream.append(make_frame(i, shape=SHAPE))
-        stream.close()
-
     with pytest.raises(WriterError, match="No space left on device"):
-        append_all_then_close()
+        append_then_close(stream, 6)
     stream.close()  # already reported: finishes quietly
     monkeypatch.undo()
     assert not (root / "0" / "c" / "1" / "1" / "0" / "0").exists()  # frame 3

@@ -55,8 +55,8 @@ for i in range(100000):
 
 
 SMALL = (24, 40)
-# 256 KiB frames: their chunks are written straight to their files
-# (`chunkfiles.py`), smaller ones by tensorstore
+# 256 KiB frames: their chunks, and their shards of 4 along t, are written
+# straight to their files (`chunkfiles.py`); smaller ones by tensorstore
 LARGE = (256, 512)
 
 
@@ -95,6 +95,7 @@ CASES = [
     (".ome.zarr", False, 8, LARGE),
     (".ome.zarr", True, 3, SMALL),
     (".ome.zarr", True, 4, SMALL),
+    (".ome.zarr", True, 9, LARGE),
     (".ome.tiff", False, 5, SMALL),
     (".ome.tiff", False, 6, SMALL),
 ]

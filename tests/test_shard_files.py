@@ -6,7 +6,7 @@ failed write leaves no shard behind, and `recover` clears interrupted ones."""
 
 from __future__ import annotations
 
-import errno
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -27,21 +27,27 @@ from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
 from ome_stream._validate import validate_dataset
 from tests import _readers as readers
 from tests._cases import make_frame
-from tests.test_recovery import _kill_while_writing
+from tests.test_chunk_files import append_then_close, disk_full_on
+from tests.test_recovery import LARGE, _kill_while_writing
 
 SHAPE = (24, 40)
 NOT_STORED = 2**64 - 1
 
 
-@pytest.fixture(autouse=True)
-def _no_tensorstore_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every shard here is written directly: tensorstore only creates,
-    resizes and reads the arrays."""
-
+def _refuse_tensorstore_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any) -> Any:
         raise AssertionError("a whole raw shard went through tensorstore")
 
     monkeypatch.setattr(TensorStoreBackend, "_write_region", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _small_shards_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shard here is written directly, small ones too (the size
+    threshold has its own test): tensorstore only creates, resizes and
+    reads the arrays."""
+    monkeypatch.setattr(chunkfiles, "MIN_DIRECT_CHUNK_BYTES", 0)
+    _refuse_tensorstore_writes(monkeypatch)
 
 
 def _settings(
@@ -106,8 +112,8 @@ def test_each_shard_file_is_its_frames_then_the_index(
 
 def test_a_corrupted_index_is_refused_by_the_readers(tmp_path: Path) -> None:
     """The checksum is real: one flipped bit in a shard's index and
-    tensorstore refuses to read the shard (so it checked the CRC-32C this
-    writer computed)."""
+    tensorstore and zarr-python refuse to read the shard (so both checked
+    the CRC-32C this writer computed)."""
     root = tmp_path / "a.ome.zarr"
     dims = [Dimension(name="t", count=4, shard_size_chunks=2)]
     with create_stream(_settings(root, dims)) as stream:
@@ -120,8 +126,10 @@ def test_a_corrupted_index_is_refused_by_the_readers(tmp_path: Path) -> None:
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0x01  # in the index (its last entry's length), not the checksum
     shard.write_bytes(bytes(data))
-    with pytest.raises(Exception, match=r"(?i)digest mismatch|checksum"):
+    with pytest.raises(Exception, match=r"(?i)digest mismatch"):
         readers.read_tensorstore(root / "0")
+    with pytest.raises(ValueError, match=r"(?i)checksum do not match"):
+        readers.read_zarr_python(root / "0")
 
 
 def test_chunks_of_several_frames_in_a_shard_pad_the_edge(tmp_path: Path) -> None:
@@ -167,27 +175,12 @@ def test_a_shard_write_failing_half_way_leaves_no_shard(
     """Disk full in the middle of the second shard: the error reaches the
     caller, the first shard is intact, the second and its temporary are not
     there, and its frames are recorded missing."""
-    real_write = chunkfiles.os.write
-    failing = make_frame(2, shape=SHAPE).tobytes()
-
-    def disk_full(fd: int, data: Any) -> int:
-        if bytes(memoryview(data)[:64]) == failing[:64]:
-            real_write(fd, bytes(memoryview(data)[:100]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(chunkfiles.os, "write", disk_full)
+    disk_full_on(monkeypatch, make_frame(2, shape=SHAPE))
     root = tmp_path / "a.ome.zarr"
     dims = [Dimension(name="t", count=6, shard_size_chunks=2)]
     stream = create_stream(_settings(root, dims))
-
-    def append_all_then_close() -> None:
-        for i in range(6):
-            stream.append(make_frame(i, shape=SHAPE))
-        stream.close()
-
     with pytest.raises(WriterError, match="No space left on device"):
-        append_all_then_close()
+        append_then_close(stream, 6)
     stream.close()
     monkeypatch.undo()
     assert not (root / "0" / "c" / "1" / "0" / "0").exists()
@@ -201,15 +194,81 @@ def test_a_shard_write_failing_half_way_leaves_no_shard(
     assert validate_dataset(root) == []
 
 
-def test_recover_removes_a_shard_a_kill_interrupted(tmp_path: Path) -> None:
+def test_recover_removes_a_shard_a_kill_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed while its 256 KiB frames go to shards of 4 along t
+    (1 MiB shards, written directly whatever the threshold): recover keeps
+    every journaled frame (test_recovery's checks) and deletes the temporary
+    of the shard being written, as a kill during its write leaves it."""
+    monkeypatch.undo()  # the real threshold
     root = tmp_path / "run.ome.zarr"
-    _kill_while_writing(root, sharded=True, seed=12)
-    shard_dir = root / "0" / "c" / "0" / "0" / "0"
-    interrupted = shard_dir / ".7.partial"  # as a kill during a write leaves it
-    interrupted.parent.mkdir(parents=True, exist_ok=True)
+    _kill_while_writing(root, sharded=True, seed=12, shape=LARGE)
+    shards = root / "0" / "c"
+    next_shard = 1 + max(int(p.name) for p in shards.iterdir() if p.name.isdigit())
+    interrupted = shards / str(next_shard) / "0" / "0" / ".0.partial"
+    interrupted.parent.mkdir(parents=True)
     interrupted.write_bytes(b"\x01" * 100)
     recover(root)
     assert not interrupted.exists()
     assert list(root.rglob("*.partial")) == []
     assert validate_dataset(root) == []
     readers.validate_yaozarrs(root)
+
+
+def test_shards_below_the_size_threshold_stay_with_tensorstore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for chunks (`MIN_DIRECT_CHUNK_BYTES`): a file per one or two small
+    frames written from Python threads made `append` wait for the GIL, so
+    such shards stay with tensorstore; from the threshold up they do not."""
+    monkeypatch.undo()  # the real threshold, tensorstore allowed
+    threshold = chunkfiles.MIN_DIRECT_CHUNK_BYTES
+    frame_bytes = 2 * SHAPE[0] * SHAPE[1]
+    below = threshold // frame_bytes  # frames per shard just under it
+    for frames, direct in ((below, False), (below + 1, True)):
+        root = tmp_path / f"s{frames}.ome.zarr"
+        dims = [Dimension(name="t", count=frames, shard_size_chunks=frames)]
+        dims += [
+            Dimension(name="y", count=SHAPE[0]),
+            Dimension(name="x", count=SHAPE[1]),
+        ]
+        settings = AcquisitionSettings(
+            root_path=str(root), dimensions=dims, dtype="uint16"
+        )
+        assert writes_whole_shards(settings) == direct
+        if direct:
+            _refuse_tensorstore_writes(monkeypatch)
+        with create_stream(settings) as stream:
+            for i in range(frames):
+                stream.append(make_frame(i, shape=SHAPE))
+        np.testing.assert_array_equal(
+            readers.read_zarr_python(root / "0")[-1],
+            make_frame(frames - 1, shape=SHAPE),
+        )
+
+
+def test_chunk_and_shard_files_are_opened_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the platform has O_BINARY (Windows), files opened without it
+    translate each newline byte of the pixels; the flag is asked for."""
+    fake_binary = 0x40000000  # stands for O_BINARY, not a flag Linux has
+    monkeypatch.setattr(os, "O_BINARY", fake_binary, raising=False)
+    real_open = os.open
+    opened: list[int] = []
+
+    def spy(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".partial"):
+            opened.append(flags)
+            flags &= ~fake_binary
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    root = tmp_path / "a.ome.zarr"
+    dims = [Dimension(name="t", count=2, shard_size_chunks=2)]
+    with create_stream(_settings(root, dims)) as stream:
+        for i in range(2):
+            stream.append(make_frame(i, shape=SHAPE))
+    assert opened
+    assert all(flags & fake_binary for flags in opened)

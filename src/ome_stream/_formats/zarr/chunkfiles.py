@@ -16,10 +16,11 @@ Uncompressed shards of whole frames are written the same way
 an index of (offset, length) pairs with its CRC-32C (zarr v3
 "sharding_indexed" codec, index at the end). With one chunk per frame the
 inner chunks are the write block's bytes as they are, so a shard of 100
-256 x 256 frames is one 13 MB write, without tensorstore's copies while it
-encodes the shard: 4000 such frames went from 12 300 to 13 900 frames/s here
-(12 600 to 14 800 with `append(copy=False)`; medians of 5 alternated runs),
-and varied less from run to run.
+256 x 256 frames is a 13 MB write (and one of its index), without
+tensorstore's copies while it encodes the shard: 4000 such frames went from
+12 300 to 13 900 frames/s here (12 600 to 14 800 with `append(copy=False)`;
+medians of 5 alternated runs), and varied less from run to run. Shards
+under MIN_DIRECT_CHUNK_BYTES stay with tensorstore, as chunks do.
 
 Each chunk is written to a hidden temporary file beside its key and renamed
 into place once complete, so a reader (or a killed process) never sees a
@@ -67,8 +68,10 @@ def writes_whole_chunks(settings: AcquisitionSettings) -> bool:
 
 def writes_whole_shards(settings: AcquisitionSettings) -> bool:
     """Whether shard files are written directly (`ShardFiles`): sharded, no
-    codec inside the shards but `bytes`, and chunks and shards spanning whole
-    frames (so every write block is one shard)."""
+    codec inside the shards but `bytes`, chunks and shards spanning whole
+    frames (so every write block is one shard), and a shard of at least
+    MIN_DIRECT_CHUNK_BYTES (smaller ones stay with tensorstore, as chunks
+    do)."""
     shards = shard_shape(settings)
     frame = tuple(settings.frame_shape)
     return (
@@ -76,6 +79,8 @@ def writes_whole_shards(settings: AcquisitionSettings) -> bool:
         and shards is not None
         and shards[-2:] == frame
         and chunk_shape(settings)[-2:] == frame
+        and math.prod(shards) * np.dtype(settings.dtype).itemsize
+        >= MIN_DIRECT_CHUNK_BYTES
     )
 
 
@@ -154,7 +159,8 @@ class ChunkFiles:
         name = str(coords[-1])
         final = os.path.join(directory, name)
         temporary = os.path.join(directory, f".{name}{PARTIAL_SUFFIX}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        fd = os.open(temporary, flags, 0o666)  # (binary: no newline translation)
         try:
             for buffer in buffers:
                 view = np.ascontiguousarray(buffer).data.cast("B")
