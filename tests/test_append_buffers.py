@@ -27,6 +27,7 @@ import tifffile
 from ome_stream import AcquisitionSettings, Dimension, create_stream
 from ome_stream._formats.tiff import pages as tiff_pages
 from ome_stream._formats.tiff.pages import PageAppender
+from ome_stream._formats.tiff.tifffile import write_description
 from tests import _readers as readers
 
 N_FRAMES = 300
@@ -252,6 +253,45 @@ def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> N
         appender.append(frame)
     appender.close()
     np.testing.assert_array_equal(tifffile.imread(path), wanted)
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("bigtiff", [False, True])
+@pytest.mark.parametrize("description", ["ab", "<OME/>" * 40])
+def test_the_first_ifd_is_read_as_tifffile_reads_it(
+    byteorder: str, bigtiff: bool, description: str, tmp_path: Path
+) -> None:
+    """`FirstIfd` (which replaced opening the file with tifffile to find the
+    ImageDescription at each interim refresh and at close) finds the tag
+    where tifffile does, in classic TIFF and BigTIFF of either byte order,
+    with the text in its entry (a short one) or elsewhere; and
+    `write_description` then puts a longer and a shorter text there."""
+    path = tmp_path / "f.tif"
+    frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    with tifffile.TiffWriter(path, bigtiff=bigtiff, byteorder=byteorder) as writer:
+        writer.write(frame, description=description, metadata=None)
+    with path.open("rb") as f:
+        ifd = tiff_pages.FirstIfd.read(f.fileno())
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags[270]
+        assert (ifd.order, ifd.big) == (tif.byteorder, tif.is_bigtiff)
+        assert ifd.offset == tif.pages.first.offset
+    found = ifd.tag(tiff_pages.IMAGE_DESCRIPTION)
+    assert (found.entry, found.count, found.value_offset) == (
+        tag.offset,
+        tag.count,
+        tag.valueoffset,
+    )
+    with pytest.raises(KeyError, match="tag 999"):
+        ifd.tag(999)
+    for text in ("x" * 700, "short"):  # after the end, then over it in place
+        write_description(path, [text])
+        with tifffile.TiffFile(path) as tif:
+            assert tif.pages.first.description == text
+            np.testing.assert_array_equal(tif.asarray(), frame)
+    path.write_bytes(b"PK" + bytes(20))
+    with path.open("rb") as f, pytest.raises(ValueError, match="not a TIFF"):
+        tiff_pages.FirstIfd.read(f.fileno())
 
 
 def test_the_page_appender_without_pwritev_writes_every_byte(

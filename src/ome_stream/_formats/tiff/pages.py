@@ -18,6 +18,7 @@ import os
 import struct
 import sys
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,13 +152,94 @@ _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8}
 _TYPE_SIZES.update({11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8})
 # Tags every appended page sets itself: the description (first page only)
 # and the strip layout (one strip a page).
-_IMAGE_DESCRIPTION, _STRIP_OFFSETS, _ROWS_PER_STRIP, _STRIP_BYTE_COUNTS = (
+IMAGE_DESCRIPTION, _STRIP_OFFSETS, _ROWS_PER_STRIP, _STRIP_BYTE_COUNTS = (
     270,
     273,
     278,
     279,
 )
 _IMAGE_LENGTH, _COMPRESSION = 257, 259
+
+
+@dataclass(frozen=True)
+class FirstIfd:
+    """The first IFD of a TIFF file: its byte order and flavour (classic or
+    BigTIFF), where it is, and its entries' bytes (with the next-IFD
+    offset), as TIFF 6.0 section 2 and the BigTIFF design lay them out."""
+
+    order: Literal["<", ">"]
+    big: bool
+    offset: int
+    entries: int
+    raw: bytes
+
+    @classmethod
+    def read(cls, fd: int) -> FirstIfd:
+        head = _read_at(fd, 16, 0)
+        order: Literal["<", ">"]
+        if head[:2] == b"II":
+            order = "<"
+        elif head[:2] == b"MM":
+            order = ">"
+        else:
+            raise ValueError("not a TIFF file (no byte order mark)")
+        (version,) = struct.unpack(order + "H", head[2:4])
+        big = version == 43
+        offset_format = "Q" if big else "I"
+        (first,) = struct.unpack_from(order + offset_format, head, 8 if big else 4)
+        count_size, entry_size, inline = (8, 20, 8) if big else (2, 12, 4)
+        count_bytes = _read_at(fd, count_size, first)
+        (entries,) = struct.unpack(order + ("Q" if big else "H"), count_bytes)
+        raw = _read_at(fd, entries * entry_size + inline, first + count_size)
+        if len(raw) != entries * entry_size + inline:
+            raise ValueError("the file ends inside its first IFD")
+        return cls(order, big, first, entries, raw)
+
+    @property
+    def offset_format(self) -> str:
+        return "Q" if self.big else "I"
+
+    @property
+    def count_size(self) -> int:
+        return 8 if self.big else 2
+
+    @property
+    def entry_size(self) -> int:
+        return 20 if self.big else 12
+
+    @property
+    def inline(self) -> int:
+        """Bytes of a value held in its entry."""
+        return 8 if self.big else 4
+
+    def tag(self, code: int) -> TagField:
+        """Where tag `code` of this IFD is. KeyError if it has none."""
+        for n in range(self.entries):
+            at = n * self.entry_size
+            found, kind = struct.unpack_from(self.order + "HH", self.raw, at)
+            if found != code:
+                continue
+            (count,) = struct.unpack_from(
+                self.order + self.offset_format, self.raw, at + 4
+            )
+            entry = self.offset + self.count_size + at
+            value_at = entry + 4 + self.inline
+            if _TYPE_SIZES.get(kind, 1) * count > self.inline:
+                (value_at,) = struct.unpack_from(
+                    self.order + self.offset_format, self.raw, at + 4 + self.inline
+                )
+            return TagField(entry, int(count), int(value_at))
+        raise KeyError(f"tag {code} not in the first IFD")
+
+
+@dataclass(frozen=True)
+class TagField:
+    """An IFD entry's offset in the file, its value count and where its
+    value is (in the entry itself when it fits there)."""
+
+    entry: int
+    count: int
+    value_offset: int
 
 
 class PageAppender:
@@ -184,25 +266,18 @@ class PageAppender:
             raise
 
     def _prepare(self) -> None:
-        head = _read_at(self._fd, 16, 0)
-        order: Literal["<", ">"] = "<" if head[:2] == b"II" else ">"
-        (version,) = struct.unpack(order + "H", head[2:4])
-        big = version == 43
+        ifd = FirstIfd.read(self._fd)
+        order, big, inline = ifd.order, ifd.big, ifd.inline
         self._order = order
-        count_format, entry_size = ("Q", 20) if big else ("H", 12)
-        offset_format = "Q" if big else "I"
-        inline = 8 if big else 4
-        (first,) = struct.unpack_from(order + offset_format, head, 8 if big else 4)
-        count_size = struct.calcsize(count_format)
-        (entries,) = struct.unpack(
-            order + count_format, _read_at(self._fd, count_size, first)
-        )
-        raw = _read_at(self._fd, entries * entry_size + inline, first + count_size)
+        count_format = "Q" if big else "H"
+        offset_format = ifd.offset_format
+        count_size, entry_size = ifd.count_size, ifd.entry_size
+        first, entries = ifd.offset, ifd.entries
         # (code, type, count, value bytes) of the first page's tags
         tags: dict[int, tuple[int, int, int, bytes]] = {}
         for n in range(entries):
             code, kind, count, value = struct.unpack_from(
-                order + "HH" + offset_format + f"{inline}s", raw, n * entry_size
+                order + "HH" + offset_format + f"{inline}s", ifd.raw, n * entry_size
             )
             size = _TYPE_SIZES.get(kind, 1) * count
             if size > inline:
@@ -216,7 +291,7 @@ class PageAppender:
         rows = tags[_IMAGE_LENGTH][3]
         if length_kind == _SHORT:
             rows = struct.pack(order + "I", struct.unpack(order + "H", rows)[0])
-        for code in (_IMAGE_DESCRIPTION, _STRIP_OFFSETS, _STRIP_BYTE_COUNTS):
+        for code in (IMAGE_DESCRIPTION, _STRIP_OFFSETS, _STRIP_BYTE_COUNTS):
             tags.pop(code, None)
         offset_kind = _LONG8 if big else _LONG
         tags[_ROWS_PER_STRIP] = (_ROWS_PER_STRIP, _LONG, 1, rows)

@@ -59,7 +59,7 @@ from .ome_xml import (
     namespace_uri,
     tiff_data_runs,
 )
-from .pages import PageAppender, PageReader
+from .pages import IMAGE_DESCRIPTION, FirstIfd, PageAppender, PageReader
 from .spool import TextPart, part_bytes, part_chunks, write_parts
 
 # How often written pages are flushed and recorded in the journal.
@@ -420,8 +420,9 @@ class TiffFileBackend(ArrayBackend):
         """Put `xml` (`document` with the file's UUID) in the file's reserved
         ImageDescription."""
         if file.description_offset is None:
-            with tifffile.TiffFile(file.path) as tif:
-                file.description_offset = tif.pages.first.tags[270].valueoffset
+            with file.path.open("rb") as f:
+                tag = FirstIfd.read(f.fileno()).tag(IMAGE_DESCRIPTION)
+            file.description_offset = tag.value_offset
         if len(xml) > file.reserved:
             # global metadata grew past the reservation: it is not needed to
             # read the pixels, and close writes it
@@ -961,26 +962,31 @@ def write_description(path: Path, parts: list[TextPart]) -> None:
     refresh (the journal stays until close is done: `recover` mends it).
     Otherwise after the end of the file, then the tag pointed at it with
     one write, so a kill before that leaves the description the file had
-    (`tiffcomment` points the tag first)."""
+    (`tiffcomment` points the tag first). A text as short as an offset
+    goes in the tag's entry, as TIFF requires."""
     size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
-    with tifffile.TiffFile(path) as tif:
-        tiff = tif.tiff
-        tag = tif.pages.first.tags[270]
-        entry, old_offset, old_count = tag.offset, tag.valueoffset, tag.count
-    number = "I" if tiff.offsetsize == 4 else "Q"
     with path.open("r+b") as f:
-        if size <= old_count and old_count > tiff.offsetsize:
+        ifd = FirstIfd.read(f.fileno())
+        tag = ifd.tag(IMAGE_DESCRIPTION)
+        entry, old_offset, old_count = tag.entry, tag.value_offset, tag.count
+        number = ifd.offset_format
+        if size <= ifd.inline:  # a value this short sits in its entry
+            value = b"".join(part_chunks(parts)).ljust(ifd.inline, b"\0")
+            f.seek(entry + 4)
+            f.write(struct.pack(f"{ifd.order}{number}", size) + value)
+            return
+        if size <= old_count and old_count > ifd.inline:
             f.seek(old_offset)
             written = write_parts(parts, f.write)
             _check_written(written, size)
             f.write(b"\0" * (old_count - written))
             f.flush()
             f.seek(entry + 4)  # the tag's count
-            f.write(struct.pack(f"{tiff.byteorder}{number}", size))
+            f.write(struct.pack(f"{ifd.order}{number}", size))
             return
         end = f.seek(0, os.SEEK_END)
         start = end + end % 2  # (a value starts on a word boundary)
-        if tiff.offsetsize == 4 and start + size > 2**32 - 1:
+        if not ifd.big and start + size > 2**32 - 1:
             raise ValueError(
                 f"The final OME-XML ({size} bytes) does not fit in {path.name}: "
                 "a classic TIFF ends at 4 GiB (chosen from the frames' count and "
@@ -994,7 +1000,7 @@ def write_description(path: Path, parts: list[TextPart]) -> None:
         _check_written(written, size)
         f.flush()
         f.seek(entry + 4)  # the tag's count, then its value's offset
-        f.write(struct.pack(f"{tiff.byteorder}{number}{number}", size, start))
+        f.write(struct.pack(f"{ifd.order}{number}{number}", size, start))
 
 
 def _check_written(written: int, size: int) -> None:
