@@ -255,42 +255,77 @@ def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> N
     np.testing.assert_array_equal(tifffile.imread(path), wanted)
 
 
+# descriptions around the inline sizes (4 bytes classic, 8 BigTIFF, with
+# the NUL), and long ones
+_DESCRIPTIONS = ["ab", "abc", "abcd", "abcdefg", "abcdefgh", "<OME/>" * 40]
+
+
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 @pytest.mark.parametrize("bigtiff", [False, True])
-@pytest.mark.parametrize("description", ["ab", "<OME/>" * 40])
+@pytest.mark.parametrize("description", _DESCRIPTIONS)
 def test_the_first_ifd_is_read_as_tifffile_reads_it(
     byteorder: str, bigtiff: bool, description: str, tmp_path: Path
 ) -> None:
     """`FirstIfd` (which replaced opening the file with tifffile to find the
-    ImageDescription at each interim refresh and at close) finds the tag
-    where tifffile does, in classic TIFF and BigTIFF of either byte order,
-    with the text in its entry (a short one) or elsewhere; and
-    `write_description` then puts a longer and a shorter text there."""
+    ImageDescription, at the first interim refresh and at close) finds the
+    tag where tifffile does, in classic TIFF and BigTIFF of either byte
+    order, with the text in its entry (a short one) or elsewhere; and
+    `write_description` then writes texts of every length around the
+    inline size, and long ones, each read back by tifffile with every page."""
     path = tmp_path / "f.tif"
-    frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    frames = np.arange(3 * 12, dtype=np.uint16).reshape(3, 3, 4)
     with tifffile.TiffWriter(path, bigtiff=bigtiff, byteorder=byteorder) as writer:
-        writer.write(frame, description=description, metadata=None)
-    with path.open("rb") as f:
-        ifd = tiff_pages.FirstIfd.read(f.fileno())
-    with tifffile.TiffFile(path) as tif:
-        tag = tif.pages.first.tags[270]
-        assert (ifd.order, ifd.big) == (tif.byteorder, tif.is_bigtiff)
-        assert ifd.offset == tif.pages.first.offset
-    found = ifd.tag(tiff_pages.IMAGE_DESCRIPTION)
-    assert (found.entry, found.count, found.value_offset) == (
-        tag.offset,
-        tag.count,
-        tag.valueoffset,
-    )
-    with pytest.raises(KeyError, match="tag 999"):
-        ifd.tag(999)
-    for text in ("x" * 700, "short"):  # after the end, then over it in place
-        write_description(path, [text])
+        writer.write(frames[0], description=description, metadata=None)
+        for frame in frames[1:]:
+            writer.write(frame, metadata=None)
+
+    def first_ifd() -> tiff_pages.FirstIfd:
+        with path.open("rb") as f:
+            return tiff_pages.FirstIfd.read(f.fileno())
+
+    def check(text: str) -> None:
+        ifd = first_ifd()
+        found = ifd.tag(tiff_pages.IMAGE_DESCRIPTION)
         with tifffile.TiffFile(path) as tif:
+            assert (ifd.order, ifd.big) == (tif.byteorder, tif.is_bigtiff)
+            assert ifd.offset == tif.pages.first.offset
+            tag = tif.pages.first.tags[270]
+            assert (found.entry, found.count, found.value_offset) == (
+                tag.offset,
+                tag.count,
+                tag.valueoffset,
+            )
+            assert tag.count == len(text) + 1
             assert tif.pages.first.description == text
-            np.testing.assert_array_equal(tif.asarray(), frame)
-    path.write_bytes(b"PK" + bytes(20))
-    with path.open("rb") as f, pytest.raises(ValueError, match="not a TIFF"):
+            np.testing.assert_array_equal(tif.asarray(), frames)
+
+    check(description)
+    with pytest.raises(KeyError, match="tag 999"):
+        first_ifd().tag(999)
+    # longer, then shorter, then longer again: each branch (in the entry,
+    # over the text there, after the end of the file) from each of them
+    texts = [*("x" * n for n in range(10)), "y" * 700, "z" * 5, "w" * 300, "v"]
+    for text in texts:
+        write_description(path, [text])
+        check(text)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"PK" + bytes(20), "not a TIFF"),
+        (b"II" + bytes([7, 0]) + bytes(20), "version 7"),
+        # a classic TIFF whose first IFD (at 8) says it has 5 entries, then ends
+        (b"II*\0" + (8).to_bytes(4, "little") + (5).to_bytes(2, "little"), "ends"),
+    ],
+    ids=["not-tiff", "version", "truncated"],
+)
+def test_a_file_that_is_not_a_whole_tiff_is_refused(
+    content: bytes, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.tif"
+    path.write_bytes(content)
+    with path.open("rb") as f, pytest.raises(ValueError, match=problem):
         tiff_pages.FirstIfd.read(f.fileno())
 
 

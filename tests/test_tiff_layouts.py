@@ -1122,6 +1122,7 @@ def test_a_disk_full_while_writing_the_final_xml_keeps_the_interim_one(
     stream = create_stream(settings)
     for number in range(40):
         stream.append(make_frame(number), frame_metadata={"frame": number})
+    wait_written(stream, 40)  # (the first page and its interim XML are there)
     with tifffile.TiffFile(settings.output_path) as tif:
         interim_offset = tif.pages.first.tags[270].valueoffset
     real = tiff_backend.write_parts

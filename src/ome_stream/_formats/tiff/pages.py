@@ -184,11 +184,17 @@ class FirstIfd:
         else:
             raise ValueError("not a TIFF file (no byte order mark)")
         (version,) = struct.unpack(order + "H", head[2:4])
+        if version not in (42, 43):
+            raise ValueError(f"not a TIFF file (version {version}, not 42 or 43)")
         big = version == 43
         offset_format = "Q" if big else "I"
+        if len(head) < (16 if big else 8):
+            raise ValueError("the file ends inside its TIFF header")
         (first,) = struct.unpack_from(order + offset_format, head, 8 if big else 4)
         count_size, entry_size, inline = (8, 20, 8) if big else (2, 12, 4)
         count_bytes = _read_at(fd, count_size, first)
+        if len(count_bytes) != count_size:
+            raise ValueError("the file ends before its first IFD")
         (entries,) = struct.unpack(order + ("Q" if big else "H"), count_bytes)
         raw = _read_at(fd, entries * entry_size + inline, first + count_size)
         if len(raw) != entries * entry_size + inline:
