@@ -83,26 +83,22 @@ class PageReader:
         return data
 
     def _header(self) -> tuple[str, int, int, str]:
-        """(byte order, count size, entry size, offset format) and the first
-        IFD's offset, from the 8- or 16-byte header."""
+        """(byte order, count size, entry size, offset format), the first
+        IFD's offset noted, from the header (`FirstIfd`)."""
         if self._entry_format is None:
-            head = self._read_exact(16, 0)
-            order = {b"II": "<", b"MM": ">"}.get(head[:2])
-            if order is None:
-                raise RuntimeError(f"internal error: {self.path.name} is not a TIFF")
-            (version,) = struct.unpack(order + "H", head[2:4])
-            if version == 43:  # BigTIFF: 8-byte counts and offsets, 20-byte entries
-                self._entry_format = (order, 8, 20, "Q")
-                (first,) = struct.unpack(order + "Q", head[8:16])
-            else:  # classic TIFF: 2-byte counts, 12-byte entries, 4-byte offsets
-                self._entry_format = (order, 2, 12, "I")
-                (first,) = struct.unpack(order + "I", head[4:8])
-            self._offsets.append(first)
+            first = FirstIfd.read(self._descriptor())
+            self._entry_format = (
+                first.order,
+                first.count_size,
+                first.entry_size,
+                first.offset_format,
+            )
+            self._offsets.append(first.offset)
         return self._entry_format
 
     def _next_offset(self, offset: int) -> int:
         order, count_size, entry_size, offset_format = self._header()
-        count_format = order + ("Q" if count_size == 8 else "H")
+        count_format = order + _COUNT_FORMATS[count_size]
         (entries,) = struct.unpack(count_format, self._read_exact(count_size, offset))
         pointer = offset + count_size + entries * entry_size
         size = struct.calcsize(offset_format)
@@ -159,6 +155,8 @@ IMAGE_DESCRIPTION, _STRIP_OFFSETS, _ROWS_PER_STRIP, _STRIP_BYTE_COUNTS = (
     279,
 )
 _IMAGE_LENGTH, _COMPRESSION = 257, 259
+# an IFD's entry count: 2 bytes (classic TIFF), 8 (BigTIFF)
+_COUNT_FORMATS = {2: "H", 8: "Q"}
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ class FirstIfd:
         count_bytes = _read_at(fd, count_size, first)
         if len(count_bytes) != count_size:
             raise ValueError("the file ends before its first IFD")
-        (entries,) = struct.unpack(order + ("Q" if big else "H"), count_bytes)
+        (entries,) = struct.unpack(order + _COUNT_FORMATS[count_size], count_bytes)
         raw = _read_at(fd, entries * entry_size + inline, first + count_size)
         if len(raw) != entries * entry_size + inline:
             raise ValueError("the file ends inside its first IFD")
@@ -204,6 +202,11 @@ class FirstIfd:
     @property
     def offset_format(self) -> str:
         return "Q" if self.big else "I"
+
+    @property
+    def count_format(self) -> str:
+        """The struct format of the IFD's entry count."""
+        return _COUNT_FORMATS[self.count_size]
 
     @property
     def count_size(self) -> int:
@@ -275,7 +278,7 @@ class PageAppender:
         ifd = FirstIfd.read(self._fd)
         order, big, inline = ifd.order, ifd.big, ifd.inline
         self._order = order
-        count_format = "Q" if big else "H"
+        count_format = ifd.count_format
         offset_format = ifd.offset_format
         count_size, entry_size = ifd.count_size, ifd.entry_size
         first, entries = ifd.offset, ifd.entries
