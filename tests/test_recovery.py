@@ -195,6 +195,105 @@ def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
         assert len(tif.pages) == 2
 
 
+PAUSING_WRITER = r"""
+import sys, time
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import make_frame
+
+shape = (int(sys.argv[2]), int(sys.argv[3]))
+dims = [
+    Dimension(name="t", count=None),
+    Dimension(name="c", coords=["DAPI", "GFP"]),
+    Dimension(name="y", count=shape[0]),
+    Dimension(name="x", count=shape[1]),
+]
+stream = create_stream(
+    AcquisitionSettings(root_path=sys.argv[1], dimensions=dims, dtype="uint16")
+)
+# a burst (a z-stack's pace), then the wait for the next time point
+for i in range({n_frames}):
+    if i == 7:
+        stream.skip(frames=1)
+    else:
+        stream.append(make_frame(i, shape=shape), frame_metadata={{"frame": i}})
+while stream.frames_written + stream.frames_skipped < {n_frames}:
+    time.sleep(0.001)
+print("paused", flush=True)
+time.sleep(600)
+"""
+PAUSE_FRAMES = 300  # 150 time points of 2 channels
+
+
+@pytest.mark.parametrize(
+    ("suffix", "shape"),
+    [(".ome.zarr", SMALL), (".ome.zarr", LARGE), (".ome.tiff", SMALL)],
+)
+def test_a_kill_during_a_pause_loses_no_frame_written_before_it(
+    suffix: str, shape: tuple[int, int], tmp_path: Path
+) -> None:
+    """Frames written in a burst are journaled (and, in OME-TIFF, described
+    by the interim OME-XML) during the pause that follows, not only when the
+    next frame comes: killed in the pause, nothing written is lost."""
+    root = tmp_path / f"paused{suffix}"
+    script = PAUSING_WRITER.format(
+        tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(root), *map(str, shape)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        if child.stdout.readline().strip() != "paused":
+            child.kill()
+            raise AssertionError(child.stderr.read())
+        # the writer journals after ~20 ms idle; the interim OME-XML is
+        # refreshed at most every second
+        time.sleep(2.0)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    frames = {(i // 2, i % 2): i for i in range(PAUSE_FRAMES) if i != 7}
+    if suffix == ".ome.tiff":  # readable as it is, every page described
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+        assert ome.images[0].pixels.size_t == PAUSE_FRAMES // 2
+        (series,) = readers.tifffile_ome_series(root)
+        assert series.shape[:2] == (PAUSE_FRAMES // 2, 2)
+        np.testing.assert_array_equal(series[149, 1, 0], make_frame(299, shape=shape))
+    journal = read_journal(journal_path(root))
+    journaled = {
+        i: json.loads(text)["frame"] for (_, i), text in journal.frames.items()
+    }
+    assert journaled == frames
+    assert [index for _, index in journal.skipped] == [(3, 1)]
+    report = recover(root)
+    assert report.frames_recovered == PAUSE_FRAMES - 1
+    assert report.frames_lost == []
+    assert validate_dataset(root) == []
+    if suffix == ".ome.zarr":
+        data = readers.read_tensorstore(root / "0")
+        records = json.loads((root / "zarr.json").read_text())["attributes"]
+        metadata = {
+            tuple(r["storage_index"]): r["frame"]
+            for r in records["ome_stream"]["frame_metadata"]
+        }
+        assert readers.zarr_missing_frames(root) == [(3, 1)]
+    else:
+        (tczyx,) = readers.tifffile_ome_series(root)
+        data = tczyx[:, :, 0]
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+        metadata = {
+            (t, c): int(values["frame"])
+            for (t, c, _), values in readers.plane_map_values(ome).items()
+        }
+    assert data.shape == (PAUSE_FRAMES // 2, 2, *shape)
+    for (t, c), number in frames.items():
+        np.testing.assert_array_equal(data[t, c], make_frame(number, shape=shape))
+    assert metadata == frames
+
+
 BOUNDED_TIFF_WRITER = r"""
 import sys, time
 from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes

@@ -3,6 +3,7 @@ path, checking that data written before the error is intact."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
@@ -323,6 +324,31 @@ def test_writer_failure_raised_by_close_if_not_yet_seen(
     assert stream.closed
 
 
+class _IdleFailingBackend(MemoryBackend):
+    """Fails when the writer, idle, has it journal what it deferred (the
+    journal's disk full during a pause)."""
+
+    def idle(self) -> float | None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failure_while_idle_reaches_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _memory_stream(monkeypatch, _IdleFailingBackend)
+    stream.append(make_frame(0))
+    stream.append(make_frame(1))
+    deadline = time.monotonic() + 10
+    while stream._error is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer goes idle ~20 ms after the last frame
+    with pytest.raises(WriterError, match="No space left on device"):
+        stream.append(make_frame(2))
+    assert stream.frames_written == 2
+    stream.close()  # already reported: finishes quietly
+    for i in range(2):
+        np.testing.assert_array_equal(stream._backend.arrays[0][i], make_frame(i))
+
+
 class _SlowBackend(MemoryBackend):
     gate = threading.Event()
 
@@ -542,6 +568,26 @@ def test_stats_and_progress_signals(tmp_path: Path) -> None:
     assert seen
     assert all(s.frames_written <= 11 for s in seen)
     assert stream.stats().frames_written == 11
+
+
+def test_progress_reports_a_burst_during_the_pause_after_it(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "p.ome.tiff", {"t": 400})
+    seen: list[tuple[float, Any]] = []
+    with create_stream(settings) as stream:
+        stream.events.progress.connect(lambda s: seen.append((time.monotonic(), s)))
+        for burst in range(3):  # bursts shorter than the progress interval
+            for i in range(100):
+                stream.append(make_frame(100 * burst + i))
+            deadline = time.monotonic() + 5
+            while not seen or seen[-1][1].frames_written < 100 * (burst + 1):
+                assert time.monotonic() < deadline, "no progress after the burst"
+                time.sleep(0.01)
+            time.sleep(0.25)
+        assert [s.frames_written for _, s in seen][-1] == 300
+    times = [t for t, _ in seen]
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))  # at most 5/s
+    # nothing new to report during the pauses: no signal repeated the counts
+    assert len({s.frames_written for _, s in seen}) == len(seen)
 
 
 class _SlowDiskBackend(MemoryBackend):

@@ -114,6 +114,12 @@ _STOP = _Stop()
 DRAIN_BATCH_ITEMS = 32
 DRAIN_BATCH_BYTES = 4 * 2**20
 DRAIN_RELEASE_S = 0.005
+# When no item has come for this long, the writer lets the backend do what
+# it defers while frames keep coming (journal the last pages, refresh the
+# interim OME-XML): a burst of frames and then a pause (a z-stack, then the
+# wait for the next time point) must not leave the burst's last frames out
+# of the journal for the whole pause.
+IDLE_AFTER_S = 0.02
 
 
 class _ByteBoundedQueue:
@@ -161,11 +167,14 @@ class _ByteBoundedQueue:
         with self._lock:
             return [item for item, _ in self._items]
 
-    def get_batch(self, max_items: int, max_bytes: int) -> list[tuple[Any, int]]:
+    def get_batch(
+        self, max_items: int, max_bytes: int, timeout: float | None = None
+    ) -> list[tuple[Any, int]]:
         """The oldest items: at least one, then as many as fit both limits
-        (left in the queue until `done`)."""
+        (left in the queue until `done`); none if nothing came in `timeout`."""
         with self._not_empty:
-            self._not_empty.wait_for(lambda: bool(self._items))
+            if not self._not_empty.wait_for(lambda: bool(self._items), timeout):
+                return []
             items = self._items
             batch = [items[0]]
             total = batch[0][1]
@@ -511,11 +520,27 @@ class OMEStream:
     def _drain(self) -> None:
         queue = self._queue
         next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        idle_wait: float | None = None  # wait this long for items, then `_idle`
+        unreported = False  # items handled since the last progress signal
         while True:
             # Several items per round when the queue has filled up: one lock
             # round, and at most one wake-up of an `append` waiting for room,
             # per batch rather than per frame (small frames: see CHANGELOG).
-            batch = queue.get_batch(DRAIN_BATCH_ITEMS, DRAIN_BATCH_BYTES)
+            batch = queue.get_batch(DRAIN_BATCH_ITEMS, DRAIN_BATCH_BYTES, idle_wait)
+            if not batch:
+                idle_wait = self._idle()
+                now = time.monotonic()
+                if unreported and now >= next_progress:
+                    # the counts after a burst, while the pause lasts
+                    next_progress = now + PROGRESS_INTERVAL_S
+                    unreported = False
+                    self._emit(self.events.progress)
+                if unreported:
+                    due = next_progress - now
+                    idle_wait = due if idle_wait is None else min(idle_wait, due)
+                continue
+            idle_wait = IDLE_AFTER_S
+            unreported = True
             size = len(batch)
             stop = batch[-1][0] is _STOP  # always the last item queued
             batch.reverse()  # popped oldest first: no reference outlives its item
@@ -541,9 +566,29 @@ class OMEStream:
             now = time.monotonic()
             if now >= next_progress and not (stop and size == 1):
                 next_progress = now + PROGRESS_INTERVAL_S
+                unreported = False
                 self._emit(self.events.progress)
             if stop:
                 return
+
+    def _idle(self) -> float | None:
+        """No item came for a while: let the backend record what it deferred
+        (so that a process killed now loses nothing written; see
+        ArrayBackend.idle). Returns how long to wait for items before
+        calling this again (None: until one comes)."""
+        if self._error is not None:
+            return None
+        backend = self._backend
+        try:
+            with self._backend_lock:
+                wait = backend.idle()
+            if backend.write_error is not None:  # a write in flight failed
+                self._frames_lost = backend.frames_lost
+                raise backend.write_error
+        except BaseException as exc:  # kept and raised on the caller's thread
+            self._error = exc
+            return None
+        return wait
 
     def _release(self, count: int, nbytes: int, pooled: list[np.ndarray]) -> None:
         """Free the queue's room for the `count` items handled; hand the

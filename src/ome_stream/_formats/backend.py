@@ -66,6 +66,16 @@ class ArrayBackend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Push buffered data towards the disk (optional)."""
 
+    def idle(self) -> float | None:
+        """Called from the writer thread when no frame has come for a moment
+        (IDLE_AFTER_S in _stream.py): record now what is deferred while
+        frames keep coming, so that a process killed during a pause loses
+        nothing that is in the files - journal frames whose writes have
+        completed, refresh interim metadata. Returns in how many seconds to
+        be called again if frames still do not come (work that is not due
+        yet, or writes still in flight), or None."""
+        return None
+
     @property
     def held_bytes(self) -> int:
         """Bytes of frames the backend still holds in memory after `write`

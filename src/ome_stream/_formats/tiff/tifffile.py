@@ -159,6 +159,7 @@ class TiffFileBackend(ArrayBackend):
         self._builder = OmeXmlBuilder(settings)
         self._compression = _COMPRESSION.get(settings.compression or "none")
         self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
+        self._interim_stale = False  # pages written since the last refresh
         self._next_journal = 0.0
         # (position, storage index, metadata, skipped) of pages not journaled
         self._unjournaled: list[tuple[int, tuple[int, ...], Any, bool]] = []
@@ -319,10 +320,27 @@ class TiffFileBackend(ArrayBackend):
         if now < self._next_journal and len(self._unjournaled) < 256:
             return
         self._next_journal = now + JOURNAL_INTERVAL_S
+        self._journal_now()
+
+    def _journal_now(self) -> None:
+        """Journal the pages written since the last time (flushed first)."""
         self._flush_files()
         assert self.journal is not None
         self.journal.written(self._unjournaled)
         self._unjournaled.clear()
+
+    def idle(self) -> float | None:
+        """Journal the last pages, and refresh the interim OME-XML if pages
+        came since it was written (once it is due: see _refresh_interim_xml)."""
+        if self.journal is not None and self._unjournaled:
+            self._journal_now()
+        if not self._interim_stale:
+            return None
+        wait = self._next_refresh - time.monotonic()
+        if wait > 0:
+            return wait
+        self._refresh_interim_xml()
+        return None
 
     def _flush_files(self) -> None:
         for file in self._files:
@@ -365,6 +383,7 @@ class TiffFileBackend(ArrayBackend):
             image.ifds.pop()
             raise
         file.pages += 1
+        self._interim_stale = True
         if time.monotonic() >= self._next_refresh:
             self._refresh_interim_xml()
 
@@ -400,6 +419,7 @@ class TiffFileBackend(ArrayBackend):
 
     def _refresh_interim_xml(self) -> None:
         started = time.monotonic()
+        self._interim_stale = False
         self._flush_files()
         document = self._document(final=False)
         files = [f for f in self._files if f.full_metadata and f.is_open and f.pages]
@@ -744,9 +764,7 @@ class TiffFileBackend(ArrayBackend):
             if self.journal is not None and self._unjournaled:
                 # the pages written last, before the long work of close: a
                 # kill meanwhile must not leave `recover` without them
-                self._flush_files()
-                self.journal.written(self._unjournaled)
-                self._unjournaled.clear()
+                self._journal_now()
             if not self._user_documents:
                 closing = self._close_texts()
             if closing is None:

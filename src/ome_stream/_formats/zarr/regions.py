@@ -46,6 +46,9 @@ from .layout import ImageLocation
 # surfaces write errors promptly.
 MAX_WRITES_IN_FLIGHT = 64
 MAX_BYTES_IN_FLIGHT = 32 * 2**20
+# While the stream is idle with writes in flight, how often to look for
+# completed ones to journal.
+IDLE_POLL_S = 0.005
 # Threads writing chunk files directly (`chunkfiles.py`): a new file costs
 # the file system a few metadata updates (mkdir, create, rename), which take
 # 150-400 µs each while writeback runs on this kind of VM; several in flight
@@ -344,6 +347,13 @@ class RegionWriterBackend(ZarrBackend):
     def flush(self) -> None:
         while self._pending:
             self._complete_oldest()
+
+    def idle(self) -> float | None:
+        """Journal the writes that have completed; look again shortly while
+        some are still in flight."""
+        while self._pending and self._pending[0][0].done():
+            self._complete_oldest()
+        return IDLE_POLL_S if self._pending else None
 
     # ------------------------------------------------------------------ read
 
