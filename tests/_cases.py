@@ -7,8 +7,11 @@ with ome-stream's router, so a routing bug cannot hide itself.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +123,26 @@ settings = AcquisitionSettings(
     dtype="uint16",
 )
 """
+
+
+def kill_when_ready(script: str, *args: str, ready: str, after: float) -> None:
+    """Run `script` in a Python process of its own, wait for it to print the
+    line `ready`, let it run `after` seconds more, then SIGKILL it. If it
+    prints anything else first (it failed), raise with its stderr."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        if child.stdout.readline().strip() != ready:
+            child.kill()
+            raise AssertionError(child.stderr.read())
+        time.sleep(after)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
 
 
 def run_python(

@@ -5,12 +5,7 @@ there, with its metadata."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +19,12 @@ from ome_stream._journal import journal_path, read_journal
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
 from tests import _readers as readers
-from tests._cases import UNBOUNDED_8X8_SCRIPT, make_frame, run_python
+from tests._cases import (
+    UNBOUNDED_8X8_SCRIPT,
+    kill_when_ready,
+    make_frame,
+    run_python,
+)
 
 WRITER = r"""
 import sys, time
@@ -64,28 +64,9 @@ def _kill_while_writing(
     root: Path, sharded: bool, seed: int, shape: tuple[int, int] = SMALL
 ) -> None:
     script = WRITER.format(tests_parent=str(Path(__file__).parents[1]))
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(root),
-            "1" if sharded else "0",
-            *map(str, shape),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        assert child.stderr is not None
-        line = child.stdout.readline().strip()
-        if line != "started":
-            child.kill()
-            raise AssertionError(child.stderr.read())
-        time.sleep(random.Random(seed).uniform(0.05, 0.8))
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    args = [str(root), "1" if sharded else "0", *map(str, shape)]
+    after = random.Random(seed).uniform(0.05, 0.8)
+    kill_when_ready(script, *args, ready="started", after=after)
 
 
 CASES = [
@@ -239,22 +220,9 @@ def test_a_kill_during_a_pause_loses_no_frame_written_before_it(
     script = PAUSING_WRITER.format(
         tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", script, str(root), *map(str, shape)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        assert child.stderr is not None
-        if child.stdout.readline().strip() != "paused":
-            child.kill()
-            raise AssertionError(child.stderr.read())
-        # the writer journals after ~20 ms idle; the interim OME-XML is
-        # refreshed at most every second
-        time.sleep(2.0)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    # the writer journals after ~20 ms idle; the interim OME-XML is
+    # refreshed at most every second
+    kill_when_ready(script, str(root), *map(str, shape), ready="paused", after=2.0)
     frames = {(i // 2, i % 2): i for i in range(PAUSE_FRAMES) if i != 7}
     if suffix == ".ome.tiff":  # readable as it is, every page described
         ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
@@ -314,17 +282,8 @@ for i in range(1000):
 def test_killed_tiff_is_fully_readable_before_recover(tmp_path: Path) -> None:
     root = tmp_path / "killed.ome.tiff"
     script = BOUNDED_TIFF_WRITER.format(tests_parent=str(Path(__file__).parents[1]))
-    with subprocess.Popen(
-        [sys.executable, "-c", script, str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "started"
-        time.sleep(2.5)  # past at least one in-place refresh of the OME-XML
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    # past at least one in-place refresh of the OME-XML
+    kill_when_ready(script, str(root), ready="started", after=2.5)
     info = readers.bioformats_info(root)
     assert info.is_ome_tiff
     assert info.warnings == []

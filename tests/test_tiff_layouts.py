@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +28,7 @@ from ome_stream._formats.tiff.layout import read_dataset_ome
 from ome_stream._formats.tiff.tifffile import TiffFileBackend
 from ome_stream._journal import journal_path, read_journal
 from tests import _readers as readers
-from tests._cases import CASES, FRAME, make_frame, run_python
+from tests._cases import CASES, FRAME, kill_when_ready, make_frame, run_python
 
 POSITIONS = [
     Position(name="A1", x_coord=1.0, y_coord=2.0),
@@ -460,20 +457,8 @@ for i in range(100000):
 def _kill_after(seconds: float, root: Path, layout: Layout, t: str) -> None:
     script = KILLED_WRITER.format(tests_parent=str(Path(__file__).parents[1]))
     args = [str(root), layout.prefer_single_file, layout.multi_file_metadata]
-    with subprocess.Popen(
-        [sys.executable, "-c", script, *args, str(layout.n_positions), t],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        assert child.stderr is not None
-        if child.stdout.readline().strip() != "started":
-            child.kill()
-            raise AssertionError(child.stderr.read())
-        time.sleep(seconds)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    args += [str(layout.n_positions), t]
+    kill_when_ready(script, *args, ready="started", after=seconds)
 
 
 def _killed_frame(number: int) -> np.ndarray:

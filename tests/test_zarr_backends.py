@@ -10,10 +10,6 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from ome_stream._formats.zarr.selection import choose_zarr_backend
 from ome_stream._journal import journal_path, read_journal
 from ome_stream._routing import FrameRouter
 from tests import _readers as readers
-from tests._cases import CASES, FRAME, Case, make_frame
+from tests._cases import CASES, FRAME, Case, kill_when_ready, make_frame
 
 # Both optional backends are in the `test` extra: a missing one must fail.
 BACKENDS = ["tensorstore", "zarr-python", "acquire-zarr"]
@@ -649,20 +645,7 @@ for i in range(100000):
 
 def _kill_while_writing(root: Path, backend: str) -> None:
     script = WRITER.format(tests_parent=str(Path(__file__).parents[1]))
-    with subprocess.Popen(
-        [sys.executable, "-c", script, str(root), backend],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        assert child.stderr is not None
-        if child.stdout.readline().strip() != "started":
-            child.kill()
-            raise AssertionError(child.stderr.read())
-        time.sleep(0.2)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    kill_when_ready(script, str(root), backend, ready="started", after=0.2)
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)

@@ -578,13 +578,10 @@ class OMEStream:
         calling this again (None: until one comes)."""
         if self._error is not None:
             return None
-        backend = self._backend
         try:
             with self._backend_lock:
-                wait = backend.idle()
-            if backend.write_error is not None:  # a write in flight failed
-                self._frames_lost = backend.frames_lost
-                raise backend.write_error
+                wait = self._backend.idle()
+            self._raise_write_error()
         except BaseException as exc:  # kept and raised on the caller's thread
             self._error = exc
             return None
@@ -625,12 +622,18 @@ class OMEStream:
                     backend.set_global_metadata(item[1], item[2])
                     if backend.journal is not None:
                         backend.journal.global_metadata(item[1], item[2])
-            if backend.write_error is not None:  # a write in flight failed
-                self._frames_lost = backend.frames_lost
-                raise backend.write_error
+            self._raise_write_error()
         except BaseException as exc:  # kept and raised on the caller's thread
             self._error = exc
         return buffer
+
+    def _raise_write_error(self) -> None:
+        """Raise the error of a write in flight that failed, if one did,
+        taking its frames off frames_written."""
+        backend = self._backend
+        if backend.write_error is not None:
+            self._frames_lost = backend.frames_lost
+            raise backend.write_error
 
     def _emit(self, signal: Any) -> None:
         # A failing listener must not stop the writing.
