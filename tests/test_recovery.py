@@ -4,9 +4,12 @@ there, with its metadata."""
 
 from __future__ import annotations
 
+import errno
 import json
 import random
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -152,6 +155,80 @@ def test_recover_cli_reports_and_validates(tmp_path: Path) -> None:
     again = CliRunner().invoke(app, ["recover", str(root)])
     assert again.exit_code == 1
     assert "nothing to recover" in " ".join(again.output.split())
+
+
+def _killed_in_a_pause(root: Path) -> dict[Path, bytes]:
+    """A dataset killed after PAUSE_FRAMES frames (one skipped); the bytes of
+    each of its files, journal included."""
+    script = PAUSING_WRITER.format(
+        tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
+    )
+    kill_when_ready(script, str(root), *map(str, SMALL), ready="paused", after=0.3)
+    return {p: p.read_bytes() for p in root.parent.iterdir()}
+
+
+def _assert_recovered_whole(root: Path) -> None:
+    (tczyx,) = readers.tifffile_ome_series(root)
+    assert tczyx.shape == (PAUSE_FRAMES // 2, 2, 1, *SMALL)
+    for i in range(PAUSE_FRAMES):
+        expected = np.zeros(SMALL, np.uint16) if i == 7 else make_frame(i)
+        np.testing.assert_array_equal(tczyx[i // 2, i % 2, 0], expected)
+    assert validate_dataset(root) == []
+
+
+def test_recover_without_room_refuses_before_changing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ome_stream._recover as recover_module
+
+    root = tmp_path / "full.ome.tiff"
+    before = _killed_in_a_pause(root)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        recover_module.shutil,
+        "disk_usage",
+        lambda _: usage._replace(free=len(before[root]) // 2),
+    )
+    with pytest.raises(OSError, match="Not enough free space") as info:
+        recover(root)
+    assert info.value.errno == errno.ENOSPC
+    assert "run recover again" in str(info.value)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "Not enough free space" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    recover(root)
+    _assert_recovered_whole(root)
+
+
+def test_a_disk_full_during_recover_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ome_stream._formats.tiff.pages as pages
+
+    root = tmp_path / "filling.ome.tiff"
+    before = _killed_in_a_pause(root)
+    writes = 0
+    real_pwritev = pages._pwritev
+
+    def filling_up(fd: int, buffers: Any, offset: int) -> int:
+        nonlocal writes
+        writes += 1
+        if writes > 100:  # pages (and their links) written before it filled
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(pages, "_pwritev", filling_up)
+    with pytest.raises(OSError, match="Not enough free space") as info:
+        recover(root)
+    assert isinstance(info.value.__cause__, OSError)
+    assert writes > 100
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no scratch
+    monkeypatch.undo()
+    recover(root)
+    _assert_recovered_whole(root)
 
 
 def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:

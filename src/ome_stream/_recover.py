@@ -11,6 +11,7 @@ was acquired, from the journal written beside it (see _journal.py).
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -204,6 +205,40 @@ def _drop_undecodable_chunks(array: Any, array_dir: Path) -> None:
             path.unlink()
 
 
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+# The final OME-XML describes each frame's metadata in a Plane and a
+# MapAnnotation: up to ~4x the bytes of its JSON in the journal (~2x for an
+# MDA's metadata, ~4x for a single key).
+_XML_BYTES_PER_JOURNAL_BYTE = 4
+
+
+def _check_room_to_rebuild(paths: list[Path], directory: Path, output: Path) -> int:
+    """About the bytes rebuilding an OME-TIFF's files beside them takes (the
+    pixels they hold now, and the final OME-XML); raise OSError(ENOSPC)
+    naming the fix before anything is written if the disk has less free."""
+    needed = sum(path.stat().st_size for path in paths if path.is_file())
+    journal = journal_path(output)
+    needed += _XML_BYTES_PER_JOURNAL_BYTE * journal.stat().st_size
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise _no_room(output, directory, needed, free)
+    return needed
+
+
+def _no_room(output: Path, directory: Path, needed: int, free: int) -> OSError:
+    journal = journal_path(output).name
+    return OSError(
+        errno.ENOSPC,
+        f"Not enough free space to recover {output.name}: recovery rebuilds the "
+        f"OME-TIFF files beside them, which needs about {needed / 1e6:,.1f} MB "
+        f"free in {directory}, and {free / 1e6:,.1f} MB are. Nothing was changed. "
+        f"Free some space there, or move the dataset together with {journal} to "
+        "a disk with room, and run recover again.",
+    )
+
+
 def _recover_tiff(
     settings: AcquisitionSettings, contents: JournalContents
 ) -> RecoveryReport:
@@ -219,13 +254,14 @@ def _recover_tiff(
     n_positions = len(settings.positions)
     entries = _per_position(contents, n_positions)
     parent = settings.output_path.parent
+    original = TiffFileBackend(settings)  # names the interrupted files
+    needed = _check_room_to_rebuild(original.paths, parent, settings.output_path)
     scratch = Path(tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=parent))
     try:
         rebuilt_settings = settings.model_copy(
             update={"root_path": str(scratch / Path(settings.root_path).name)}
         )
         backend = TiffFileBackend(rebuilt_settings)
-        original = TiffFileBackend(settings)  # names the interrupted files
         # The journal lists each page once it is in the file, in write order:
         # acquisition order, positions interleaving when they share a file.
         # A file's pages are therefore its journaled planes in that order.
@@ -267,6 +303,11 @@ def _recover_tiff(
         shapes: list[tuple[int, ...]] = [
             (backend.page_count(p),) for p in range(n_positions)
         ]
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        free = shutil.disk_usage(parent).free
+        raise _no_room(settings.output_path, parent, needed, free) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return RecoveryReport(

@@ -209,6 +209,9 @@ def recover(
     except FileNotFoundError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
+    except OSError as exc:  # e.g. no room to rebuild: the message says what to do
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
     console.print(
         f"Recovered {escape(str(report.output_path))} ({report.format}): "
         f"{report.frames_recovered} frames, {report.frames_skipped} skipped."
