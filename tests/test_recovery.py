@@ -4,10 +4,12 @@ there, with its metadata."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,54 @@ def test_a_disk_full_during_recover_changes_nothing(
     monkeypatch.undo()
     recover(root)
     _assert_recovered_whole(root)
+
+
+def test_after_a_write_error_the_pages_written_are_still_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writing stops at a failure, the journaling of what is in the file
+    does not: a failed acquisition is the one likely to be killed next."""
+    import ome_stream._formats.tiff.pages as pages
+    from ome_stream import AcquisitionSettings, WriterError, create_stream
+    from ome_stream import dims_from_standard_axes as dims
+
+    real_pwritev = pages._pwritev
+    calls = 0
+
+    def filling_up(fd: int, buffers: Any, offset: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 300:  # ~150 pages and their links
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(pages, "_pwritev", filling_up)
+    root = tmp_path / "failed.ome.tiff"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=dims({"t": 400, "y": 24, "x": 40}),
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    for i in range(400):
+        try:
+            stream.append(make_frame(i))
+        except WriterError:  # the failure, if the writer got there already
+            break
+    deadline = time.monotonic() + 10
+    while stream.queued_bytes and time.monotonic() < deadline:
+        time.sleep(0.01)  # written up to the failure, the rest dropped
+    time.sleep(0.3)  # the writer's pause: it journals what is in the file
+    written = stream.frames_written
+    assert 100 < written < 400
+    journal = read_journal(journal_path(root))
+    assert sorted(index for _, index in journal.frames) == [
+        (t,) for t in range(written)
+    ]
+    with contextlib.suppress(WriterError):  # (raised once, by append or here)
+        stream.close()
+    assert stream.closed
+    assert stream.frames_written == written
 
 
 def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ from ome_stream import (
     dims_from_standard_axes,
 )
 from ome_stream._formats.memory import MemoryBackend
+from ome_stream._formats.zarr.regions import RegionWriterBackend
 from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
+from ome_stream._journal import journal_path, read_journal
 from ome_stream._stream import QUEUE_ITEM_BYTES
 from tests import _readers as readers
 from tests._cases import FRAME, make_frame
@@ -442,8 +444,6 @@ def test_the_bound_counts_zarr_writes_in_flight(
     """Compressed chunks of 8 frames along t: the writer hands each block to
     tensorstore and holds it until written. Queue plus writes in flight never
     pass max_queue_bytes; every frame lands."""
-    from ome_stream._formats.zarr.regions import RegionWriterBackend
-
     frame_bytes = make_frame(0).nbytes
     bound = 12 * frame_bytes  # a block is 8 frames
     dims = [
@@ -496,6 +496,62 @@ class _Later:
 
     def result(self) -> Any:
         return self._future.result()
+
+
+class _Gated:
+    """A write's completion that is done only once `gate` is set (a write
+    held up by the disk)."""
+
+    def __init__(self, future: Any, gate: threading.Event) -> None:
+        self._future = future
+        self._gate = gate
+
+    def done(self) -> bool:
+        return self._gate.is_set()
+
+    def result(self) -> Any:
+        self._gate.wait(10)
+        return self._future.result()
+
+
+def test_a_write_completing_in_a_pause_is_journaled_then_polling_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    write_region = TensorStoreBackend._write_region
+    idle = RegionWriterBackend.idle
+    waits: list[float | None] = []
+
+    def held_write(self: Any, *args: Any) -> Any:
+        return _Gated(write_region(self, *args), gate)
+
+    def recorded_idle(self: Any) -> float | None:
+        waits.append(idle(self))
+        return waits[-1]
+
+    monkeypatch.setattr(TensorStoreBackend, "_write_region", held_write)
+    monkeypatch.setattr(RegionWriterBackend, "idle", recorded_idle)
+    settings = _settings(tmp_path / "held.ome.zarr", {"t": 4})
+    journal = journal_path(settings.output_path)
+    with create_stream(settings) as stream:
+        started = time.monotonic()
+        stream.append(make_frame(0))
+        time.sleep(0.5)  # the write is held: polled less and less often
+        assert read_journal(journal).frames == {}
+        held = time.monotonic() - started
+        assert 5 <= len(waits) <= 6 + held / 0.1  # (every 5 ms: ~100)
+        assert waits[:3] == [0.005, 0.01, 0.02]
+        assert max(w for w in waits if w is not None) == 0.1
+        gate.set()
+        deadline = time.monotonic() + 5
+        while waits[-1] is not None:
+            assert time.monotonic() < deadline, "the completed write was not seen"
+            time.sleep(0.01)
+        assert list(read_journal(journal).frames) == [(0, (0,))]
+        calls = len(waits)
+        time.sleep(0.3)
+        assert len(waits) == calls  # nothing in flight: no more polling
+    np.testing.assert_array_equal(_read(settings)[0], make_frame(0))
 
 
 def test_memory_format_keeps_arrays_and_metadata() -> None:

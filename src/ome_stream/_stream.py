@@ -120,6 +120,7 @@ DRAIN_RELEASE_S = 0.005
 # wait for the next time point) must not leave the burst's last frames out
 # of the journal for the whole pause.
 IDLE_AFTER_S = 0.02
+IDLE_MIN_WAIT_S = 0.001  # (a backend asking to be called again at once)
 
 
 class _ByteBoundedQueue:
@@ -576,16 +577,17 @@ class OMEStream:
         (so that a process killed now loses nothing written; see
         ArrayBackend.idle). Returns how long to wait for items before
         calling this again (None: until one comes)."""
-        if self._error is not None:
-            return None
         try:
+            # also after an error: what is in the files is journaled all the
+            # same (a failed acquisition is the one likely to be killed)
             with self._backend_lock:
                 wait = self._backend.idle()
             self._raise_write_error()
         except BaseException as exc:  # kept and raised on the caller's thread
-            self._error = exc
+            if self._error is None:
+                self._error = exc
             return None
-        return wait
+        return None if wait is None else max(wait, IDLE_MIN_WAIT_S)
 
     def _release(self, count: int, nbytes: int, pooled: list[np.ndarray]) -> None:
         """Free the queue's room for the `count` items handled; hand the

@@ -47,8 +47,10 @@ from .layout import ImageLocation
 MAX_WRITES_IN_FLIGHT = 64
 MAX_BYTES_IN_FLIGHT = 32 * 2**20
 # While the stream is idle with writes in flight, how often to look for
-# completed ones to journal.
+# completed ones to journal: after IDLE_POLL_S, then twice as long each
+# time up to IDLE_POLL_MAX_S (a write held up by a slow disk).
 IDLE_POLL_S = 0.005
+IDLE_POLL_MAX_S = 0.1
 # Threads writing chunk files directly (`chunkfiles.py`): a new file costs
 # the file system a few metadata updates (mkdir, create, rename), which take
 # 150-400 µs each while writeback runs on this kind of VM; several in flight
@@ -107,6 +109,7 @@ class RegionWriterBackend(ZarrBackend):
         self._arrays: list[_ArrayState] = []
         self._pending: deque[tuple[Completion, int, list[_Entry], int]] = deque()
         self._pending_bytes = 0
+        self._idle_poll = IDLE_POLL_S
         self._block_shape = write_block_shape(settings)
         self._buffered = any(b > 1 for b in self._block_shape)
         self._chunk_io: ThreadPoolExecutor | None = None
@@ -349,11 +352,16 @@ class RegionWriterBackend(ZarrBackend):
             self._complete_oldest()
 
     def idle(self) -> float | None:
-        """Journal the writes that have completed; look again shortly while
-        some are still in flight."""
+        """Journal the writes that have completed; look again while some are
+        still in flight (soon, then less often)."""
         while self._pending and self._pending[0][0].done():
             self._complete_oldest()
-        return IDLE_POLL_S if self._pending else None
+        if not self._pending:
+            self._idle_poll = IDLE_POLL_S
+            return None
+        wait = self._idle_poll
+        self._idle_poll = min(2 * wait, IDLE_POLL_MAX_S)
+        return wait
 
     # ------------------------------------------------------------------ read
 
