@@ -194,7 +194,7 @@ def test_recover_without_room_refuses_before_changing_anything(
     with pytest.raises(OSError, match="Not enough free space") as info:
         recover(root)
     assert info.value.errno == errno.ENOSPC
-    assert "run recover again" in str(info.value)
+    assert "recover the copy" in str(info.value)
     result = CliRunner().invoke(app, ["recover", str(root)])
     assert result.exit_code == 1
     assert "Not enough free space" in " ".join(result.output.split())
@@ -279,6 +279,140 @@ def test_after_a_write_error_the_pages_written_are_still_journaled(
         stream.close()
     assert stream.closed
     assert stream.frames_written == written
+
+
+METADATA_WRITER = r"""
+import os, signal, sys, time
+import numpy as np
+from ome_stream import AcquisitionSettings, Dimension, OmeTiffFormat, create_stream
+
+n_positions = int(sys.argv[2])
+dims = [
+    Dimension(name="t", count=None),
+    Dimension(name="p", coords=[f"P{i}" for i in range(n_positions)]),
+    Dimension(name="y", count=16),
+    Dimension(name="x", count=16),
+]
+fmt = "ome-zarr" if sys.argv[1].endswith(".zarr") else OmeTiffFormat()
+settings = AcquisitionSettings(
+    root_path=sys.argv[1], dimensions=dims, dtype="uint16", format=fmt
+)
+stream = create_stream(settings)
+for i in range(20 * n_positions):  # 30 keys a frame, as an MDA's properties
+    meta = {f"Device{k}-Property": f"value {i} {k}" for k in range(30)}
+    stream.append(np.full((16, 16), i, np.uint16), frame_metadata=meta)
+while stream.frames_written < 20 * n_positions:
+    time.sleep(0.001)
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_with_metadata(root: Path, n_positions: int) -> None:
+    args = (str(root), str(n_positions))
+    kill_when_ready(METADATA_WRITER, *args, ready="written", after=0.3)
+
+
+@pytest.mark.parametrize("suffix", [".ome.tiff", ".ome.zarr"])
+def test_a_copied_dataset_is_recovered_where_it_is_now(
+    suffix: str, tmp_path: Path
+) -> None:
+    """The journal names the path the dataset was written at; recover works
+    on the path it is given (copied from the microscope's computer)."""
+    written = tmp_path / "microscope" / f"run{suffix}"
+    written.parent.mkdir()
+    _killed_with_metadata(written, 1)
+    before = {p: p.stat().st_mtime_ns for p in written.parent.rglob("*")}
+    copy = tmp_path / "analysis" / f"run{suffix}"
+    shutil.copytree(written.parent, copy.parent)
+    report = recover(copy)
+    assert report.output_path == copy
+    assert report.frames_recovered == 20
+    assert not journal_path(copy).exists()
+    assert validate_dataset(copy) == []
+    if suffix == ".ome.tiff":
+        (data,) = readers.tifffile_ome_series(copy)
+    else:
+        data = readers.read_tensorstore(copy / "0")
+    assert data.shape[0] == 20
+    for t in range(20):
+        assert (data[t] == t).all()
+    # the dataset where it was written is untouched, still to recover
+    assert {p: p.stat().st_mtime_ns for p in written.parent.rglob("*")} == before
+    assert journal_path(written).is_file()
+
+
+def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> None:
+    """Multi-file OME-TIFF keeps the full OME-XML, with each frame's metadata,
+    in every file ("redundant"): the estimate counts it once per file."""
+    import ome_stream._recover as recover_module
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+    from ome_stream._settings import AcquisitionSettings
+
+    root = tmp_path / "multi.ome.tiff"
+    _killed_with_metadata(root, 3)
+    output = tmp_path / "multi"
+    contents = read_journal(journal_path(output))
+    settings = AcquisitionSettings.model_validate(contents.settings)
+    original = TiffFileBackend(settings)
+    assert len(original.paths) == 3
+    needed = recover_module._room_to_rebuild(original, output)
+    recover(output)
+    rebuilt = sum(path.stat().st_size for path in original.paths)
+    assert rebuilt <= needed
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(original.paths[2]))
+    values = readers.plane_map_values(ome, image=2)
+    assert values[(19, 0, 0)]["Device29-Property"] == "value 59 29"
+
+
+def test_a_damaged_journal_or_file_is_refused_in_plain_words(tmp_path: Path) -> None:
+    root = tmp_path / "damaged.ome.tiff"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    kept = journal.read_bytes()
+    journal.write_text("this is not a journal\n")
+    before = root.read_bytes()
+    with pytest.raises(ValueError, match="cannot be used to recover damaged"):
+        recover(root)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "cannot be used to recover" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    journal.write_bytes(kept)
+    with root.open("r+b") as f:  # the last pages cut off
+        f.truncate(len(before) // 2)
+    with pytest.raises(ValueError, match=r"page \d+ of damaged.ome.tiff cannot be"):
+        recover(root)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "was the file truncated" in " ".join(result.output.split()).lower()
+    assert root.read_bytes() == before[: len(before) // 2]
+    assert journal.read_bytes() == kept
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_full_disk_during_zarr_recovery_is_named_and_recoverable_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ome_stream._formats.zarr.layout as layout
+
+    root = tmp_path / "full.ome.zarr"
+    _killed_with_metadata(root, 1)
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(layout, "write_group", full)
+    with pytest.raises(OSError, match="Not enough free space to recover full") as info:
+        recover(root)
+    assert info.value.errno == errno.ENOSPC
+    assert "run recover again" in str(info.value)
+    assert journal_path(root).is_file()
+    monkeypatch.undo()
+    assert recover(root).frames_recovered == 20
+    assert validate_dataset(root) == []
+    data = readers.read_tensorstore(root / "0")
+    assert [int(data[t].max()) for t in range(20)] == list(range(20))
 
 
 def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:

@@ -11,12 +11,15 @@ was acquired, from the journal written beside it (see _journal.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
+import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from ._frame_metadata import RecordSpill
 from ._journal import Index, JournalContents, journal_path, read_journal
 from ._missing import missing_frames
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
+
+if TYPE_CHECKING:
+    from ._formats.tiff.tifffile import TiffFileBackend
 
 
 @dataclass
@@ -52,22 +58,68 @@ def find_journal(path: Path) -> Path:
 
 
 def recover(path: str | Path) -> RecoveryReport:
-    """Recover the interrupted dataset at `path` (its `output_path`).
+    """Recover the interrupted dataset at `path` (its `output_path`), where
+    it is now: a dataset moved or copied with its journal is recovered
+    there.
 
-    Raises FileNotFoundError when there is no journal (nothing to recover).
+    Raises FileNotFoundError when there is no journal (nothing to recover),
+    ValueError when the journal is not one ome-stream can use, and
+    OSError(ENOSPC) when the disk has no room for the recovery (saying what
+    to do).
     """
     output = Path(path)
     journal_file = find_journal(output)
-    contents = read_journal(journal_file)
-    settings = AcquisitionSettings.model_validate(contents.settings)
+    settings, contents = _read(journal_file, output)
     if isinstance(settings.format, OmeZarrFormat):
-        report = _recover_zarr(settings, contents)
+        try:
+            report = _recover_zarr(settings, contents)
+        except (OSError, ValueError) as exc:
+            # (tensorstore reports a full disk as RESOURCE_EXHAUSTED)
+            if not (
+                getattr(exc, "errno", None) in _NO_SPACE
+                or "RESOURCE_EXHAUSTED" in str(exc)
+            ):
+                raise
+            free = shutil.disk_usage(output.parent).free
+            raise OSError(
+                errno.ENOSPC,
+                f"Not enough free space to recover {output.name}: recovery "
+                "rewrites its metadata documents (zarr.json, a few KB each), and "
+                f"the disk in {output.parent} is full ({_size(free)} free). The "
+                "pixels are untouched and the journal is kept: free some space "
+                "and run recover again.",
+            ) from exc
     elif isinstance(settings.format, OmeTiffFormat):
         report = _recover_tiff(settings, contents)
     else:
         raise ValueError(f"Cannot recover format {settings.format.name!r}.")
     journal_file.unlink()
     return report
+
+
+def _read(
+    journal_file: Path, output: Path
+) -> tuple[AcquisitionSettings, JournalContents]:
+    """The journal's contents and its settings, moved to `output`."""
+    try:
+        contents = read_journal(journal_file)
+        settings = AcquisitionSettings.model_validate(contents.settings)
+    except ValueError as exc:  # (pydantic's ValidationError included)
+        detail = str(exc).rstrip(".")
+        raise ValueError(
+            f"The journal {journal_file.name} cannot be used to recover "
+            f"{output.name}: {detail}. It was damaged or not written by this "
+            "version of ome-stream; nothing was changed. The pixels in the "
+            "files are still readable as they are."
+        ) from exc
+    # where the dataset is now, not where it was written
+    settings = settings.model_copy(update={"root_path": str(output)})
+    if settings.output_path != output:  # renamed without its suffix
+        raise ValueError(
+            f"Cannot recover {output}: its settings name such a dataset "
+            f"{settings.output_path.name}. Rename it (and its journal) back."
+        )
+    return settings, contents
 
 
 def _per_position(contents: JournalContents, n_positions: int) -> list[list[Any]]:
@@ -207,90 +259,101 @@ def _drop_undecodable_chunks(array: Any, array_dir: Path) -> None:
 
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
-
 # The final OME-XML describes each frame's metadata in a Plane and a
 # MapAnnotation: up to ~4x the bytes of its JSON in the journal (~2x for an
-# MDA's metadata, ~4x for a single key).
+# MDA's metadata, ~4x for a single key), in every file holding the full
+# OME-XML; while it is written, the records and the text wait in scratch
+# files beside it (~2x more).
 _XML_BYTES_PER_JOURNAL_BYTE = 4
+_SCRATCH_BYTES_PER_JOURNAL_BYTE = 2
 
 
-def _check_room_to_rebuild(paths: list[Path], directory: Path, output: Path) -> int:
-    """About the bytes rebuilding an OME-TIFF's files beside them takes (the
-    pixels they hold now, and the final OME-XML); raise OSError(ENOSPC)
-    naming the fix before anything is written if the disk has less free."""
+def _room_to_rebuild(original: TiffFileBackend, output: Path) -> int:
+    """About the bytes rebuilding an OME-TIFF's files beside them takes: the
+    pixels they hold now and the final OME-XML in each file (or companion)
+    holding it."""
+    paths = original.paths
     needed = sum(path.stat().st_size for path in paths if path.is_file())
-    journal = journal_path(output)
-    needed += _XML_BYTES_PER_JOURNAL_BYTE * journal.stat().st_size
+    documents = sum(map(original.layout.holds_full_metadata, range(len(paths))))
+    documents += original.companion_path is not None
+    per_byte = _XML_BYTES_PER_JOURNAL_BYTE * documents + _SCRATCH_BYTES_PER_JOURNAL_BYTE
+    return needed + per_byte * journal_path(output).stat().st_size
+
+
+@contextlib.contextmanager
+def _room(output: Path, needed: int, scratch: Path | None = None) -> Iterator[None]:
+    """Turn running out of disk space into the error saying what to do (after
+    removing `scratch`, so that the free space it names is right)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise _no_room(output, needed) from exc
+
+
+def _no_room(output: Path, needed: int) -> OSError:
+    directory = output.parent
     free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise _no_room(output, directory, needed, free)
-    return needed
-
-
-def _no_room(output: Path, directory: Path, needed: int, free: int) -> OSError:
-    journal = journal_path(output).name
+    why = (
+        "" if free < needed else " (the disk may be out of inodes, or a quota reached)"
+    )
     return OSError(
         errno.ENOSPC,
         f"Not enough free space to recover {output.name}: recovery rebuilds the "
-        f"OME-TIFF files beside them, which needs about {needed / 1e6:,.1f} MB "
-        f"free in {directory}, and {free / 1e6:,.1f} MB are. Nothing was changed. "
-        f"Free some space there, or move the dataset together with {journal} to "
-        "a disk with room, and run recover again.",
+        f"OME-TIFF files beside them, which needs about {_size(needed)} free in "
+        f"{directory}, and {_size(free)} are{why}. Nothing was changed. Free some "
+        f"space there, or copy the dataset with {journal_path(output).name} to a "
+        "disk with room and recover the copy.",
     )
+
+
+@contextlib.contextmanager
+def _unreadable(path: Path, page: int | None = None) -> Iterator[None]:
+    """Name the file (and page) that cannot be read as the journal says."""
+    try:
+        yield
+    except (ValueError, IndexError, struct.error) as exc:
+        where = path.name if page is None else f"page {page} of {path.name}"
+        raise ValueError(
+            f"Cannot recover: {where} cannot be read ({exc}), though the journal "
+            "says it was written. Was the file truncated or changed after the "
+            "interruption? Nothing was changed."
+        ) from exc
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def _recover_tiff(
     settings: AcquisitionSettings, contents: JournalContents
 ) -> RecoveryReport:
     """Replay the journaled pages, in the order they were written, into a
-    fresh dataset of the same layout, and let it replace the interrupted
-    files (and companion)."""
-    import tifffile
-
+    fresh dataset of the same layout beside it, and let it replace the
+    interrupted files (and companion)."""
     from ._formats.tiff.tifffile import TiffFileBackend
 
     fmt = settings.format
     assert isinstance(fmt, OmeTiffFormat)
-    n_positions = len(settings.positions)
-    entries = _per_position(contents, n_positions)
-    parent = settings.output_path.parent
+    output = settings.output_path
     original = TiffFileBackend(settings)  # names the interrupted files
-    needed = _check_room_to_rebuild(original.paths, parent, settings.output_path)
-    scratch = Path(tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=parent))
+    needed = _room_to_rebuild(original, output)
+    if shutil.disk_usage(output.parent).free < needed:
+        raise _no_room(output, needed)
+    with _room(output, needed):
+        scratch = Path(
+            tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=output.parent)
+        )
     try:
-        rebuilt_settings = settings.model_copy(
-            update={"root_path": str(scratch / Path(settings.root_path).name)}
-        )
-        backend = TiffFileBackend(rebuilt_settings)
-        # The journal lists each page once it is in the file, in write order:
-        # acquisition order, positions interleaving when they share a file.
-        # A file's pages are therefore its journaled planes in that order.
-        written = sorted(
-            (
-                (backend.acquisition_number(position, entry[0]), position, entry)
-                for position in range(n_positions)
-                for entry in entries[position]
-            ),
-        )
-        pages_seen = [0] * len(original.paths)
-        backend.open()
-        sources = [tifffile.TiffFile(path) for path in original.paths]
-        try:
-            for _, position, (index, metadata, skipped) in written:
-                file_index = original.layout.file_of_position(position)
-                page = pages_seen[file_index]
-                pages_seen[file_index] += 1
-                if skipped:
-                    backend.skip(position, index)
-                    continue
-                data = sources[file_index].pages[page].asarray()
-                backend.write(position, index, data, metadata)
-        finally:
-            for source in sources:
-                source.close()
-        for namespace, values in contents.global_metadata.items():
-            backend.set_global_metadata(namespace, values)
-        backend.close()
+        with _room(output, needed, scratch):
+            backend = _rebuild_tiff(settings, contents, original, scratch)
+        # (renaming needs no room: a failure here is reported as it is)
         for interrupted, rebuilt in zip(original.paths, backend.paths):
             rebuilt.replace(interrupted)
         if backend.companion_path is not None:
@@ -300,16 +363,10 @@ def _recover_tiff(
             temporary = original.layout.companion_temporary
             assert temporary is not None
             temporary.unlink(missing_ok=True)
-        shapes: list[tuple[int, ...]] = [
-            (backend.page_count(p),) for p in range(n_positions)
-        ]
-    except OSError as exc:
-        if exc.errno not in _NO_SPACE:
-            raise
-        free = shutil.disk_usage(parent).free
-        raise _no_room(settings.output_path, parent, needed, free) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    positions = range(len(settings.positions))
+    shapes: list[tuple[int, ...]] = [(backend.page_count(p),) for p in positions]
     return RecoveryReport(
         output_path=settings.output_path,
         format="ome-tiff",
@@ -318,3 +375,57 @@ def _recover_tiff(
         frames_lost=contents.lost,
         shapes=shapes,
     )
+
+
+def _rebuild_tiff(
+    settings: AcquisitionSettings,
+    contents: JournalContents,
+    original: TiffFileBackend,
+    scratch: Path,
+) -> TiffFileBackend:
+    """The journaled pages of `original`'s files written, closed, as a new
+    dataset of the same layout in `scratch`; its backend."""
+    import tifffile
+
+    from ._formats.tiff.tifffile import TiffFileBackend
+
+    n_positions = len(settings.positions)
+    entries = _per_position(contents, n_positions)
+    rebuilt_settings = settings.model_copy(
+        update={"root_path": str(scratch / Path(settings.root_path).name)}
+    )
+    backend = TiffFileBackend(rebuilt_settings)
+    # The journal lists each page once it is in the file, in write order:
+    # acquisition order, positions interleaving when they share a file.
+    # A file's pages are therefore its journaled planes in that order.
+    written = sorted(
+        (
+            (backend.acquisition_number(position, entry[0]), position, entry)
+            for position in range(n_positions)
+            for entry in entries[position]
+        ),
+    )
+    pages_seen = [0] * len(original.paths)
+    backend.open()
+    sources: list[tifffile.TiffFile] = []
+    try:
+        for path in original.paths:
+            with _unreadable(path):
+                sources.append(tifffile.TiffFile(path))
+        for _, position, (index, metadata, skipped) in written:
+            file_index = original.layout.file_of_position(position)
+            page = pages_seen[file_index]
+            pages_seen[file_index] += 1
+            if skipped:
+                backend.skip(position, index)
+                continue
+            with _unreadable(original.paths[file_index], page):
+                data = sources[file_index].pages[page].asarray()
+            backend.write(position, index, data, metadata)
+    finally:
+        for source in sources:
+            source.close()
+    for namespace, values in contents.global_metadata.items():
+        backend.set_global_metadata(namespace, values)
+    backend.close()
+    return backend

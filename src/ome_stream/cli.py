@@ -209,7 +209,7 @@ def recover(
     except FileNotFoundError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
-    except OSError as exc:  # e.g. no room to rebuild: the message says what to do
+    except (OSError, ValueError) as exc:  # no room, a damaged journal or file
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
     console.print(
