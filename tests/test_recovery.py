@@ -284,7 +284,9 @@ def test_after_a_write_error_the_pages_written_are_still_journaled(
 METADATA_WRITER = r"""
 import os, signal, sys, time
 import numpy as np
-from ome_stream import AcquisitionSettings, Dimension, OmeTiffFormat, create_stream
+from ome_stream import (
+    AcquisitionSettings, Dimension, OmeTiffFormat, OmeZarrFormat, create_stream
+)
 
 n_positions = int(sys.argv[2])
 dims = [
@@ -293,7 +295,10 @@ dims = [
     Dimension(name="y", count=16),
     Dimension(name="x", count=16),
 ]
-fmt = "ome-zarr" if sys.argv[1].endswith(".zarr") else OmeTiffFormat()
+if len(sys.argv) > 3:  # OME-Zarr with a suffix of its own
+    fmt = OmeZarrFormat(suffix=sys.argv[3])
+else:
+    fmt = "ome-zarr" if sys.argv[1].endswith(".zarr") else OmeTiffFormat()
 settings = AcquisitionSettings(
     root_path=sys.argv[1], dimensions=dims, dtype="uint16", format=fmt
 )
@@ -308,8 +313,8 @@ time.sleep(600)
 """
 
 
-def _killed_with_metadata(root: Path, n_positions: int) -> None:
-    args = (str(root), str(n_positions))
+def _killed_with_metadata(root: Path, n_positions: int, *suffix: str) -> None:
+    args = (str(root), str(n_positions), *suffix)
     kill_when_ready(METADATA_WRITER, *args, ready="written", after=0.3)
 
 
@@ -340,6 +345,79 @@ def test_a_copied_dataset_is_recovered_where_it_is_now(
     # the dataset where it was written is untouched, still to recover
     assert {p: p.stat().st_mtime_ns for p in written.parent.rglob("*")} == before
     assert journal_path(written).is_file()
+
+
+def test_a_dataset_with_a_suffix_of_its_own_is_recovered_where_it_is(
+    tmp_path: Path,
+) -> None:
+    written = tmp_path / "a" / "run"  # written as run.ngff
+    written.parent.mkdir()
+    _killed_with_metadata(written, 1, ".ngff")
+    copy = tmp_path / "b" / "run.ngff"
+    shutil.copytree(written.parent, copy.parent)
+    assert recover(copy).frames_recovered == 20
+    data = readers.read_tensorstore(copy / "0")
+    assert [int(data[t].max()) for t in range(20)] == list(range(20))
+    renamed = tmp_path / "c" / "renamed.ngff"  # renamed with its journal
+    renamed.parent.mkdir()
+    (written.parent / "run.ngff").rename(renamed)
+    journal_path(written.parent / "run.ngff").rename(journal_path(renamed))
+    assert recover(renamed).frames_recovered == 20
+    assert validate_dataset(renamed) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ('{"event":"frame","i":[0]}', "a record lacks its 'p' field"),
+        ('{"event":"frame","p":5,"i":[0]}', "position 5, index [0]"),
+        ('{"event":"frame","p":0,"i":[0,1]}', "index [0, 1]) does not fit"),
+    ],
+)
+def test_a_journal_record_that_does_not_fit_is_refused(
+    damage: str, message: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "odd.ome.zarr"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join([*lines[:-1], damage, lines[-1]]) + "\n")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="cannot be used to recover") as info:
+        recover(root)
+    assert message in str(info.value)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_a_dataset_missing_its_parts_is_refused_and_kept(tmp_path: Path) -> None:
+    zarr = tmp_path / "parts.ome.zarr"
+    _killed_with_metadata(zarr, 1)
+    array_json = zarr / "0" / "zarr.json"
+    kept = array_json.read_bytes()
+    array_json.unlink()  # the chunks are there, the array metadata not
+    with pytest.raises(ValueError, match=r"0/zarr.json is missing"):
+        recover(zarr)
+    assert journal_path(zarr).is_file()
+    array_json.write_bytes(kept)
+    moved = tmp_path / "elsewhere"
+    zarr.rename(moved)  # the data moved, its journal left behind
+    with pytest.raises(FileNotFoundError, match="only its journal"):
+        recover(zarr)
+    assert journal_path(zarr).is_file()
+    moved.rename(zarr)
+    assert recover(zarr).frames_recovered == 20
+    data = readers.read_tensorstore(zarr / "0")
+    assert [int(data[t].max()) for t in range(20)] == list(range(20))
+    tiffs = tmp_path / "files.ome.tiff"  # three files, one per position
+    _killed_with_metadata(tiffs, 3)
+    directory = tmp_path / "files"
+    (directory / "files_p001.ome.tiff").unlink()
+    with pytest.raises(FileNotFoundError, match=r"files_p001\.ome\.tiff missing"):
+        recover(directory)
+    assert journal_path(directory).is_file()
 
 
 def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> None:

@@ -80,12 +80,13 @@ def recover(path: str | Path) -> RecoveryReport:
                 or "RESOURCE_EXHAUSTED" in str(exc)
             ):
                 raise
-            free = shutil.disk_usage(output.parent).free
+            directory = output.parent.resolve()
+            free = shutil.disk_usage(directory).free
             raise OSError(
                 errno.ENOSPC,
                 f"Not enough free space to recover {output.name}: recovery "
                 "rewrites its metadata documents (zarr.json, a few KB each), and "
-                f"the disk in {output.parent} is full ({_size(free)} free). The "
+                f"the disk in {directory} is full ({_size(free)} free). The "
                 "pixels are untouched and the journal is kept: free some space "
                 "and run recover again.",
             ) from exc
@@ -104,22 +105,54 @@ def _read(
     try:
         contents = read_journal(journal_file)
         settings = AcquisitionSettings.model_validate(contents.settings)
-    except ValueError as exc:  # (pydantic's ValidationError included)
+        _check_entries(settings, contents)
+    except (ValueError, KeyError, TypeError) as exc:  # (pydantic's included)
         detail = str(exc).rstrip(".")
+        if isinstance(exc, KeyError):
+            detail = f"a record lacks its {detail} field"
         raise ValueError(
             f"The journal {journal_file.name} cannot be used to recover "
             f"{output.name}: {detail}. It was damaged or not written by this "
             "version of ome-stream; nothing was changed. The pixels in the "
             "files are still readable as they are."
         ) from exc
-    # where the dataset is now, not where it was written
-    settings = settings.model_copy(update={"root_path": str(output)})
-    if settings.output_path != output:  # renamed without its suffix
-        raise ValueError(
-            f"Cannot recover {output}: its settings name such a dataset "
-            f"{settings.output_path.name}. Rename it (and its journal) back."
+    if not output.exists():
+        raise FileNotFoundError(
+            f"{output} is not there, only its journal: recover a dataset where "
+            "it is, with its journal beside it. Nothing was changed."
         )
-    return settings, contents
+    # where the dataset is now, not where it was written: the same name
+    # (whatever suffix its settings give it) in another directory, or renamed
+    written = settings.output_path
+    suffix = settings.format.suffix
+    roots = [output.parent / Path(settings.root_path).name, output]
+    if output.name.endswith(suffix):
+        roots.append(output.with_name(output.name[: -len(suffix)]))
+    for root in roots:
+        moved = settings.model_copy(update={"root_path": str(root)})
+        if moved.output_path == output:
+            return moved, contents
+    raise ValueError(
+        f"Cannot recover {output}: it was written as {written.name}. Rename it "
+        "(and its journal) back and run recover again."
+    )
+
+
+def _check_entries(settings: AcquisitionSettings, contents: JournalContents) -> None:
+    """Refuse journal records that do not fit the settings (ValueError)."""
+    n_positions = len(settings.positions)
+    counts = [d.count for d in settings.storage_index_dimensions]
+    records = [*contents.frames, *contents.skipped, *contents.received]
+    for position, index in records:
+        fits = len(index) == len(counts) and all(
+            i >= 0 and (n is None or i < n) for i, n in zip(index, counts)
+        )
+        if not 0 <= position < n_positions or not fits:
+            raise ValueError(
+                f"a frame record (position {position}, index {list(index)}) does "
+                f"not fit its settings ({n_positions} positions, index sizes "
+                f"{counts})"
+            )
 
 
 def _per_position(contents: JournalContents, n_positions: int) -> list[list[Any]]:
@@ -183,6 +216,13 @@ def _recover_zarr(
             shape[unbounded] = max((i[unbounded] + 1 for i in reached), default=1)
         array_dir = root / location.array_path
         if not (array_dir / "zarr.json").is_file():
+            if settings.format.backend != "acquire-zarr":
+                # written before the journal: the dataset was damaged since
+                raise ValueError(
+                    f"Cannot recover {root.name}: its array metadata "
+                    f"{location.array_path}/zarr.json is missing (deleted, or "
+                    "the dataset was not copied whole). Nothing was changed."
+                )
             # acquire-zarr writes an array's metadata only with its first
             # chunks: killed before that, the array holds nothing readable.
             shutil.rmtree(array_dir, ignore_errors=True)
@@ -260,11 +300,13 @@ def _drop_undecodable_chunks(array: Any, array_dir: Path) -> None:
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 # The final OME-XML describes each frame's metadata in a Plane and a
-# MapAnnotation: up to ~4x the bytes of its JSON in the journal (~2x for an
-# MDA's metadata, ~4x for a single key), in every file holding the full
-# OME-XML; while it is written, the records and the text wait in scratch
-# files beside it (~2x more).
-_XML_BYTES_PER_JOURNAL_BYTE = 4
+# MapAnnotation: ~2x the bytes of its JSON in the journal for an MDA's
+# metadata, ~4-6x for a single key, more for text XML must escape; in every
+# file holding the full OME-XML. While it is written, the records and the
+# text wait in scratch files beside it (~2x more). The files' reserved
+# interim-XML space, counted with them, adds a margin. An estimate: should
+# it be short, the rebuild stops at the full disk and says so.
+_XML_BYTES_PER_JOURNAL_BYTE = 6
 _SCRATCH_BYTES_PER_JOURNAL_BYTE = 2
 
 
@@ -273,7 +315,7 @@ def _room_to_rebuild(original: TiffFileBackend, output: Path) -> int:
     pixels they hold now and the final OME-XML in each file (or companion)
     holding it."""
     paths = original.paths
-    needed = sum(path.stat().st_size for path in paths if path.is_file())
+    needed = sum(path.stat().st_size for path in paths)
     documents = sum(map(original.layout.holds_full_metadata, range(len(paths))))
     documents += original.companion_path is not None
     per_byte = _XML_BYTES_PER_JOURNAL_BYTE * documents + _SCRATCH_BYTES_PER_JOURNAL_BYTE
@@ -295,10 +337,13 @@ def _room(output: Path, needed: int, scratch: Path | None = None) -> Iterator[No
 
 
 def _no_room(output: Path, needed: int) -> OSError:
-    directory = output.parent
+    directory = output.parent.resolve()
     free = shutil.disk_usage(directory).free
     why = (
-        "" if free < needed else " (the disk may be out of inodes, or a quota reached)"
+        ""
+        if free < needed
+        else " (it needed more than estimated, or the disk is out of inodes "
+        "or over a quota)"
     )
     return OSError(
         errno.ENOSPC,
@@ -343,6 +388,13 @@ def _recover_tiff(
     assert isinstance(fmt, OmeTiffFormat)
     output = settings.output_path
     original = TiffFileBackend(settings)  # names the interrupted files
+    missing = [path.name for path in original.paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Cannot recover {output.name}: {', '.join(missing)} missing (renamed, "
+            "or not copied?). Recovery needs every file as it was written, "
+            "with its journal. Nothing was changed."
+        )
     needed = _room_to_rebuild(original, output)
     if shutil.disk_usage(output.parent).free < needed:
         raise _no_room(output, needed)
