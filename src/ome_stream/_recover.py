@@ -71,25 +71,8 @@ def recover(path: str | Path) -> RecoveryReport:
     journal_file = find_journal(output)
     settings, contents = _read(journal_file, output)
     if isinstance(settings.format, OmeZarrFormat):
-        try:
+        with _zarr_room(output):
             report = _recover_zarr(settings, contents)
-        except (OSError, ValueError) as exc:
-            # (tensorstore reports a full disk as RESOURCE_EXHAUSTED)
-            if not (
-                getattr(exc, "errno", None) in _NO_SPACE
-                or "RESOURCE_EXHAUSTED" in str(exc)
-            ):
-                raise
-            directory = output.parent.resolve()
-            free = shutil.disk_usage(directory).free
-            raise OSError(
-                errno.ENOSPC,
-                f"Not enough free space to recover {output.name}: recovery "
-                "rewrites its metadata documents (zarr.json, a few KB each), and "
-                f"the disk in {directory} is full ({_size(free)} free). The "
-                "pixels are untouched and the journal is kept: free some space "
-                "and run recover again.",
-            ) from exc
     elif isinstance(settings.format, OmeTiffFormat):
         report = _recover_tiff(settings, contents)
     else:
@@ -153,6 +136,28 @@ def _check_entries(settings: AcquisitionSettings, contents: JournalContents) -> 
                 f"not fit its settings ({n_positions} positions, index sizes "
                 f"{counts})"
             )
+
+
+@contextlib.contextmanager
+def _zarr_room(output: Path) -> Iterator[None]:
+    """Turn a full disk while an OME-Zarr is recovered into the error saying
+    what to do (tensorstore reports one as RESOURCE_EXHAUSTED)."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        full = getattr(exc, "errno", None) in _NO_SPACE
+        if not (full or "RESOURCE_EXHAUSTED" in str(exc)):
+            raise
+        directory = output.parent.resolve()
+        free = shutil.disk_usage(directory).free
+        raise OSError(
+            errno.ENOSPC,
+            f"Not enough free space to recover {output.name}: recovery "
+            "rewrites its metadata documents (zarr.json, a few KB each), and "
+            f"the disk in {directory} is full ({_size(free)} free). The "
+            "pixels are untouched and the journal is kept: free some space "
+            "and run recover again.",
+        ) from exc
 
 
 def _per_position(contents: JournalContents, n_positions: int) -> list[list[Any]]:
