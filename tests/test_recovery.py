@@ -333,6 +333,7 @@ def test_a_copied_dataset_is_recovered_where_it_is_now(
     report = recover(copy)
     assert report.output_path == copy
     assert report.frames_recovered == 20
+    assert report.pages_not_journaled == 0
     assert not journal_path(copy).exists()
     assert validate_dataset(copy) == []
     if suffix == ".ome.tiff":
@@ -418,6 +419,28 @@ def test_a_dataset_missing_its_parts_is_refused_and_kept(tmp_path: Path) -> None
     with pytest.raises(FileNotFoundError, match=r"files_p001\.ome\.tiff missing"):
         recover(directory)
     assert journal_path(directory).is_file()
+
+
+def test_pages_past_the_journal_are_reported(tmp_path: Path) -> None:
+    """Pages a kill left out of the journal (its last ~10 ms) have no record
+    of their frames: recover does not keep them, and says how many."""
+    root = tmp_path / "late.ome.tiff"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    lines = journal.read_text().splitlines(keepends=True)
+    frames = [i for i, line in enumerate(lines) if line.startswith('{"event":"frame"')]
+    assert len(frames) == 20
+    journal.write_text(
+        "".join(line for i, line in enumerate(lines) if i not in frames[-5:])
+    )
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "15 frames" in text
+    assert "5 pages written in the last moments" in text
+    (data,) = readers.tifffile_ome_series(root)
+    assert data.shape[0] == 15
+    assert [int(data[t].max()) for t in range(15)] == list(range(15))
 
 
 def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> None:

@@ -44,6 +44,10 @@ class RecoveryReport:
     """(position, storage index) of frames that reached the writer but not
     the file: the open write blocks (chunks/shards) at the moment of the kill."""
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+    pages_not_journaled: int = 0
+    """OME-TIFF: complete pages the files held past the ones the journal
+    lists (written in the last moments before the kill, so with no record
+    of their frame or metadata): not kept."""
 
 
 def find_journal(path: Path) -> Path:
@@ -409,7 +413,9 @@ def _recover_tiff(
         )
     try:
         with _room(output, needed, scratch):
-            backend = _rebuild_tiff(settings, contents, original, scratch)
+            backend, not_journaled = _rebuild_tiff(
+                settings, contents, original, scratch
+            )
         # (renaming needs no room: a failure here is reported as it is)
         for interrupted, rebuilt in zip(original.paths, backend.paths):
             rebuilt.replace(interrupted)
@@ -431,6 +437,7 @@ def _recover_tiff(
         frames_skipped=len(contents.skipped),
         frames_lost=contents.lost,
         shapes=shapes,
+        pages_not_journaled=not_journaled,
     )
 
 
@@ -439,9 +446,10 @@ def _rebuild_tiff(
     contents: JournalContents,
     original: TiffFileBackend,
     scratch: Path,
-) -> TiffFileBackend:
+) -> tuple[TiffFileBackend, int]:
     """The journaled pages of `original`'s files written, closed, as a new
-    dataset of the same layout in `scratch`; its backend."""
+    dataset of the same layout in `scratch`: its backend, and the number of
+    pages the files held past the journaled ones."""
     import tifffile
 
     from ._formats.tiff.tifffile import TiffFileBackend
@@ -479,10 +487,14 @@ def _rebuild_tiff(
             with _unreadable(original.paths[file_index], page):
                 data = sources[file_index].pages[page].asarray()
             backend.write(position, index, data, metadata)
+        not_journaled = sum(
+            max(0, len(source.pages) - seen)
+            for source, seen in zip(sources, pages_seen)
+        )
     finally:
         for source in sources:
             source.close()
     for namespace, values in contents.global_metadata.items():
         backend.set_global_metadata(namespace, values)
     backend.close()
-    return backend
+    return backend, not_journaled

@@ -216,6 +216,12 @@ def recover(
         f"Recovered {escape(str(report.output_path))} ({report.format}): "
         f"{report.frames_recovered} frames, {report.frames_skipped} skipped."
     )
+    if report.pages_not_journaled:
+        console.print(
+            f"[yellow]{report.pages_not_journaled} pages written in the last moments "
+            "before the interruption were not in the journal (no record of their "
+            "frames): they are not kept.[/]"
+        )
     if report.frames_lost:
         lost = ", ".join(f"position {p} index {list(i)}" for p, i in report.frames_lost)
         console.print(
