@@ -152,8 +152,7 @@ def _zarr_room(output: Path) -> Iterator[None]:
         full = getattr(exc, "errno", None) in _NO_SPACE
         if not (full or "RESOURCE_EXHAUSTED" in str(exc)):
             raise
-        directory = output.parent.resolve()
-        free = shutil.disk_usage(directory).free
+        directory, free = _free_space(output)
         raise OSError(
             errno.ENOSPC,
             f"Not enough free space to recover {output.name}: recovery "
@@ -345,9 +344,14 @@ def _room(output: Path, needed: int, scratch: Path | None = None) -> Iterator[No
         raise _no_room(output, needed) from exc
 
 
-def _no_room(output: Path, needed: int) -> OSError:
+def _free_space(output: Path) -> tuple[Path, int]:
+    """The directory holding `output`, and the bytes free on its disk."""
     directory = output.parent.resolve()
-    free = shutil.disk_usage(directory).free
+    return directory, shutil.disk_usage(directory).free
+
+
+def _no_room(output: Path, needed: int) -> OSError:
+    directory, free = _free_space(output)
     why = (
         ""
         if free < needed
@@ -405,7 +409,7 @@ def _recover_tiff(
             "with its journal. Nothing was changed."
         )
     needed = _room_to_rebuild(original, output)
-    if shutil.disk_usage(output.parent).free < needed:
+    if _free_space(output)[1] < needed:
         raise _no_room(output, needed)
     with _room(output, needed):
         scratch = Path(
@@ -487,10 +491,10 @@ def _rebuild_tiff(
             with _unreadable(original.paths[file_index], page):
                 data = sources[file_index].pages[page].asarray()
             backend.write(position, index, data, metadata)
-        not_journaled = sum(
-            max(0, len(source.pages) - seen)
-            for source, seen in zip(sources, pages_seen)
-        )
+        not_journaled = 0
+        for path, source, seen in zip(original.paths, sources, pages_seen):
+            with _unreadable(path):
+                not_journaled += max(0, len(source.pages) - seen)
     finally:
         for source in sources:
             source.close()
