@@ -745,6 +745,21 @@ def tiff_ome_xml(path: StrPath) -> str:
     return xml
 
 
+def tiff_missing_planes(ome: ome_types.OME, image: int = 0) -> list[list[int]]:
+    """The [z, c, t] of each plane an OME-TIFF Image records as missing (its
+    missing-frames MapAnnotation; [] if none)."""
+    refs = {r.id for r in ome.images[image].annotation_refs}
+    for annotation in ome.structured_annotations.map_annotations:
+        if annotation.id in refs and annotation.namespace == TIFF_MISSING_NS:
+            values = {m.k: m.value for m in annotation.value.ms}
+            result: list[list[int]] = json.loads(values["missing_planes_zct"])
+            return result
+    return []
+
+
+TIFF_MISSING_NS = "ome-stream.org/missing-frames"
+
+
 def plane_map_values(
     ome: ome_types.OME, image: int = 0
 ) -> dict[tuple[int, int, int], dict[str, str]]:

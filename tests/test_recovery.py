@@ -159,42 +159,125 @@ def test_recover_cli_reports_and_validates(tmp_path: Path) -> None:
     assert "nothing to recover" in " ".join(again.output.split())
 
 
-def _killed_in_a_pause(root: Path) -> dict[Path, bytes]:
-    """A dataset killed after PAUSE_FRAMES frames (one skipped); the bytes of
+PAUSING_WRITER = r"""
+import sys, time
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import make_frame
+
+shape = (int(sys.argv[2]), int(sys.argv[3]))
+dims = [
+    Dimension(name="t", count=None),
+    Dimension(name="c", coords=["DAPI", "GFP"]),
+    Dimension(name="y", count=shape[0]),
+    Dimension(name="x", count=shape[1]),
+]
+compression = None if sys.argv[4] == "none" else sys.argv[4]
+stream = create_stream(
+    AcquisitionSettings(
+        root_path=sys.argv[1], dimensions=dims, dtype="uint16", compression=compression
+    )
+)
+# a burst (a z-stack's pace), then the wait for the next time point
+for i in range({n_frames}):
+    if i == 7:
+        stream.skip(frames=1)
+    else:
+        stream.append(make_frame(i, shape=shape), frame_metadata={{"frame": i}})
+while stream.frames_written + stream.frames_skipped < {n_frames}:
+    time.sleep(0.001)
+print("paused", flush=True)
+time.sleep(600)
+"""
+PAUSE_FRAMES = 300  # 150 time points of 2 channels
+
+
+def _killed_in_a_pause(
+    root: Path,
+    n_frames: int = PAUSE_FRAMES,
+    compression: str = "none",
+    shape: tuple[int, int] = SMALL,
+) -> dict[Path, bytes]:
+    """A dataset killed after `n_frames` frames (one skipped); the bytes of
     each of its files, journal included."""
     script = PAUSING_WRITER.format(
-        tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
+        tests_parent=str(Path(__file__).parents[1]), n_frames=n_frames
     )
-    kill_when_ready(script, str(root), *map(str, SMALL), ready="paused", after=0.3)
+    args = [str(root), *map(str, shape), compression]
+    kill_when_ready(script, *args, ready="paused", after=0.3)
     return {p: p.read_bytes() for p in root.parent.iterdir()}
 
 
-def _assert_recovered_whole(root: Path) -> None:
+def _assert_recovered_whole(
+    root: Path, n_frames: int = PAUSE_FRAMES, shape: tuple[int, int] = SMALL
+) -> None:
     (tczyx,) = readers.tifffile_ome_series(root)
-    assert tczyx.shape == (PAUSE_FRAMES // 2, 2, 1, *SMALL)
-    for i in range(PAUSE_FRAMES):
-        expected = np.zeros(SMALL, np.uint16) if i == 7 else make_frame(i)
+    assert tczyx.shape == (-(-n_frames // 2), 2, 1, *shape)
+    for i in range(tczyx.shape[0] * 2):
+        blank = i == 7 or i >= n_frames  # skipped, or the last step's padding
+        expected = np.zeros(shape, np.uint16) if blank else make_frame(i, shape=shape)
         np.testing.assert_array_equal(tczyx[i // 2, i % 2, 0], expected)
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    metadata = {
+        2 * t + c: int(values["frame"])
+        for (t, c, _), values in readers.plane_map_values(ome).items()
+    }
+    assert metadata == {i: i for i in range(n_frames) if i != 7}
     assert validate_dataset(root) == []
 
 
-def test_recover_without_room_refuses_before_changing_anything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _as_if_free(monkeypatch: pytest.MonkeyPatch, path: Path, free: int) -> None:
     import ome_stream._recover as recover_module
 
-    root = tmp_path / "full.ome.tiff"
-    before = _killed_in_a_pause(root)
-    usage = shutil.disk_usage(tmp_path)
+    usage = shutil.disk_usage(path)
     monkeypatch.setattr(
-        recover_module.shutil,
-        "disk_usage",
-        lambda _: usage._replace(free=len(before[root]) // 2),
+        recover_module.shutil, "disk_usage", lambda _: usage._replace(free=free)
     )
+
+
+def test_recover_completes_an_ome_tiff_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uncompressed, the files are cut after their journaled pages and
+    completed where they are: a disk with room for a tenth of the dataset
+    will do (a disk filled by the acquisition is the commonest reason for
+    one to be interrupted)."""
+    root = tmp_path / "inplace.ome.tiff"
+    shape = (128, 128)  # 32 KB frames: 9.6 MB
+    before = _killed_in_a_pause(root, n_frames=301, shape=shape)  # last step half
+    inode = root.stat().st_ino
+    _as_if_free(monkeypatch, tmp_path, len(before[root]) // 10)
+    report = recover(root)
+    assert report.frames_recovered == 300
+    assert report.frames_skipped == 1
+    assert report.shapes == [(302,)]
+    assert report.pages_not_journaled == 0
+    assert root.stat().st_ino == inode  # not replaced by a copy
+    _assert_recovered_whole(root, n_frames=301, shape=shape)
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == 302
+    # blank and recorded as missing: the skipped frame and the padding
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    assert readers.tiff_missing_planes(ome) == [[0, 1, 3], [0, 1, 150]]
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+
+
+@pytest.mark.parametrize("compression", ["none", "lzw"])
+def test_recover_without_room_refuses_before_changing_anything(
+    compression: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place (uncompressed), room for the final OME-XML is needed; to
+    rebuild (compressed), room for a copy of the files too."""
+    root = tmp_path / "full.ome.tiff"
+    before = _killed_in_a_pause(root, compression=compression)
+    too_little = 1000 if compression == "none" else len(before[root]) // 2
+    _as_if_free(monkeypatch, tmp_path, too_little)
     with pytest.raises(OSError, match="Not enough free space") as info:
         recover(root)
     assert info.value.errno == errno.ENOSPC
     assert "recover the copy" in str(info.value)
+    where = "where they are" if compression == "none" else "rebuilds"
+    assert where in str(info.value)
     result = CliRunner().invoke(app, ["recover", str(root)])
     assert result.exit_code == 1
     assert "Not enough free space" in " ".join(result.output.split())
@@ -205,32 +288,73 @@ def test_recover_without_room_refuses_before_changing_anything(
     _assert_recovered_whole(root)
 
 
-def test_a_disk_full_during_recover_changes_nothing(
+def test_a_disk_full_while_rebuilding_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ome_stream._formats.tiff.pages as pages
-
+    """Compressed files are rebuilt beside the originals, which stay as
+    they are until the new ones are complete."""
     root = tmp_path / "filling.ome.tiff"
-    before = _killed_in_a_pause(root)
+    before = _killed_in_a_pause(root, compression="lzw")
     writes = 0
-    real_pwritev = pages._pwritev
+    real_write = tifffile.TiffWriter.write
 
-    def filling_up(fd: int, buffers: Any, offset: int) -> int:
+    def filling_up(*args: Any, **kwargs: Any) -> Any:
         nonlocal writes
         writes += 1
-        if writes > 100:  # pages (and their links) written before it filled
+        if writes > 100:  # pages written before it filled
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_pwritev(fd, buffers, offset)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(pages, "_pwritev", filling_up)
+    monkeypatch.setattr(tifffile.TiffWriter, "write", filling_up)
     with pytest.raises(OSError, match="Not enough free space") as info:
         recover(root)
     assert isinstance(info.value.__cause__, OSError)
+    assert "Nothing was changed" in str(info.value)
     assert writes > 100
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no scratch
     monkeypatch.undo()
     recover(root)
     _assert_recovered_whole(root)
+
+
+@pytest.mark.parametrize("filled_by", ["padding", "metadata"])
+def test_a_disk_full_while_completing_in_place_keeps_every_page(
+    filled_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place, a full disk stops recovery part way: every journaled page
+    is still there, the files still read as the interim OME-XML describes
+    them, and recover finishes once there is room."""
+    import ome_stream._formats.tiff.pages as pages
+    import ome_stream._formats.tiff.tifffile as backend_module
+
+    root = tmp_path / "filling.ome.tiff"
+    n_frames = 301 if filled_by == "padding" else PAUSE_FRAMES
+    _killed_in_a_pause(root, n_frames=n_frames)
+    (killed,) = readers.tifffile_ome_series(root)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if filled_by == "padding":  # the blank page completing the last step
+        monkeypatch.setattr(pages, "_pwritev", full)
+    else:
+        monkeypatch.setattr(backend_module, "write_description", full)
+    with pytest.raises(OSError, match="Not enough free space") as info:
+        recover(root)
+    assert info.value.errno == errno.ENOSPC
+    assert "Every journaled page is still in the files" in str(info.value)
+    assert "run recover again" in str(info.value)
+    assert journal_path(root).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [root.name, journal_path(root).name]
+    )
+    # as the kill left it, to readers (the interim OME-XML describes only
+    # journaled pages, and none of those was cut)
+    (series,) = readers.tifffile_ome_series(root)
+    np.testing.assert_array_equal(series, killed)
+    monkeypatch.undo()
+    recover(root)
+    _assert_recovered_whole(root, n_frames=n_frames)
 
 
 def test_after_a_write_error_the_pages_written_are_still_journaled(
@@ -441,6 +565,120 @@ def test_pages_past_the_journal_are_reported(tmp_path: Path) -> None:
     (data,) = readers.tifffile_ome_series(root)
     assert data.shape[0] == 15
     assert [int(data[t].max()) for t in range(15)] == list(range(15))
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == 15
+    content = root.read_bytes()  # cut from the file, not only unlinked
+    for t in range(20):
+        pixels = np.full((16, 16), t, np.uint16).tobytes()
+        assert (pixels in content) == (t < 15)
+
+
+RECOVER_KILLED_AT = r"""
+import os, sys
+from pathlib import Path
+import ome_stream._formats.tiff.pages as pages
+import ome_stream._formats.tiff.tifffile as backend_module
+from ome_stream import recover
+
+root, stage = Path(sys.argv[1]), sys.argv[2]
+
+def killed(*args, **kwargs):
+    os._exit(9)  # as a SIGKILL
+
+if stage == "cut":  # the first file cut, nothing appended yet
+    real_apply = pages.ChainCut.apply
+    def apply(self):
+        real_apply(self)
+        killed()
+    pages.ChainCut.apply = apply
+elif stage == "padding":  # a blank page appended
+    real_append = pages.PageAppender.append
+    def append(self, frame):
+        real_append(self, frame)
+        killed()
+    pages.PageAppender.append = append
+else:  # half the final OME-XML written over the interim one
+    real_write_parts = backend_module.write_parts
+    def write_parts(parts, write):
+        text = b"".join(backend_module.part_chunks(parts))
+        write(text[: len(text) // 2])
+        write.__self__.flush()
+        killed()
+    backend_module.write_parts = write_parts
+recover(root)
+"""
+
+
+@pytest.mark.parametrize(
+    ("stage", "n_frames"),
+    [
+        ("cut", 301),
+        ("padding", 301),
+        ("metadata", 301),  # the final OME-XML is appended, then pointed at
+        ("metadata", 5),  # ...or fits over the interim one, and is torn
+    ],
+)
+def test_a_kill_while_recovering_in_place_then_recover_again(
+    stage: str, n_frames: int, tmp_path: Path
+) -> None:
+    """Recovery in place changes the files; killed at any step, the journal
+    is still there, and recover, run again, finishes the work."""
+    root = tmp_path / "twice.ome.tiff"
+    _killed_in_a_pause(root, n_frames=n_frames)
+    done = run_python(RECOVER_KILLED_AT, str(root), stage)
+    assert done.returncode == 9, done.stderr
+    assert journal_path(root).is_file()
+    report = recover(root)
+    steps = -(-n_frames // 2)
+    assert report.frames_recovered == n_frames - (n_frames > 7)
+    assert report.shapes == [(2 * steps,)]
+    assert report.pages_not_journaled == (stage != "cut")  # the padding page
+    _assert_recovered_whole(root, n_frames=n_frames)
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == 2 * steps
+    info = readers.bioformats_info(root)
+    assert info.is_ome_tiff
+    assert info.warnings == []
+    assert info.series[0].size_t == steps
+
+
+def test_the_interim_ome_xml_describes_only_journaled_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recover cuts each file after its journaled pages: a page the interim
+    OME-XML describes must be journaled before the XML is written, or a
+    recovery stopped part way (a full disk) leaves it describing a page
+    no longer there. Checked at every refresh, against the journal on
+    disk."""
+    import ome_stream._formats.tiff.tifffile as backend_module
+    from ome_stream import AcquisitionSettings, Dimension, create_stream
+
+    monkeypatch.setattr(backend_module, "INTERIM_XML_INTERVAL_S", 0.0)
+    refreshes: list[tuple[int, int]] = []  # (pages described, pages journaled)
+    real_rewrite = backend_module.TiffFileBackend._rewrite_reserved
+
+    def rewrite(self: Any, file: Any, document: Any, xml: bytes) -> None:
+        blocks = document.images[0].pixels.tiff_data_blocks
+        described = sum(block.plane_count for block in blocks)
+        records = journal_path(root).read_text().count('"event":"frame"')
+        refreshes.append((described, records))
+        real_rewrite(self, file, document, xml)
+
+    monkeypatch.setattr(backend_module.TiffFileBackend, "_rewrite_reserved", rewrite)
+    root = tmp_path / "interim.ome.tiff"
+    dims = [
+        Dimension(name="t", count=None),
+        Dimension(name="c", coords=["DAPI", "GFP"]),
+        Dimension(name="y", count=SMALL[0]),
+        Dimension(name="x", count=SMALL[1]),
+    ]
+    settings = AcquisitionSettings(root_path=root, dimensions=dims, dtype="uint16")
+    with create_stream(settings) as stream:
+        for i in range(400):
+            stream.append(make_frame(i, shape=SMALL))
+            time.sleep(0.001)  # (a refresh is due 10x its time after one)
+    assert len([r for r in refreshes if r[0] > 2]) > 5
+    assert all(described <= journaled for described, journaled in refreshes)
 
 
 def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> None:
@@ -457,10 +695,15 @@ def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> No
     settings = AcquisitionSettings.model_validate(contents.settings)
     original = TiffFileBackend(settings)
     assert len(original.paths) == 3
-    needed = recover_module._room_to_rebuild(original, output)
+    to_rebuild = recover_module._room_to_rebuild(original, output)
+    original.replay(recover_module._write_order(original, contents))
+    in_place = original.padding_nbytes() + recover_module._xml_room(original, output)
+    sizes = sum(path.stat().st_size for path in original.paths)
     recover(output)
-    rebuilt = sum(path.stat().st_size for path in original.paths)
-    assert rebuilt <= needed
+    completed = sum(path.stat().st_size for path in original.paths)
+    assert completed - sizes > 3 * 20 * 30 * 10  # the metadata, in each file
+    assert completed - sizes <= in_place
+    assert completed <= to_rebuild  # (the files a rebuild makes: the same)
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(original.paths[2]))
     values = readers.plane_map_values(ome, image=2)
     assert values[(19, 0, 0)]["Device29-Property"] == "value 59 29"
@@ -538,36 +781,6 @@ def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
         assert len(tif.pages) == 2
 
 
-PAUSING_WRITER = r"""
-import sys, time
-from ome_stream import AcquisitionSettings, Dimension, create_stream
-sys.path.insert(0, {tests_parent!r})
-from tests._cases import make_frame
-
-shape = (int(sys.argv[2]), int(sys.argv[3]))
-dims = [
-    Dimension(name="t", count=None),
-    Dimension(name="c", coords=["DAPI", "GFP"]),
-    Dimension(name="y", count=shape[0]),
-    Dimension(name="x", count=shape[1]),
-]
-stream = create_stream(
-    AcquisitionSettings(root_path=sys.argv[1], dimensions=dims, dtype="uint16")
-)
-# a burst (a z-stack's pace), then the wait for the next time point
-for i in range({n_frames}):
-    if i == 7:
-        stream.skip(frames=1)
-    else:
-        stream.append(make_frame(i, shape=shape), frame_metadata={{"frame": i}})
-while stream.frames_written + stream.frames_skipped < {n_frames}:
-    time.sleep(0.001)
-print("paused", flush=True)
-time.sleep(600)
-"""
-PAUSE_FRAMES = 300  # 150 time points of 2 channels
-
-
 @pytest.mark.parametrize(
     ("suffix", "shape"),
     [(".ome.zarr", SMALL), (".ome.zarr", LARGE), (".ome.tiff", SMALL)],
@@ -584,7 +797,8 @@ def test_a_kill_during_a_pause_loses_no_frame_written_before_it(
     )
     # the writer journals after ~20 ms idle; the interim OME-XML is
     # refreshed at most every second
-    kill_when_ready(script, str(root), *map(str, shape), ready="paused", after=2.0)
+    args = [str(root), *map(str, shape), "none"]
+    kill_when_ready(script, *args, ready="paused", after=2.0)
     frames = {(i // 2, i % 2): i for i in range(PAUSE_FRAMES) if i != 7}
     if suffix == ".ome.tiff":  # readable as it is, every page described
         ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))

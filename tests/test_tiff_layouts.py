@@ -9,7 +9,6 @@ and bioio.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -36,7 +35,6 @@ POSITIONS = [
     Position(name="C3", x_coord=100.0, y_coord=200.0),
 ]
 CHANNELS = ["DAPI", "GFP"]
-MISSING_NS = "ome-stream.org/missing-frames"
 
 
 @dataclass(frozen=True)
@@ -213,17 +211,6 @@ def assert_frame_metadata(ome: OME, n_positions: int, t: int = 2) -> None:
             assert int(values["frame"]) == number
 
 
-def missing_planes(ome: OME, image: int) -> list[list[int]]:
-    """missing_planes_zct of an Image's missing-frames annotation ([] if none)."""
-    refs = {r.id for r in ome.images[image].annotation_refs}
-    for annotation in ome.structured_annotations.map_annotations:
-        if annotation.id in refs and annotation.namespace == MISSING_NS:
-            values = {m.k: m.value for m in annotation.value.ms}
-            result: list[list[int]] = json.loads(values["missing_planes_zct"])
-            return result
-    return []
-
-
 def wait_written(stream: Any, frames: int) -> None:
     """Until the writer thread has handed `frames` frames to the backend."""
     deadline = time.monotonic() + 30
@@ -364,7 +351,8 @@ def test_skips_and_early_close_recorded_as_missing(name: str, tmp_path: Path) ->
             for z in range(2)
             if frame_number(p, t, c, z, n) in skipped | never
         ]
-        assert sorted(map(tuple, missing_planes(full, p))) == sorted(absent)
+        missing = readers.tiff_missing_planes(full, p)
+        assert sorted(map(tuple, missing)) == sorted(absent)
         assert full.images[p].pixels.size_t == size_t[p]
     info = readers.bioformats_info(layout.entry(root))
     assert info.is_ome_tiff
@@ -996,7 +984,7 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     assert {t: int(v["frame"]) for (t, _, _), v in table.items()} == {
         number: number for number in frames
     }
-    assert sorted(t for _, _, t in missing_planes(ome, 0)) == sorted(
+    assert sorted(t for _, _, t in readers.tiff_missing_planes(ome, 0)) == sorted(
         skipped & set(range(n))
     )
     info = readers.bioformats_info(settings.output_path)

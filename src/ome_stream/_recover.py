@@ -4,9 +4,13 @@ was acquired, from the journal written beside it (see _journal.py).
 - OME-Zarr is repaired in place: unbounded axes trimmed to the data, image
   metadata rewritten with the journal's per-frame metadata and the list of
   missing frames, global metadata restored.
-- OME-TIFF is rebuilt: the journaled pages are copied, in order, into fresh
-  files with OME-XML describing exactly the planes present (the same writer
-  a normal close uses), which then replace the interrupted files.
+- OME-TIFF is repaired in place too: each file is cut after its journaled
+  pages, and the stream's backend takes it up from there and closes it as a
+  normal close does (the last step padded, OME-XML describing exactly the
+  planes present). Recovery needs room for that only, not for a copy.
+  Compressed files, whose pages tifffile writes, are rebuilt instead: the
+  journaled pages copied, in order, into fresh files that then replace the
+  interrupted ones.
 """
 
 from __future__ import annotations
@@ -322,18 +326,27 @@ def _room_to_rebuild(original: TiffFileBackend, output: Path) -> int:
     """About the bytes rebuilding an OME-TIFF's files beside them takes: the
     pixels they hold now and the final OME-XML in each file (or companion)
     holding it."""
-    paths = original.paths
-    needed = sum(path.stat().st_size for path in paths)
-    documents = sum(map(original.layout.holds_full_metadata, range(len(paths))))
-    documents += original.companion_path is not None
+    needed = sum(path.stat().st_size for path in original.paths)
+    return needed + _xml_room(original, output)
+
+
+def _xml_room(backend: TiffFileBackend, output: Path) -> int:
+    """About the bytes the final OME-XML of each file (or companion) holding
+    it takes, with its scratch files."""
+    paths = backend.paths
+    documents = sum(map(backend.layout.holds_full_metadata, range(len(paths))))
+    documents += backend.companion_path is not None
     per_byte = _XML_BYTES_PER_JOURNAL_BYTE * documents + _SCRATCH_BYTES_PER_JOURNAL_BYTE
-    return needed + per_byte * journal_path(output).stat().st_size
+    return per_byte * journal_path(output).stat().st_size
 
 
 @contextlib.contextmanager
-def _room(output: Path, needed: int, scratch: Path | None = None) -> Iterator[None]:
+def _room(
+    output: Path, needed: int, scratch: Path | None = None, *, in_place: bool = False
+) -> Iterator[None]:
     """Turn running out of disk space into the error saying what to do (after
-    removing `scratch`, so that the free space it names is right)."""
+    removing `scratch`, so that the free space it names is right). In place:
+    the files were being completed, so they have changed."""
     try:
         yield
     except OSError as exc:
@@ -341,7 +354,7 @@ def _room(output: Path, needed: int, scratch: Path | None = None) -> Iterator[No
             raise
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise _no_room(output, needed) from exc
+        raise _no_room(output, needed, in_place=in_place, changed=in_place) from exc
 
 
 def _free_space(output: Path) -> tuple[Path, int]:
@@ -350,7 +363,9 @@ def _free_space(output: Path) -> tuple[Path, int]:
     return directory, shutil.disk_usage(directory).free
 
 
-def _no_room(output: Path, needed: int) -> OSError:
+def _no_room(
+    output: Path, needed: int, *, in_place: bool = False, changed: bool = False
+) -> OSError:
     directory, free = _free_space(output)
     why = (
         ""
@@ -358,13 +373,29 @@ def _no_room(output: Path, needed: int) -> OSError:
         else " (it needed more than estimated, or the disk is out of inodes "
         "or over a quota)"
     )
+    what = (
+        "recovery completes the OME-TIFF files where they are (blank pages for "
+        "the last step, and the final OME-XML)"
+        if in_place
+        else "recovery rebuilds the OME-TIFF files beside them"
+    )
+    if changed:
+        outcome = (
+            "Every journaled page is still in the files, and the journal is "
+            "kept (readers may not open the files until recovery is done): "
+            "free some space there and run recover again."
+        )
+    else:
+        outcome = (
+            "Nothing was changed. Free some space there, or copy the dataset "
+            f"with {journal_path(output).name} to a disk with room and recover "
+            "the copy."
+        )
     return OSError(
         errno.ENOSPC,
-        f"Not enough free space to recover {output.name}: recovery rebuilds the "
-        f"OME-TIFF files beside them, which needs about {_size(needed)} free in "
-        f"{directory}, and {_size(free)} are{why}. Nothing was changed. Free some "
-        f"space there, or copy the dataset with {journal_path(output).name} to a "
-        "disk with room and recover the copy.",
+        f"Not enough free space to recover {output.name}: {what}, which needs "
+        f"about {_size(needed)} free in {directory}, and {_size(free)} "
+        f"are{why}. {outcome}",
     )
 
 
@@ -392,13 +423,8 @@ def _size(nbytes: int) -> str:
 def _recover_tiff(
     settings: AcquisitionSettings, contents: JournalContents
 ) -> RecoveryReport:
-    """Replay the journaled pages, in the order they were written, into a
-    fresh dataset of the same layout beside it, and let it replace the
-    interrupted files (and companion)."""
     from ._formats.tiff.tifffile import TiffFileBackend
 
-    fmt = settings.format
-    assert isinstance(fmt, OmeTiffFormat)
     output = settings.output_path
     original = TiffFileBackend(settings)  # names the interrupted files
     missing = [path.name for path in original.paths if not path.is_file()]
@@ -408,6 +434,103 @@ def _recover_tiff(
             "or not copied?). Recovery needs every file as it was written, "
             "with its journal. Nothing was changed."
         )
+    if original.compressed:
+        backend, not_journaled = _rebuild_tiff_beside(settings, contents, original)
+    else:
+        backend, not_journaled = _repair_tiff(contents, original)
+    positions = range(len(settings.positions))
+    shapes: list[tuple[int, ...]] = [(backend.page_count(p),) for p in positions]
+    return RecoveryReport(
+        output_path=settings.output_path,
+        format="ome-tiff",
+        frames_recovered=len(contents.frames),
+        frames_skipped=len(contents.skipped),
+        frames_lost=contents.lost,
+        shapes=shapes,
+        pages_not_journaled=not_journaled,
+    )
+
+
+def _write_order(
+    backend: TiffFileBackend, contents: JournalContents
+) -> list[tuple[int, Index, Any, bool]]:
+    """The journaled pages, (position, storage index, metadata, skipped), in
+    the order they were written. The journal lists each page once it is in
+    its file: positions sharing a file interleave as acquired, so a file's
+    pages are its journaled planes in acquisition order."""
+    n_positions = len(backend.settings.positions)
+    entries = _per_position(contents, n_positions)
+    ordered = sorted(
+        (backend.acquisition_number(position, entry[0]), position, entry)
+        for position in range(n_positions)
+        for entry in entries[position]
+    )
+    return [(position, *entry) for _, position, entry in ordered]
+
+
+def _repair_tiff(
+    contents: JournalContents, backend: TiffFileBackend
+) -> tuple[TiffFileBackend, int]:
+    """Cut each file after its journaled pages, and close it as a stream
+    would have: the backend (closed) and the number of pages cut."""
+    from ._formats.tiff.pages import ChainCut
+
+    output = backend.output_path
+    try:
+        pages = backend.replay(_write_order(backend, contents))
+    except ValueError as exc:
+        raise ValueError(
+            f"The journal {journal_path(output).name} cannot be used to recover "
+            f"{output.name}: {exc}. Nothing was changed."
+        ) from exc
+    needed = backend.padding_nbytes() + _xml_room(backend, output)
+    if _free_space(output)[1] < needed:
+        raise _no_room(output, needed, in_place=True)
+    cuts: dict[int, ChainCut] = {}
+    not_journaled = 0
+    for index, (path, keep) in enumerate(zip(backend.paths, pages)):
+        if keep:
+            with _unreadable(path, keep - 1):
+                cuts[index] = cut = ChainCut.plan(path, keep)
+            not_journaled += cut.pages - keep
+        else:
+            not_journaled += _linked_pages(path)
+    try:
+        with _room(output, needed, in_place=True):
+            backend.resume(cuts)
+            for namespace, values in contents.global_metadata.items():
+                backend.set_global_metadata(namespace, values)
+            backend.close()
+    except BaseException:
+        backend.release()
+        # a companion written in part (recover writes it again)
+        temporary = backend.layout.companion_temporary
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
+    return backend, not_journaled
+
+
+def _linked_pages(path: Path) -> int:
+    """The pages a file holds (0 if it holds none readable)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except (tifffile.TiffFileError, ValueError, IndexError, struct.error):
+        return 0
+
+
+def _rebuild_tiff_beside(
+    settings: AcquisitionSettings,
+    contents: JournalContents,
+    original: TiffFileBackend,
+) -> tuple[TiffFileBackend, int]:
+    """Replay the journaled pages, in the order they were written, into a
+    fresh dataset of the same layout beside it, and let it replace the
+    interrupted files (and companion)."""
+    output = settings.output_path
     needed = _room_to_rebuild(original, output)
     if _free_space(output)[1] < needed:
         raise _no_room(output, needed)
@@ -432,17 +555,7 @@ def _recover_tiff(
             temporary.unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    positions = range(len(settings.positions))
-    shapes: list[tuple[int, ...]] = [(backend.page_count(p),) for p in positions]
-    return RecoveryReport(
-        output_path=settings.output_path,
-        format="ome-tiff",
-        frames_recovered=len(contents.frames),
-        frames_skipped=len(contents.skipped),
-        frames_lost=contents.lost,
-        shapes=shapes,
-        pages_not_journaled=not_journaled,
-    )
+    return backend, not_journaled
 
 
 def _rebuild_tiff(
@@ -458,22 +571,10 @@ def _rebuild_tiff(
 
     from ._formats.tiff.tifffile import TiffFileBackend
 
-    n_positions = len(settings.positions)
-    entries = _per_position(contents, n_positions)
     rebuilt_settings = settings.model_copy(
         update={"root_path": str(scratch / Path(settings.root_path).name)}
     )
     backend = TiffFileBackend(rebuilt_settings)
-    # The journal lists each page once it is in the file, in write order:
-    # acquisition order, positions interleaving when they share a file.
-    # A file's pages are therefore its journaled planes in that order.
-    written = sorted(
-        (
-            (backend.acquisition_number(position, entry[0]), position, entry)
-            for position in range(n_positions)
-            for entry in entries[position]
-        ),
-    )
     pages_seen = [0] * len(original.paths)
     backend.open()
     sources: list[tifffile.TiffFile] = []
@@ -481,7 +582,7 @@ def _rebuild_tiff(
         for path in original.paths:
             with _unreadable(path):
                 sources.append(tifffile.TiffFile(path))
-        for _, position, (index, metadata, skipped) in written:
+        for position, index, metadata, skipped in _write_order(backend, contents):
             file_index = original.layout.file_of_position(position)
             page = pages_seen[file_index]
             pages_seen[file_index] += 1
@@ -495,6 +596,9 @@ def _rebuild_tiff(
         for path, source, seen in zip(original.paths, sources, pages_seen):
             with _unreadable(path):
                 not_journaled += max(0, len(source.pages) - seen)
+    except BaseException:
+        backend.release()
+        raise
     finally:
         for source in sources:
             source.close()

@@ -96,11 +96,16 @@ class PageReader:
             self._offsets.append(first.offset)
         return self._entry_format
 
-    def _next_offset(self, offset: int) -> int:
-        order, count_size, entry_size, offset_format = self._header()
+    def link_field(self, offset: int) -> int:
+        """Where the IFD at `offset` holds the next IFD's offset."""
+        order, count_size, entry_size, _ = self._header()
         count_format = order + _COUNT_FORMATS[count_size]
         (entries,) = struct.unpack(count_format, self._read_exact(count_size, offset))
-        pointer = offset + count_size + entries * entry_size
+        return int(offset + count_size + entries * entry_size)
+
+    def _next_offset(self, offset: int) -> int:
+        order, _, _, offset_format = self._header()
+        pointer = self.link_field(offset)
         size = struct.calcsize(offset_format)
         (following,) = struct.unpack(
             order + offset_format, self._read_exact(size, pointer)
@@ -127,6 +132,27 @@ class PageReader:
         else:
             end = os.fstat(self._descriptor()).st_size
         return self._offsets[page], end
+
+    def chain(self) -> array[int]:
+        """The IFD offset of every page linked in the file, in chain order.
+        ValueError if the chain leaves the file or turns back (a file
+        truncated or damaged since it was written: every writer here links
+        each page after the ones before it)."""
+        size = os.fstat(self._descriptor()).st_size
+        try:
+            self._header()
+            while True:
+                following = self._next_offset(self._offsets[-1])
+                if following == 0:
+                    return self._offsets
+                if not self._offsets[-1] < following < size:
+                    raise ValueError(
+                        f"the IFD after page {len(self._offsets) - 1} would be at "
+                        f"byte {following}, outside the file's {size} bytes"
+                    )
+                self._offsets.append(following)
+        except RuntimeError as exc:  # (_read_exact: an IFD cut short)
+            raise ValueError(str(exc).removeprefix("internal error: ")) from exc
 
     def _tiff_file(self, end: int) -> Any:
         """An open TiffFile that knows the file up to byte `end`; reopened
@@ -251,6 +277,68 @@ class TagField:
     value_offset: int
 
 
+@dataclass(frozen=True)
+class ChainCut:
+    """How to make a TIFF file end after its first `keep` pages (to take up
+    writing a killed stream's file where its journal ends): the link out of
+    the last kept page's IFD zeroed, and the file truncated after the kept
+    pages' bytes (pages linked after them, and a page being written when the
+    process was killed). `plan` reads the file and changes nothing, `apply`
+    changes it."""
+
+    path: Path
+    keep: int
+    pages: int  # pages linked in the file now
+    last_ifd: int  # IFD offset of the last kept page
+    link: int  # where that IFD's next-IFD offset is
+    link_size: int
+    end: int  # the kept pages' bytes (IFDs, values, pixels) end here
+
+    @classmethod
+    def plan(cls, path: Path, keep: int) -> ChainCut:
+        """ValueError if the file does not hold `keep` >= 1 readable pages."""
+        reader = PageReader(path)
+        try:
+            offsets = reader.chain()
+            if len(offsets) < keep:
+                raise ValueError(
+                    f"it links {len(offsets)} pages, not the {keep} written"
+                )
+            last = offsets[keep - 1]
+            link = reader.link_field(last)
+            link_size = struct.calcsize(reader._header()[3])
+            with tifffile.TiffFile(path) as tif:
+                end = _value_end(tif.pages.first)  # (its OME-XML, where it is)
+                tif.filehandle.seek(last)
+                page = tifffile.TiffPage(tif, index=keep - 1)
+                end = max(end, _value_end(page), link + link_size)
+                page.asarray()  # its pixels are all there
+        finally:
+            reader.close()
+        return cls(path, keep, len(offsets), last, link, link_size, end)
+
+    def apply(self) -> None:
+        with self.path.open("r+b") as f:
+            f.seek(self.link)
+            f.write(bytes(self.link_size))
+            f.flush()
+            if f.seek(0, os.SEEK_END) > self.end:
+                f.truncate(self.end + self.end % 2)
+
+
+def _value_end(page: Any) -> int:
+    """Where the page's pixels and the tag values stored outside its IFD
+    end."""
+    end = 0
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        end = max(end, offset + count)
+    inline = 8 if page.parent.is_bigtiff else 4
+    for tag in page.tags:
+        if tag.valuebytecount > inline:
+            end = max(end, tag.valueoffset + tag.valuebytecount)
+    return int(end)
+
+
 class PageAppender:
     """Appends uncompressed pages, each a copy of the first page's tags.
 
@@ -265,16 +353,18 @@ class PageAppender:
     pages/s of 256 x 256; here a page costs two system calls.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, after: ChainCut | None = None) -> None:
+        """`after`: a cut the file was given, to append after its kept pages
+        (by default the file holds one page)."""
         self.path = path
         self._fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
-            self._prepare()
+            self._prepare(after)
         except BaseException:
             os.close(self._fd)
             raise
 
-    def _prepare(self) -> None:
+    def _prepare(self, after: ChainCut | None) -> None:
         ifd = FirstIfd.read(self._fd)
         order, big, inline = ifd.order, ifd.big, ifd.inline
         self._order = order
@@ -339,8 +429,11 @@ class PageAppender:
         native = "<" if sys.byteorder == "little" else ">"
         self._native_orders = {"|", order} | ({"="} if order == native else set())
 
-        # The first page's IFD is the last of the chain: link from it.
+        # The first page's IFD is the last of the chain (or the cut's): link
+        # from it.
         self._link = first + count_size + entries * entry_size
+        if after is not None:
+            self._link = after.link
         self._end = os.fstat(self._fd).st_size
         self._end += self._end % 2
 

@@ -59,7 +59,7 @@ from .ome_xml import (
     namespace_uri,
     tiff_data_runs,
 )
-from .pages import IMAGE_DESCRIPTION, FirstIfd, PageAppender, PageReader
+from .pages import IMAGE_DESCRIPTION, ChainCut, FirstIfd, PageAppender, PageReader
 from .spool import TextPart, part_bytes, part_chunks, write_parts
 
 # How often written pages are flushed and recorded in the journal.
@@ -264,6 +264,78 @@ class TiffFileBackend(ArrayBackend):
         if layout.companion is not None:
             self._write_companion(self._document(final=False))
 
+    # ------------------------------------------------- taking up a killed run
+
+    @property
+    def compressed(self) -> bool:
+        return self._compression is not None
+
+    def replay(
+        self, written: Iterable[tuple[int, tuple[int, ...], MetadataJSON | None, bool]]
+    ) -> list[int]:
+        """Take as written the pages a killed stream journaled: (position,
+        storage index, metadata, skipped) in the order they were written.
+        Nothing is read or written (`resume` takes up the files); returns
+        each file's page count. ValueError if a position's planes do not
+        follow one another (a journal that does not fit its settings)."""
+        pages = [0] * len(self.paths)
+        for position, index, metadata, skipped in written:
+            image = self._images[position]
+            if self.flat_index(index) != len(image.ifds):
+                raise ValueError(
+                    f"the pages of position {position} are not journaled in "
+                    f"order: plane {list(index)} follows {len(image.ifds)} planes"
+                )
+            image.ifds.append(pages[image.file_index])
+            pages[image.file_index] += 1
+            if skipped:
+                image.missing_flat.add(len(image.ifds) - 1)
+                image.missing.append(index)
+            elif metadata is not None:
+                image.records.append(index, metadata)
+        return pages
+
+    def padding_nbytes(self) -> int:
+        """About the bytes of the blank pages close will append."""
+        blank = sum(
+            math.ceil(max(1, len(image.ifds)) / self._inner_planes) * self._inner_planes
+            - len(image.ifds)
+            for image in self._images
+        )
+        return blank * (self.settings.frame_nbytes + 512)
+
+    def resume(self, cuts: dict[int, ChainCut]) -> None:
+        """Take up the files of a killed stream after `replay`, uncompressed:
+        each file `cuts` names is cut to its replayed pages and appended to;
+        the others (nothing of them journaled) are started anew. Then close
+        pads the last steps and writes the final OME-XML over the interim
+        one. New UUIDs: close rewrites every file's description."""
+        assert not self.compressed, "compressed pages are not appended"
+        bigtiff = self._needs_bigtiff()
+        for index, path in enumerate(self.paths):
+            full = self.layout.holds_full_metadata(index)
+            file_uuid = str(uuid_module.uuid4())
+            cut = cuts.get(index)
+            if cut is None:
+                writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
+                self._files.append(
+                    _File(path, file_uuid, writer, full, PageReader(path))
+                )
+                continue
+            cut.apply()
+            self._files.append(
+                _File(
+                    path,
+                    file_uuid,
+                    None,
+                    full,
+                    PageReader(path),
+                    appender=PageAppender(path, after=cut),
+                    pages=cut.keep,
+                )
+            )
+        self._next_refresh = math.inf  # (close writes the final XML)
+
     # ---------------------------------------------------------------- frames
 
     def flat_index(self, storage_index: tuple[int, ...]) -> int:
@@ -301,6 +373,7 @@ class TiffFileBackend(ArrayBackend):
             image.records.append(storage_index, frame_metadata)
         if self.journal is not None:
             self._journal_later((position_index, storage_index, frame_metadata, False))
+        self._refresh_when_due()
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
@@ -310,6 +383,7 @@ class TiffFileBackend(ArrayBackend):
         image.missing.append(storage_index)
         if self.journal is not None:
             self._journal_later((position_index, storage_index, None, True))
+        self._refresh_when_due()
 
     def _journal_later(self, entry: tuple[int, tuple[int, ...], Any, bool]) -> None:
         """Journal pages in batches: one flush of the files, then one line per
@@ -384,6 +458,11 @@ class TiffFileBackend(ArrayBackend):
             raise
         file.pages += 1
         self._interim_stale = True
+
+    def _refresh_when_due(self) -> None:
+        """Refresh the interim OME-XML if it is time (after the page just
+        written is in the journal's queue: the XML describes journaled pages
+        only)."""
         if time.monotonic() >= self._next_refresh:
             self._refresh_interim_xml()
 
@@ -420,7 +499,13 @@ class TiffFileBackend(ArrayBackend):
     def _refresh_interim_xml(self) -> None:
         started = time.monotonic()
         self._interim_stale = False
-        self._flush_files()
+        if self.journal is not None and self._unjournaled:
+            # The interim XML describes journaled pages only: `recover`
+            # cuts the files after those, and a kill meanwhile must leave
+            # a description of pages still there.
+            self._journal_now()
+        else:
+            self._flush_files()
         document = self._document(final=False)
         files = [f for f in self._files if f.full_metadata and f.is_open and f.pages]
         copies = [self._with_uuid(document, file.uuid) for file in files]
@@ -781,15 +866,7 @@ class TiffFileBackend(ArrayBackend):
             raise
         finally:
             self._closed = True
-            for file in self._files:
-                file.reader.close()
-                file.is_open = False
-                if file.writer is not None:
-                    file.writer.close()
-                    file.writer = None
-                if file.appender is not None:
-                    file.appender.close()
-                    file.appender = None
+            self.release()
         if closing is None:
             self._write_documents(final, built)
             return
@@ -799,6 +876,19 @@ class TiffFileBackend(ArrayBackend):
             closing.plane_text.close()
         # what the files hold now; `get_metadata` builds its models from it
         self._written_from = closing.made_from
+
+    def release(self) -> None:
+        """Close the files as they are (close calls it; a failed recovery
+        calls it alone)."""
+        for file in self._files:
+            file.reader.close()
+            file.is_open = False
+            if file.writer is not None:
+                file.writer.close()
+                file.writer = None
+            if file.appender is not None:
+                file.appender.close()
+                file.appender = None
 
     def _close_texts(self) -> _CloseText | None:
         """Our documents at close, as each file's XML, written from the
