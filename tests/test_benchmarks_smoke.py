@@ -109,3 +109,22 @@ def test_render_rewrites_the_tables(report: dict, tmp_path: Path) -> None:
     for entry in report["scenarios"]:
         assert f"## {entry['title']}" in text
     assert "## Targets" in text
+
+
+def test_the_recovery_benchmark_runs(tmp_path: Path) -> None:
+    """`benchmarks/recover_tiff.py` kills a writer and times `recover`; it
+    refuses to report a run that did not recover every frame."""
+    script = RUN.parent / "recover_tiff.py"
+    args = ["--frames", "300", "--metadata", "--repeat", "2", "--dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["run 1", "run 2", "median"]
+    assert "for 300 frames" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # each run's dataset removed
