@@ -681,6 +681,46 @@ def test_the_interim_ome_xml_describes_only_journaled_pages(
     assert all(described <= journaled for described, journaled in refreshes)
 
 
+def test_damage_past_the_journaled_pages_does_not_stop_recovery(
+    tmp_path: Path,
+) -> None:
+    """A file cut short inside a page the journal does not list (a power
+    loss after the page was linked, before its bytes were on disk) still
+    recovers: only the journaled pages must be sound."""
+    root = tmp_path / "torn.ome.tiff"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    lines = journal.read_text().splitlines(keepends=True)
+    frames = [i for i, line in enumerate(lines) if line.startswith('{"event":"frame"')]
+    journal.write_text(
+        "".join(line for i, line in enumerate(lines) if i not in frames[-5:])
+    )
+    with tifffile.TiffFile(root) as tif:
+        last_ifd = tif.pages[19].offset
+    with root.open("r+b") as f:
+        f.truncate(last_ifd + 10)  # inside the last page's IFD
+    report = recover(root)
+    assert report.frames_recovered == 15
+    assert validate_dataset(root) == []
+    (data,) = readers.tifffile_ome_series(root)
+    assert [int(data[t].max()) for t in range(data.shape[0])] == list(range(15))
+
+
+def test_a_journal_with_a_gap_is_refused_for_a_rebuild_too(tmp_path: Path) -> None:
+    root = tmp_path / "gap.ome.tiff"
+    before = _killed_in_a_pause(root, compression="lzw")
+    journal = journal_path(root)
+    lines = journal.read_text().splitlines(keepends=True)
+    frames = [i for i, line in enumerate(lines) if line.startswith('{"event":"frame"')]
+    journal.write_text("".join(line for i, line in enumerate(lines) if i != frames[9]))
+    with pytest.raises(ValueError, match="not journaled in order"):
+        recover(root)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert root.read_bytes() == before[root]
+
+
 def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> None:
     """Multi-file OME-TIFF keeps the full OME-XML, with each frame's metadata,
     in every file ("redundant"): the estimate counts it once per file."""

@@ -434,10 +434,17 @@ def _recover_tiff(
             "or not copied?). Recovery needs every file as it was written, "
             "with its journal. Nothing was changed."
         )
+    try:  # (also checks the journal before a rebuild)
+        pages = original.replay(_write_order(original, contents))
+    except ValueError as exc:
+        raise ValueError(
+            f"The journal {journal_path(output).name} cannot be used to recover "
+            f"{output.name}: {exc}. Nothing was changed."
+        ) from exc
     if original.compressed:
         backend, not_journaled = _rebuild_tiff_beside(settings, contents, original)
     else:
-        backend, not_journaled = _repair_tiff(contents, original)
+        backend, not_journaled = _repair_tiff(contents, original, pages)
     positions = range(len(settings.positions))
     shapes: list[tuple[int, ...]] = [(backend.page_count(p),) for p in positions]
     return RecoveryReport(
@@ -469,20 +476,14 @@ def _write_order(
 
 
 def _repair_tiff(
-    contents: JournalContents, backend: TiffFileBackend
+    contents: JournalContents, backend: TiffFileBackend, pages: list[int]
 ) -> tuple[TiffFileBackend, int]:
-    """Cut each file after its journaled pages, and close it as a stream
-    would have: the backend (closed) and the number of pages cut."""
+    """Cut each file after its journaled pages (`pages`, as the backend
+    replayed them), and close it as a stream would have: the backend
+    (closed) and the number of pages cut."""
     from ._formats.tiff.pages import ChainCut
 
     output = backend.output_path
-    try:
-        pages = backend.replay(_write_order(backend, contents))
-    except ValueError as exc:
-        raise ValueError(
-            f"The journal {journal_path(output).name} cannot be used to recover "
-            f"{output.name}: {exc}. Nothing was changed."
-        ) from exc
     needed = backend.padding_nbytes() + _xml_room(backend, output)
     if _free_space(output)[1] < needed:
         raise _no_room(output, needed, in_place=True)

@@ -133,11 +133,12 @@ class PageReader:
             end = os.fstat(self._descriptor()).st_size
         return self._offsets[page], end
 
-    def chain(self) -> array[int]:
-        """The IFD offset of every page linked in the file, in chain order.
-        ValueError if the chain leaves the file or turns back (a file
-        truncated or damaged since it was written: every writer here links
-        each page after the ones before it)."""
+    def chain(self, required: int = 0) -> array[int]:
+        """The IFD offset of every page linked in the file, in chain order,
+        up to the first link that leaves the file or turns back, or an IFD
+        cut short (a file truncated or damaged since it was written: every
+        writer here links each page after the ones before it). ValueError
+        if that comes before `required` pages."""
         size = os.fstat(self._descriptor()).st_size
         try:
             self._header()
@@ -151,7 +152,9 @@ class PageReader:
                         f"byte {following}, outside the file's {size} bytes"
                     )
                 self._offsets.append(following)
-        except RuntimeError as exc:  # (_read_exact: an IFD cut short)
+        except (RuntimeError, ValueError) as exc:  # (RuntimeError: _read_exact)
+            if len(self._offsets) >= required:
+                return self._offsets  # damage past the pages needed only
             raise ValueError(str(exc).removeprefix("internal error: ")) from exc
 
     def _tiff_file(self, end: int) -> Any:
@@ -299,7 +302,7 @@ class ChainCut:
         """ValueError if the file does not hold `keep` >= 1 readable pages."""
         reader = PageReader(path)
         try:
-            offsets = reader.chain()
+            offsets = reader.chain(required=keep)
             if len(offsets) < keep:
                 raise ValueError(
                     f"it links {len(offsets)} pages, not the {keep} written"
