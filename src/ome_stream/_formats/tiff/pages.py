@@ -96,6 +96,11 @@ class PageReader:
             self._offsets.append(first.offset)
         return self._entry_format
 
+    @property
+    def offset_size(self) -> int:
+        """Bytes of an offset in this file (4 classic TIFF, 8 BigTIFF)."""
+        return struct.calcsize(self._header()[3])
+
     def link_field(self, offset: int) -> int:
         """Where the IFD at `offset` holds the next IFD's offset."""
         order, count_size, entry_size, _ = self._header()
@@ -292,7 +297,6 @@ class ChainCut:
     path: Path
     keep: int
     pages: int  # pages linked in the file now
-    last_ifd: int  # IFD offset of the last kept page
     link: int  # where that IFD's next-IFD offset is
     link_size: int
     end: int  # the kept pages' bytes (IFDs, values, pixels) end here
@@ -309,7 +313,7 @@ class ChainCut:
                 )
             last = offsets[keep - 1]
             link = reader.link_field(last)
-            link_size = struct.calcsize(reader._header()[3])
+            link_size = reader.offset_size
             with tifffile.TiffFile(path) as tif:
                 end = _value_end(tif.pages.first)  # (its OME-XML, where it is)
                 tif.filehandle.seek(last)
@@ -318,7 +322,7 @@ class ChainCut:
                 page.asarray()  # its pixels are all there
         finally:
             reader.close()
-        return cls(path, keep, len(offsets), last, link, link_size, end)
+        return cls(path, keep, len(offsets), link, link_size, end)
 
     def apply(self) -> None:
         with self.path.open("r+b") as f:

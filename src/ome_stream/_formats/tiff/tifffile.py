@@ -249,18 +249,8 @@ class TiffFileBackend(ArrayBackend):
             remove_earlier_outputs(settings, layout)
         for path in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-        bigtiff = self._needs_bigtiff()
-        for index, path in enumerate(self.paths):
-            writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
-            self._files.append(
-                _File(
-                    path,
-                    str(uuid_module.uuid4()),
-                    writer,
-                    layout.holds_full_metadata(index),
-                    PageReader(path),
-                )
-            )
+        for index in range(len(self.paths)):
+            self._files.append(self._new_file(index))
         if layout.companion is not None:
             self._write_companion(self._document(final=False))
 
@@ -311,30 +301,33 @@ class TiffFileBackend(ArrayBackend):
         pads the last steps and writes the final OME-XML over the interim
         one. New UUIDs: close rewrites every file's description."""
         assert not self.compressed, "compressed pages are not appended"
-        bigtiff = self._needs_bigtiff()
         for index, path in enumerate(self.paths):
-            full = self.layout.holds_full_metadata(index)
-            file_uuid = str(uuid_module.uuid4())
             cut = cuts.get(index)
             if cut is None:
-                writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
-                self._files.append(
-                    _File(path, file_uuid, writer, full, PageReader(path))
-                )
+                self._files.append(self._new_file(index))
                 continue
             cut.apply()
-            self._files.append(
-                _File(
-                    path,
-                    file_uuid,
-                    None,
-                    full,
-                    PageReader(path),
-                    appender=PageAppender(path, after=cut),
-                    pages=cut.keep,
-                )
-            )
+            file = self._new_file(index, writer=False)
+            file.appender = PageAppender(path, after=cut)
+            file.pages = cut.keep
+            self._files.append(file)
         self._next_refresh = math.inf  # (close writes the final XML)
+
+    def _new_file(self, index: int, *, writer: bool = True) -> _File:
+        """File `index` with a new UUID: created (emptied) with a tifffile
+        writer for its first page, or (writer=False) as it is."""
+        path = self.paths[index]
+        tiff_writer = None
+        if writer:
+            bigtiff = self._needs_bigtiff()
+            tiff_writer = tifffile.TiffWriter(path, bigtiff=bigtiff, ome=False)
+        return _File(
+            path,
+            str(uuid_module.uuid4()),
+            tiff_writer,
+            self.layout.holds_full_metadata(index),
+            PageReader(path),
+        )
 
     # ---------------------------------------------------------------- frames
 
@@ -879,7 +872,8 @@ class TiffFileBackend(ArrayBackend):
 
     def release(self) -> None:
         """Close the files as they are (close calls it; a failed recovery
-        calls it alone)."""
+        calls it alone, and the backend is closed from then on)."""
+        self._closed = True
         for file in self._files:
             file.reader.close()
             file.is_open = False
