@@ -249,6 +249,116 @@ def test_cancel_closes_with_what_was_acquired(tmp_path: Path) -> None:
     readers.validate_yaozarrs(out)
 
 
+# ------------------------------- pymmcore-plus's relay losing sequenceFinished
+
+
+class _Recorder:
+    """A second `output=` handler: what the relay delivered."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+
+    def frameReady(self, *_: Any) -> None:
+        pass
+
+    def sequenceFinished(self, *_: Any) -> None:
+        self.finished += 1
+
+
+@pytest.fixture
+def relay_loses_sequence_finished(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make pymmcore-plus's race certain: its relay thread's stop flag is set
+    before sequenceFinished is queued, and a relay that finds its queue
+    empty in between ends without delivering it. Here the relay is let
+    finish there, as a slow scheduler may."""
+    from pymmcore_plus.mda import _thread_relay
+
+    stop = _thread_relay.MDARelayThread.stop
+
+    def stop_and_let_it_end(self: Any) -> None:
+        stop(self)
+        self.join(timeout=60)
+
+    monkeypatch.setattr(_thread_relay.MDARelayThread, "stop", stop_and_let_it_end)
+
+
+@pytest.mark.usefixtures("relay_loses_sequence_finished")
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_a_run_is_closed_at_its_last_frame(suffix: str, tmp_path: Path) -> None:
+    """Without sequenceFinished, the dataset is still complete when `run`
+    returns: the handler closes it once the last frame is written."""
+    runner = MDARunner()
+    runner.set_engine(ScriptedEngine())
+    handler = OMEStreamHandler(tmp_path / f"last{suffix}")
+    recorder = _Recorder()
+    runner.run(SEQ, output=[handler, recorder])
+    assert recorder.finished == 0  # the race happened
+    assert handler.errors == []
+    assert handler.stream is not None
+    assert handler.stream.closed
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, suffix)
+    assert status["finish_reason"] == "finished"
+    assert status["frames_written"] == 24
+    want = expected_tczyx(SEQ)
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        attrs = json.loads((out / "pos1" / "zarr.json").read_text())["attributes"]
+        assert len(attrs["ome_stream"]["frame_metadata"]) == 12
+        assert "missing_frame_count" in attrs["ome_stream"]  # written at close
+        np.testing.assert_array_equal(
+            readers.read_tensorstore(out / "pos1" / "0"), want[1]
+        )
+    else:
+        info = readers.bioformats_info(out / f"{out.name}_p001.ome.tiff")
+        assert info.warnings == []
+        assert len(info.ome.images[0].pixels.planes) == 12
+
+
+def _events(n: int) -> Iterator[useq.MDAEvent]:
+    return (useq.MDAEvent(index={"t": i}) for i in range(n))
+
+
+@pytest.mark.usefixtures("relay_loses_sequence_finished")
+@pytest.mark.parametrize("run", ["canceled", "open-ended"])
+def test_a_run_is_closed_when_the_relay_ends_without_sequence_finished(
+    run: str, tmp_path: Path
+) -> None:
+    """A run that ends before its last frame (canceled), or has none (a
+    generator of events): the handler closes it when the relay thread ends."""
+    runner = MDARunner()
+    engine = ScriptedEngine()
+    runner.set_engine(engine)
+    if run == "canceled":
+        runner.events.frameReady.connect(
+            lambda *a: runner.cancel() if engine.count == 4 else None
+        )
+    handler = OMEStreamHandler(tmp_path / "r.ome.zarr")
+    recorder = _Recorder()
+    runner.run(SEQ if run == "canceled" else _events(7), output=[handler, recorder])
+    assert recorder.finished == 0  # the race happened
+    for thread in threading.enumerate():
+        if thread.name == "ome-stream-relay-watch":
+            thread.join(timeout=60)
+    assert handler.errors == []
+    assert handler.stream is not None
+    assert handler.stream.closed
+    out = handler.output_path
+    assert out is not None
+    readers.validate_yaozarrs(out)
+    status = _acquisition_status(out, ".ome.zarr")
+    if run == "canceled":
+        assert status["finish_reason"] == "canceled"
+        assert status["frames_written"] == 5
+        assert status["frames_never_arrived"] == 19
+    else:
+        assert status["finish_reason"] == "finished"
+        assert status["frames_written"] == 7
+        data = readers.read_tensorstore(out / "0")
+        np.testing.assert_array_equal(data[:, 0, 0], [1000 * i + 1 for i in range(7)])
+
+
 def _acquisition_status(out: Path, suffix: str) -> dict[str, Any]:
     """The status the handler wrote, as a reader of the file finds it."""
     if suffix == ".ome.zarr":
@@ -322,9 +432,9 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
 ) -> None:
     """The disk is full for one frame's write (an early one, or the last)
     and space is freed before close: the handler records the error once - by
-    the appends after it, or else by the close - and the status says how
-    many frames the dataset holds (corrected after close), which is what the
-    file holds."""
+    the appends after it, or else by the close after the last frame - and
+    the status says how many frames the dataset holds (corrected after
+    close), which is what the file holds."""
     from ome_stream import WriterError
 
     fail_at = 10 if seen_by == "append" else 24  # the n-th frame written
@@ -372,8 +482,8 @@ def test_the_status_counts_frames_lost_to_a_full_disk(
     callbacks = {e.callback for e in handler.errors}
     if seen_by == "append":
         assert callbacks == {"frameReady"}  # not raised again at the end
-    else:
-        assert callbacks == {"sequenceFinished"}
+    else:  # by the close after the last frame
+        assert callbacks == {"frameReady (closing after the last frame)"}
     stream = handler.stream
     assert stream is not None
     assert stream.closed

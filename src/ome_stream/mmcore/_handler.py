@@ -4,6 +4,10 @@ Use it as `core.mda.run(seq, output=OMEStreamHandler(path))` (pymmcore-plus
 connects the methods below by name and calls them on its relay thread) or
 `handler.attach(core)` (connected directly to every MDA signal).
 
+A run is closed at its last frame, or at sequenceFinished if that comes
+first (a canceled run), or - should the relay thread end without delivering
+sequenceFinished - when the relay thread ends.
+
 Frames are placed by `event.index`, not by arrival order: an event that
 produced no frame (a failed snap, `SkipEvent`, an engine yielding nothing)
 leaves a recorded gap and later frames still land where they belong.
@@ -249,6 +253,14 @@ class OMEStreamHandler:
 
     def frameReady(self, image: Any, event: Any, metadata: Any = None) -> None:
         self._guard("frameReady", lambda: self._frame(image, event, metadata or {}))
+        run = self._run
+        if run is not None and run.expected_frames is not None:
+            stream = run.stream
+            if not stream.closed and stream.frames_appended >= run.expected_frames:
+                # The last frame: the dataset is complete, so close it now
+                # rather than at sequenceFinished, which an `output=` handler
+                # may never receive (see `_close_when_relay_ends`).
+                self._guard("frameReady (closing after the last frame)", self._finish)
 
     def sequenceCanceled(self, sequence: Any) -> None:
         def cancel() -> None:
@@ -297,6 +309,13 @@ class OMEStreamHandler:
         stream = create_stream(settings)
         self.settings = stream.settings
         self._run = _Run(stream, frame_numbers, settings.num_frames)
+        relay = threading.current_thread()
+        if type(relay).__name__ == "MDARelayThread":  # called as `output=`
+            threading.Thread(
+                target=self._close_when_relay_ends,
+                args=(relay, self._run),
+                name="ome-stream-relay-watch",
+            ).start()
         if summary:
             stream.set_global_metadata(
                 "pymmcore_plus", {"summary_metadata": _to_builtins(summary)}
@@ -371,8 +390,28 @@ class OMEStreamHandler:
             stream.skip(frames=gap)
         stream.append(frame, frame_metadata=frame_metadata, copy=copy)
 
-    def _finish(self) -> None:
-        run = self._run
+    def _close_when_relay_ends(self, relay: threading.Thread, run: _Run) -> None:
+        """Close `run` once pymmcore-plus's relay thread has ended, if
+        sequenceFinished never came. (pymmcore-plus 0.18's relay sets its
+        stop flag before it queues sequenceFinished, so a relay that looks
+        in between ends without delivering it; a run closed at its last
+        frame is unaffected, a canceled or open-ended one would stay open.)"""
+        relay.join()
+
+        def close_if_open() -> None:
+            if run.stream.closed:
+                return
+            logger.warning(
+                "The pymmcore-plus relay thread ended without delivering "
+                "sequenceFinished; closing %s now.",
+                run.stream.settings.output_path,
+            )
+            self._finish(run)
+
+        self._guard("sequenceFinished", close_if_open)
+
+    def _finish(self, run: _Run | None = None) -> None:
+        run = self._run if run is None else run
         if run is None:
             logger.info("sequenceFinished without sequenceStarted: nothing to close")
             return
