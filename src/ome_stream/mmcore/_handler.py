@@ -4,9 +4,10 @@ Use it as `core.mda.run(seq, output=OMEStreamHandler(path))` (pymmcore-plus
 connects the methods below by name and calls them on its relay thread) or
 `handler.attach(core)` (connected directly to every MDA signal).
 
-A run is closed at its last frame, or at sequenceFinished if that comes
-first (a canceled run), or - should the relay thread end without delivering
-sequenceFinished - when the relay thread ends.
+A run is closed at its last frame, at sequenceCanceled, or at
+sequenceFinished, whichever comes first; should the relay thread end
+without delivering any of them (a generator of events, whose length is not
+known), when the relay thread ends.
 
 Frames are placed by `event.index`, not by arrival order: an event that
 produced no frame (a failed snap, `SkipEvent`, an engine yielding nothing)
@@ -266,6 +267,9 @@ class OMEStreamHandler:
         def cancel() -> None:
             if self._run is not None:
                 self._run.canceled = True
+                # no frame comes after it (pymmcore-plus emits it as the run
+                # finishes), so close now: sequenceFinished may never come
+                self._finish()
 
         self._guard("sequenceCanceled", cancel)
 
@@ -393,9 +397,10 @@ class OMEStreamHandler:
     def _close_when_relay_ends(self, relay: threading.Thread, run: _Run) -> None:
         """Close `run` once pymmcore-plus's relay thread has ended, if
         sequenceFinished never came. (pymmcore-plus 0.18's relay sets its
-        stop flag before it queues sequenceFinished, so a relay that looks
-        in between ends without delivering it; a run closed at its last
-        frame is unaffected, a canceled or open-ended one would stay open.)"""
+        stop flag before it queues sequenceFinished, so a relay that finds
+        its queue empty in between ends without delivering it. A run closed
+        at its last frame or at sequenceCanceled is unaffected; one of
+        unknown length would stay open.)"""
         relay.join()
 
         def close_if_open() -> None:
