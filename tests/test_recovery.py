@@ -545,9 +545,14 @@ def test_a_dataset_missing_its_parts_is_refused_and_kept(tmp_path: Path) -> None
     assert journal_path(directory).is_file()
 
 
-def test_pages_past_the_journal_are_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first_recovery", ["none", "killed-after-cut"])
+def test_pages_past_the_journal_are_reported(
+    first_recovery: str, tmp_path: Path
+) -> None:
     """Pages a kill left out of the journal (its last ~10 ms) have no record
-    of their frames: recover does not keep them, and says how many."""
+    of their frames: recover does not keep them, and says how many - also
+    when run again after a recovery that was killed once it had cut them
+    from the file."""
     root = tmp_path / "late.ome.tiff"
     _killed_with_metadata(root, 1)
     journal = journal_path(root)
@@ -557,6 +562,11 @@ def test_pages_past_the_journal_are_reported(tmp_path: Path) -> None:
     journal.write_text(
         "".join(line for i, line in enumerate(lines) if i not in frames[-5:])
     )
+    if first_recovery == "killed-after-cut":
+        done = run_python(RECOVER_KILLED_AT, str(root), "cut")
+        assert done.returncode == 9, done.stderr
+        with tifffile.TiffFile(root) as tif:
+            assert len(tif.pages) == 15  # cut already
     result = CliRunner().invoke(app, ["recover", str(root)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -625,6 +635,12 @@ def test_a_kill_while_recovering_in_place_then_recover_again(
     is still there, and recover, run again, finishes the work."""
     root = tmp_path / "twice.ome.tiff"
     _killed_in_a_pause(root, n_frames=n_frames)
+    once = tmp_path / "once"  # a copy, recovered without a kill
+    once.mkdir()
+    for path in tmp_path.iterdir():
+        if path.is_file():
+            shutil.copy2(path, once / path.name)
+    expected = recover(once / root.name)
     done = run_python(RECOVER_KILLED_AT, str(root), stage)
     assert done.returncode == 9, done.stderr
     assert journal_path(root).is_file()
@@ -632,7 +648,12 @@ def test_a_kill_while_recovering_in_place_then_recover_again(
     steps = -(-n_frames // 2)
     assert report.frames_recovered == n_frames - (n_frames > 7)
     assert report.shapes == [(2 * steps,)]
-    assert report.pages_not_journaled == (stage != "cut")  # the padding page
+    # as found before the first run changed anything (not its blank page)
+    assert report.pages_not_journaled == expected.pages_not_journaled
+    assert (report.frames_skipped, report.frames_lost) == (
+        expected.frames_skipped,
+        expected.frames_lost,
+    )
     _assert_recovered_whole(root, n_frames=n_frames)
     with tifffile.TiffFile(root) as tif:
         assert len(tif.pages) == 2 * steps
@@ -943,6 +964,41 @@ def test_journal_read_line_by_line_ignores_only_a_torn_last_line(
         f.write('{"event":"skip","p":0,"i":[4]}\n')  # and the journal went on
     with pytest.raises(ValueError, match="line 5 is not valid JSON"):
         read_journal(path)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        '{"event":"frame","p":0,"i":[3],"m":{"n":3',  # torn
+        '{"event":"global","namespace":"late","data":{"k":1}}',  # whole but "\n"
+        "",
+    ],
+)
+def test_a_recovery_record_follows_the_last_whole_line(
+    tail: str, tmp_path: Path
+) -> None:
+    """recover journals what it found before it changes a file; the record
+    goes after the last whole line (a torn tail cut, a newline added where
+    only it is missing), so the journal still reads, with every record."""
+    from ome_stream._journal import Journal, record_recovery
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, {"dtype": "uint16"})
+    journal.written([(0, (i,), None, False) for i in range(3)])
+    journal.close()
+    with path.open("a", encoding="utf-8") as f:
+        f.write(tail)
+    contents = read_journal(path)
+    assert contents.recovery is None
+    record_recovery(path, contents, pages_not_journaled=4)
+    record_recovery(path, read_journal(path), pages_not_journaled=0)  # (a rerun)
+    again = read_journal(path)
+    assert again.recovery == {"event": "recover", "pages_not_journaled": 4}
+    assert list(again.frames) == [(0, (0,)), (0, (1,)), (0, (2,))]
+    assert again.global_metadata == ({"late": {"k": 1}} if "global" in tail else {})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(line) for line in lines)  # every line whole JSON
+    assert again.end == path.stat().st_size
 
 
 def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:

@@ -110,6 +110,10 @@ class JournalContents:
     skipped: set[tuple[int, Index]] = field(default_factory=set)
     received: set[tuple[int, Index]] = field(default_factory=set)
     global_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the first "recover" record: a recovery that began, and was stopped
+    # (killed, or a full disk) after it had started changing the files
+    recovery: dict[str, Any] | None = None
+    end: int = 0  # the byte after the last line read whole (not a torn tail)
 
     @property
     def lost(self) -> list[tuple[int, Index]]:
@@ -131,8 +135,10 @@ def read_journal(path: Path) -> JournalContents:
     before it refused."""
     contents: JournalContents | None = None
     bad: int | None = None  # a line that did not parse: fatal unless last
+    offset = 0
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
+            offset += len(line)
             if not line.strip():
                 continue
             if bad is not None:
@@ -142,6 +148,7 @@ def read_journal(path: Path) -> JournalContents:
                 if contents is None:
                     break  # (not a journal: refused below)
                 contents.frames[frame[0]] = frame[1]
+                contents.end = offset
                 continue
             try:
                 record = json.loads(line)
@@ -152,11 +159,33 @@ def read_journal(path: Path) -> JournalContents:
                 if not isinstance(record, dict) or record.get("event") != "open":
                     break
                 contents = JournalContents(settings=record["settings"])
-                continue
-            _add_record(contents, record)
+            else:
+                _add_record(contents, record)
+            contents.end = offset
     if contents is None:
         raise ValueError(f"{path} is not an ome-stream journal.")
     return contents
+
+
+def record_recovery(path: Path, contents: JournalContents, **fields: Any) -> None:
+    """Append a "recover" record to the journal at `path` (as `contents`
+    read it), on disk before it returns: what a recovery found before it
+    changed anything, for a recovery run again after this one is stopped.
+    A torn tail is cut first, so that the record is a whole line after the
+    last whole one."""
+    data = (_ENCODER.encode({"event": "recover", **fields}) + "\n").encode()
+    with path.open("r+b") as f:
+        if contents.end:
+            f.seek(contents.end - 1)
+            if f.read(1) != b"\n":  # (a whole record, all but its newline)
+                data = b"\n" + data
+        f.truncate(contents.end)
+        f.seek(contents.end)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    contents.recovery = {"event": "recover", **fields}
+    contents.end += len(data)
 
 
 def _frame_line(line: bytes) -> tuple[tuple[int, Index], MetadataJSON | None] | None:
@@ -207,3 +236,5 @@ def _add_record(contents: JournalContents, record: dict[str, Any]) -> None:
             contents.received.add(key)
     elif event == "global":
         contents.global_metadata[record["namespace"]] = record["data"]
+    elif event == "recover" and contents.recovery is None:
+        contents.recovery = record

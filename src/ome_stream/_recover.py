@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._frame_metadata import RecordSpill
-from ._journal import Index, JournalContents, journal_path, read_journal
+from ._journal import (
+    Index,
+    JournalContents,
+    journal_path,
+    read_journal,
+    record_recovery,
+)
 from ._missing import missing_frames
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
 
@@ -498,6 +504,7 @@ def _repair_tiff(
             not_journaled += _linked_pages(path)
     try:
         with _room(output, needed, in_place=True):
+            not_journaled = _first_count(output, contents, not_journaled)
             backend.resume(cuts)
             for namespace, values in contents.global_metadata.items():
                 backend.set_global_metadata(namespace, values)
@@ -510,6 +517,17 @@ def _repair_tiff(
             temporary.unlink(missing_ok=True)
         raise
     return backend, not_journaled
+
+
+def _first_count(output: Path, contents: JournalContents, not_journaled: int) -> int:
+    """The pages not journaled as the first recovery found them, before it
+    changed the files: a recovery run again after one that was stopped
+    finds its blank pages, and not the pages it cut. Journaled the first
+    time, before any file is changed."""
+    if contents.recovery is not None:
+        return int(contents.recovery.get("pages_not_journaled", 0))
+    record_recovery(journal_path(output), contents, pages_not_journaled=not_journaled)
+    return not_journaled
 
 
 def _linked_pages(path: Path) -> int:
@@ -544,6 +562,7 @@ def _rebuild_tiff_beside(
             backend, not_journaled = _rebuild_tiff(
                 settings, contents, original, scratch
             )
+            not_journaled = _first_count(output, contents, not_journaled)
         # (renaming needs no room: a failure here is reported as it is)
         for interrupted, rebuilt in zip(original.paths, backend.paths):
             rebuilt.replace(interrupted)
