@@ -427,8 +427,9 @@ settings = AcquisitionSettings(
     root_path=sys.argv[1], dimensions=dims, dtype="uint16", format=fmt
 )
 stream = create_stream(settings)
+keys = int(os.environ.get("METADATA_KEYS", 30))
 for i in range(20 * n_positions):  # 30 keys a frame, as an MDA's properties
-    meta = {f"Device{k}-Property": f"value {i} {k}" for k in range(30)}
+    meta = {f"Device{k}-Property": f"value {i} {k}" for k in range(keys)}
     stream.append(np.full((16, 16), i, np.uint16), frame_metadata=meta)
 while stream.frames_written < 20 * n_positions:
     time.sleep(0.001)
@@ -768,6 +769,45 @@ def test_the_room_needed_covers_the_metadata_in_every_file(tmp_path: Path) -> No
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(original.paths[2]))
     values = readers.plane_map_values(ome, image=2)
     assert values[(19, 0, 0)]["Device29-Property"] == "value 59 29"
+
+
+def test_the_room_needed_covers_files_started_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of which nothing was journaled is started anew in place: its
+    first page reserves room for the interim OME-XML (twice its size, for
+    the versions to come). The estimate counts that, and the disk blocks
+    each file's new bytes take: with little metadata, most of the room."""
+    import ome_stream._recover as recover_module
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+    from ome_stream._settings import AcquisitionSettings
+
+    root = tmp_path / "anew.ome.tiff"
+    monkeypatch.setenv("METADATA_KEYS", "0")
+    _killed_with_metadata(root, 20)
+    output = tmp_path / "anew"
+    journal = journal_path(output)
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text(  # every record of the positions but the first lost
+        "".join(line for line in lines if '"p":' not in line or '"p":0,' in line)
+    )
+    contents = read_journal(journal)
+    settings = AcquisitionSettings.model_validate(contents.settings)
+    original = TiffFileBackend(settings)
+    pages = original.replay(recover_module._write_order(original, contents))
+    assert pages == [20] + [0] * 19
+    estimate = original.padding_nbytes() + recover_module._xml_room(original, output)
+    new_files = original.new_files_nbytes(pages)
+    before = [path.stat() for path in original.paths]
+    report = recover(output)
+    assert report.pages_not_journaled == 19 * 20
+    after = [path.stat() for path in original.paths]
+    grown = sum(  # disk blocks taken: file 0 grows, the others anew
+        a.st_blocks * 512 - (b.st_blocks * 512 if kept else 0)
+        for a, b, kept in zip(after, before, pages)
+    )
+    assert estimate < grown <= estimate + new_files
+    assert validate_dataset(output) == []
 
 
 def test_a_damaged_journal_or_file_is_refused_in_plain_words(tmp_path: Path) -> None:

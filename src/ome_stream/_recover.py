@@ -490,7 +490,13 @@ def _repair_tiff(
     from ._formats.tiff.pages import ChainCut
 
     output = backend.output_path
-    needed = backend.padding_nbytes() + _xml_room(backend, output)
+    for namespace, values in contents.global_metadata.items():
+        backend.set_global_metadata(namespace, values)  # (kept until close)
+    needed = (
+        backend.padding_nbytes()
+        + backend.new_files_nbytes(pages)
+        + _xml_room(backend, output)
+    )
     if _free_space(output)[1] < needed:
         raise _no_room(output, needed, in_place=True)
     cuts: dict[int, ChainCut] = {}
@@ -506,8 +512,6 @@ def _repair_tiff(
         with _room(output, needed, in_place=True):
             not_journaled = _first_count(output, contents, not_journaled)
             backend.resume(cuts)
-            for namespace, values in contents.global_metadata.items():
-                backend.set_global_metadata(namespace, values)
             backend.close()
     except BaseException:
         backend.release()

@@ -76,6 +76,10 @@ INTERIM_TIFF_DATA_LIMIT = 20_000
 # Reserved bytes per TiffData element of the interim XML (an element with
 # large numbers and its indentation is under 100).
 _TIFF_DATA_BYTES = 112
+# For recover's estimate of the room: the block a file's new bytes may
+# start, and a new file's header with a BinaryOnly stub (under 1 KB).
+_DISK_BLOCK = 4096
+_NEW_FILE_BYTES = 4096
 # Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
 _CLASSIC_TIFF_LIMIT = 2**32 - 2**26
 _COMPRESSION = {"lzw": "lzw", "deflate": "adobe_deflate"}
@@ -293,6 +297,31 @@ class TiffFileBackend(ArrayBackend):
             for image in self._images
         )
         return blank * (self.settings.frame_nbytes + 512)
+
+    def new_files_nbytes(self, pages: list[int]) -> int:
+        """About the bytes `resume` and close add beyond the blank pages
+        (`padding_nbytes`) and the final OME-XML: a disk block for each
+        file's new bytes, and for each file started anew (no page
+        journaled: `pages` as `replay` returned) its header and first
+        description - for a file holding the full OME-XML, the interim one
+        in the room reserved for its later versions (built now, as close
+        will build it, with the global metadata set)."""
+        anew = [index for index, count in enumerate(pages) if not count]
+        nbytes = len(self.paths) * _DISK_BLOCK
+        full = [index for index in anew if self.layout.holds_full_metadata(index)]
+        if full:
+            # (the files' names and UUIDs, as resume will give them, without
+            # opening any)
+            assert not self._files, "before resume"
+            self._files = [self._new_file(i, writer=False) for i in range(len(pages))]
+            try:
+                interim = self._document(final=False)
+            finally:
+                self._files = []
+            interim = self._with_uuid(interim, str(uuid_module.uuid4()))
+            reserved = 2 * len(self._built_xml(interim)) + 8192
+            nbytes += len(full) * (reserved + self._reserve_for_runs())
+        return nbytes + len(anew) * _NEW_FILE_BYTES
 
     def resume(self, cuts: dict[int, ChainCut]) -> None:
         """Take up the files of a killed stream after `replay`, uncompressed:
