@@ -703,6 +703,27 @@ def test_the_interim_ome_xml_describes_only_journaled_pages(
     assert all(described <= journaled for described, journaled in refreshes)
 
 
+@pytest.mark.parametrize("compression", ["none", "lzw"])
+def test_recovery_keeps_the_acquisition_date(compression: str, tmp_path: Path) -> None:
+    """The recovered OME-XML dates the images when they were acquired (the
+    journal's open record), not when they were recovered."""
+    from datetime import datetime, timezone
+
+    root = tmp_path / "dated.ome.tiff"
+    _killed_in_a_pause(root, compression=compression)
+    interim = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    acquired = interim.images[0].acquisition_date
+    assert acquired is not None
+    journaled = read_journal(journal_path(root)).created
+    assert journaled is not None
+    assert abs((journaled - acquired).total_seconds()) < 1e-3
+    started = datetime.now(timezone.utc)
+    assert (started - acquired).total_seconds() > 0.3  # (killed 0.3 s after)
+    recover(root)
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    assert [image.acquisition_date for image in ome.images] == [acquired]
+
+
 def test_damage_past_the_journaled_pages_does_not_stop_recovery(
     tmp_path: Path,
 ) -> None:
@@ -1041,6 +1062,32 @@ def test_a_recovery_record_follows_the_last_whole_line(
     assert again.end == path.stat().st_size
 
 
+@pytest.mark.parametrize(
+    ("created", "read"),
+    [
+        ('"2026-11-22T10:00:00.250000+00:00"', "2026-11-22T10:00:00.250000+00:00"),
+        ('"2026-11-22T10:00:00"', None),  # no time zone: not a point in time
+        ('"yesterday"', None),
+        ("12", None),
+    ],
+)
+def test_the_journal_dates_the_acquisition(
+    created: str, read: str | None, tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from ome_stream._journal import Journal
+
+    path = tmp_path / "j.jsonl"
+    Journal(
+        path, {}, datetime.fromisoformat(read or "2000-01-01T00:00:00+00:00")
+    ).close()
+    assert read_journal(path).created is not None
+    path.write_text(f'{{"event":"open","created":{created},"settings":{{}}}}\n')
+    contents = read_journal(path)
+    assert contents.created == (None if read is None else datetime.fromisoformat(read))
+
+
 def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     from ome_stream._journal import Journal
 
@@ -1071,6 +1118,7 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     ]
     contents = read_journal(path)
     assert contents.settings == {"dtype": "uint16"}
+    assert contents.created is None  # (not given: recovery dates it as now)
     assert contents.frames == {
         (0, (0, 1)): None,
         (1, (2, 0)): checked_metadata_json(metadata),  # the text journaled

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,19 @@ def journal_path(output_path: Path) -> Path:
 class Journal:
     """Appends records; each call's lines reach the OS in one write."""
 
-    def __init__(self, path: Path, settings_json: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        settings_json: dict[str, Any],
+        created: datetime | None = None,
+    ) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         self._fd: int | None = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
-        self._write(
-            {"event": "open", "version": __version__, "settings": settings_json}
-        )
+        record: dict[str, Any] = {"event": "open", "version": __version__}
+        if created is not None:
+            record["created"] = created.isoformat()
+        self._write({**record, "settings": settings_json})
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_text(_ENCODER.encode(record) + "\n")
@@ -114,6 +121,7 @@ class JournalContents:
     # (killed, or a full disk) after it had started changing the files
     recovery: dict[str, Any] | None = None
     end: int = 0  # the byte after the last line read whole (not a torn tail)
+    created: datetime | None = None  # when the acquisition began
 
     @property
     def lost(self) -> list[tuple[int, Index]]:
@@ -158,13 +166,25 @@ def read_journal(path: Path) -> JournalContents:
             if contents is None:
                 if not isinstance(record, dict) or record.get("event") != "open":
                     break
-                contents = JournalContents(settings=record["settings"])
+                contents = JournalContents(
+                    settings=record["settings"], created=_datetime(record)
+                )
             else:
                 _add_record(contents, record)
             contents.end = offset
     if contents is None:
         raise ValueError(f"{path} is not an ome-stream journal.")
     return contents
+
+
+def _datetime(record: dict[str, Any]) -> datetime | None:
+    """The open record's "created" time (None in a journal without it, or
+    with a value that is not one)."""
+    try:
+        created = datetime.fromisoformat(str(record["created"]))
+    except (KeyError, ValueError):
+        return None
+    return created if created.tzinfo is not None else None
 
 
 def record_recovery(path: Path, contents: JournalContents, **fields: Any) -> None:

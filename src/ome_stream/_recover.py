@@ -433,6 +433,8 @@ def _recover_tiff(
 
     output = settings.output_path
     original = TiffFileBackend(settings)  # names the interrupted files
+    if contents.created is not None:
+        original.created = contents.created  # (the acquisition's, not now)
     missing = [path.name for path in original.paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -599,6 +601,7 @@ def _rebuild_tiff(
         update={"root_path": str(scratch / Path(settings.root_path).name)}
     )
     backend = TiffFileBackend(rebuilt_settings)
+    backend.created = original.created
     pages_seen = [0] * len(original.paths)
     backend.open()
     sources: list[tifffile.TiffFile] = []

@@ -836,6 +836,8 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     backend.open()
     if not isinstance(settings.format, ScratchFormat):
         backend.journal = Journal(
-            journal_path(settings.output_path), settings.model_dump(mode="json")
+            journal_path(settings.output_path),
+            settings.model_dump(mode="json"),
+            backend.created,
         )
     return OMEStream(settings, backend, FrameRouter(settings))

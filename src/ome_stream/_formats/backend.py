@@ -13,6 +13,7 @@ a backend never sees two calls at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,9 @@ class ArrayBackend(ABC):
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         self.settings = settings
+        # When the acquisition began (OME-TIFF's AcquisitionDate); journaled,
+        # so that a recovery keeps it.
+        self.created = datetime.now(timezone.utc)
         # Set by the stream after `open`: the backend records each frame there
         # once its pixels are in the file (see _journal.py).
         self.journal: Journal | None = None

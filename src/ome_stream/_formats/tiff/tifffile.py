@@ -28,7 +28,6 @@ import warnings
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +158,6 @@ class TiffFileBackend(ArrayBackend):
         self._position_axis = settings.position_dimension_index
         self._interim_step_cap = self._step_cap()
         self._global: dict[str, dict[str, Any]] = {}
-        self._created = datetime.now(timezone.utc)
         self._builder = OmeXmlBuilder(settings)
         self._compression = _COMPRESSION.get(settings.compression or "none")
         self._next_refresh = time.monotonic() + INTERIM_XML_INTERVAL_S
@@ -727,7 +725,7 @@ class TiffFileBackend(ArrayBackend):
             ),
             planes=planes,
             missing=missing,
-            acquisition_date=self._created,
+            acquisition_date=self.created,
         )
 
     def _padding(self) -> list[tuple[int, int]]:
