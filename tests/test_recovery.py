@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import random
 import shutil
 import time
@@ -260,6 +261,30 @@ def test_recover_completes_an_ome_tiff_in_place(
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
     assert readers.tiff_missing_planes(ome) == [[0, 1, 3], [0, 1, 150]]
     assert [p.name for p in tmp_path.iterdir()] == [root.name]
+
+
+def test_a_hard_linked_copy_is_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file with another name (a backup made with hard links) would change
+    under that name too if completed in place: it is rebuilt and replaced
+    instead, and the other name keeps the interrupted file as it was. The
+    error for a disk without room for that says why."""
+    root = tmp_path / "linked.ome.tiff"
+    before = _killed_in_a_pause(root)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    os.link(root, backup / root.name)
+    _as_if_free(monkeypatch, tmp_path, len(before[root]) // 2)
+    with pytest.raises(OSError, match="has another link") as info:
+        recover(root)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    report = recover(root)
+    assert report.frames_recovered == PAUSE_FRAMES - 1
+    assert (backup / root.name).read_bytes() == before[root]
+    assert root.stat().st_nlink == 1
+    _assert_recovered_whole(root)
 
 
 @pytest.mark.parametrize("compression", ["none", "lzw"])

@@ -348,7 +348,12 @@ def _xml_room(backend: TiffFileBackend, output: Path) -> int:
 
 @contextlib.contextmanager
 def _room(
-    output: Path, needed: int, scratch: Path | None = None, *, in_place: bool = False
+    output: Path,
+    needed: int,
+    scratch: Path | None = None,
+    *,
+    in_place: bool = False,
+    why: str = "",
 ) -> Iterator[None]:
     """Turn running out of disk space into the error saying what to do (after
     removing `scratch`, so that the free space it names is right). In place:
@@ -360,7 +365,9 @@ def _room(
             raise
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise _no_room(output, needed, in_place=in_place, changed=in_place) from exc
+        raise _no_room(
+            output, needed, in_place=in_place, changed=in_place, why=why
+        ) from exc
 
 
 def _free_space(output: Path) -> tuple[Path, int]:
@@ -370,10 +377,16 @@ def _free_space(output: Path) -> tuple[Path, int]:
 
 
 def _no_room(
-    output: Path, needed: int, *, in_place: bool = False, changed: bool = False
+    output: Path,
+    needed: int,
+    *,
+    in_place: bool = False,
+    changed: bool = False,
+    why: str = "",
 ) -> OSError:
+    """`why`: why the files are rebuilt rather than completed in place."""
     directory, free = _free_space(output)
-    why = (
+    short = (
         ""
         if free < needed
         else " (it needed more than estimated, or the disk is out of inodes "
@@ -383,7 +396,7 @@ def _no_room(
         "recovery completes the OME-TIFF files where they are (blank pages for "
         "the last step, and the final OME-XML)"
         if in_place
-        else "recovery rebuilds the OME-TIFF files beside them"
+        else f"recovery rebuilds the OME-TIFF files beside them{why}"
     )
     if changed:
         outcome = (
@@ -401,7 +414,7 @@ def _no_room(
         errno.ENOSPC,
         f"Not enough free space to recover {output.name}: {what}, which needs "
         f"about {_size(needed)} free in {directory}, and {_size(free)} "
-        f"are{why}. {outcome}",
+        f"are{short}. {outcome}",
     )
 
 
@@ -449,8 +462,18 @@ def _recover_tiff(
             f"The journal {journal_path(output).name} cannot be used to recover "
             f"{output.name}: {exc}. Nothing was changed."
         ) from exc
-    if original.compressed:
-        backend, not_journaled = _rebuild_tiff_beside(settings, contents, original)
+    linked = _hard_linked(original)
+    if original.compressed or linked:
+        # (compressed pages are written by tifffile, which cannot take up a
+        # file; a file with another name elsewhere - a hard-linked backup -
+        # would change under that name too: both are rebuilt and replaced)
+        why = (
+            f" ({linked} has another link, a hard-linked copy, which completing "
+            "it in place would change too)"
+            if linked
+            else ""
+        )
+        backend, not_journaled = _rebuild_tiff_beside(settings, contents, original, why)
     else:
         backend, not_journaled = _repair_tiff(contents, original, pages)
     positions = range(len(settings.positions))
@@ -464,6 +487,15 @@ def _recover_tiff(
         shapes=shapes,
         pages_not_journaled=not_journaled,
     )
+
+
+def _hard_linked(backend: TiffFileBackend) -> str:
+    """The name of a file of the dataset that has another link (name)
+    too, or ""."""
+    paths = [*backend.paths]
+    if backend.companion_path is not None and backend.companion_path.is_file():
+        paths.append(backend.companion_path)
+    return next((path.name for path in paths if path.stat().st_nlink > 1), "")
 
 
 def _write_order(
@@ -551,20 +583,22 @@ def _rebuild_tiff_beside(
     settings: AcquisitionSettings,
     contents: JournalContents,
     original: TiffFileBackend,
+    why: str = "",
 ) -> tuple[TiffFileBackend, int]:
     """Replay the journaled pages, in the order they were written, into a
     fresh dataset of the same layout beside it, and let it replace the
-    interrupted files (and companion)."""
+    interrupted files (and companion). `why`: why not in place, for the
+    error a full disk gives."""
     output = settings.output_path
     needed = _room_to_rebuild(original, output)
     if _free_space(output)[1] < needed:
-        raise _no_room(output, needed)
-    with _room(output, needed):
+        raise _no_room(output, needed, why=why)
+    with _room(output, needed, why=why):
         scratch = Path(
             tempfile.mkdtemp(prefix=".ome-stream-recover-", dir=output.parent)
         )
     try:
-        with _room(output, needed, scratch):
+        with _room(output, needed, scratch, why=why):
             backend, not_journaled = _rebuild_tiff(
                 settings, contents, original, scratch
             )
