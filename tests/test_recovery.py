@@ -167,9 +167,11 @@ sys.path.insert(0, {tests_parent!r})
 from tests._cases import make_frame
 
 shape = (int(sys.argv[2]), int(sys.argv[3]))
+planes = int(sys.argv[5]) if len(sys.argv) > 5 else 1  # a z-stack's
 dims = [
     Dimension(name="t", count=None),
     Dimension(name="c", coords=["DAPI", "GFP"]),
+    *([Dimension(name="z", count=planes)] if planes > 1 else []),
     Dimension(name="y", count=shape[0]),
     Dimension(name="x", count=shape[1]),
 ]
@@ -198,13 +200,15 @@ def _killed_in_a_pause(
     n_frames: int = PAUSE_FRAMES,
     compression: str = "none",
     shape: tuple[int, int] = SMALL,
+    planes: int = 1,
 ) -> dict[Path, bytes]:
     """A dataset killed after `n_frames` frames (one skipped); the bytes of
-    each of its files, journal included."""
+    each of its files, journal included. `planes`: a z axis of that many
+    planes in each of the 2 channels."""
     script = PAUSING_WRITER.format(
         tests_parent=str(Path(__file__).parents[1]), n_frames=n_frames
     )
-    args = [str(root), *map(str, shape), compression]
+    args = [str(root), *map(str, shape), compression, str(planes)]
     kill_when_ready(script, *args, ready="paused", after=0.3)
     return {p: p.read_bytes() for p in root.parent.iterdir()}
 
@@ -285,6 +289,40 @@ def test_a_hard_linked_copy_is_left_as_it_was(
     assert (backup / root.name).read_bytes() == before[root]
     assert root.stat().st_nlink == 1
     _assert_recovered_whole(root)
+
+
+def test_blank_pages_take_no_disk_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed one plane into a 2 x 25-plane step: recover pads the step
+    with 48 blank pages, whose pixels are holes in the file (zeros to any
+    reader, no disk space), so a disk with room for the metadata will do.
+    The frame skipped during the run is a hole too."""
+    root = tmp_path / "stack.ome.tiff"
+    shape = (256, 256)  # 128 KB frames; the blank pages would be 6.3 MB
+    before = _killed_in_a_pause(root, n_frames=52, shape=shape, planes=25)
+    blocks = root.stat().st_blocks * 512
+    _as_if_free(monkeypatch, tmp_path, 1_000_000)
+    report = recover(root)
+    assert report.shapes == [(100,)]
+    grown = root.stat().st_blocks * 512 - blocks
+    assert root.stat().st_size - len(before[root]) > 48 * 2**17
+    assert grown < 1_000_000  # the IFDs and the OME-XML only
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == 100
+        stack = tif.series[0].asarray()  # (t, c, z, y, x)
+    assert stack.shape == (2, 2, 25, *shape)
+    for i in range(100):
+        plane = stack[i // 50, (i // 25) % 2, i % 25]
+        blank = i == 7 or i >= 52
+        expected = np.zeros(shape, np.uint16) if blank else make_frame(i, shape=shape)
+        np.testing.assert_array_equal(plane, expected)
+    info = readers.bioformats_info(root)
+    assert info.warnings == []
+    np.testing.assert_array_equal(
+        readers.bioformats_pixels(root, info=info)[1, 1, 24], np.zeros(shape)
+    )
+    assert validate_dataset(root) == []
 
 
 @pytest.mark.parametrize("compression", ["none", "lzw"])
@@ -628,11 +666,11 @@ if stage == "cut":  # the first file cut, nothing appended yet
         killed()
     pages.ChainCut.apply = apply
 elif stage == "padding":  # a blank page appended
-    real_append = pages.PageAppender.append
-    def append(self, frame):
-        real_append(self, frame)
+    real_append = pages.PageAppender.append_blank
+    def append_blank(self, nbytes):
+        real_append(self, nbytes)
         killed()
-    pages.PageAppender.append = append
+    pages.PageAppender.append_blank = append_blank
 else:  # half the final OME-XML written over the interim one
     real_write_parts = backend_module.write_parts
     def write_parts(parts, write):

@@ -1277,3 +1277,42 @@ def test_global_metadata_landing_between_get_and_update_metadata_is_kept(
         a for a in ome.structured_annotations.map_annotations if a.namespace == "lab"
     ]
     assert {m.k: m.value for m in lab.value.ms} == {"room": "B-1"}
+
+
+def test_a_stream_closed_early_pads_with_holes(tmp_path: Path) -> None:
+    """Closed one plane into a 2 x 25-plane step (or with frames skipped),
+    the blank pages that complete it are holes in the file: zeros to
+    tifffile and Bio-Formats, no disk space taken."""
+    from ome_stream import Dimension
+
+    shape = (256, 256)
+    dims = [
+        Dimension(name="t", count=None),
+        Dimension(name="c", coords=["DAPI", "GFP"]),
+        Dimension(name="z", count=25),
+        Dimension(name="y", count=shape[0]),
+        Dimension(name="x", count=shape[1]),
+    ]
+    root = tmp_path / "early.ome.tiff"
+    settings = AcquisitionSettings(root_path=root, dimensions=dims, dtype="uint16")
+    with create_stream(settings) as stream:
+        for i in range(51):
+            stream.append(make_frame(i, shape=shape))
+        stream.skip(frames=10)  # a failed z-stack of 10 planes
+        stream.append(make_frame(61, shape=shape))
+    # 62 frames: 51 and 1 real, 10 skipped, 38 padding - 48 blank (6.3 MB)
+    assert root.stat().st_size > 100 * 2**17
+    assert root.stat().st_blocks * 512 < 53 * 2**17 + 2**20
+    with tifffile.TiffFile(root) as tif:
+        stack = tif.series[0].asarray()
+    assert stack.shape == (2, 2, 25, *shape)
+    flat = stack.reshape(100, *shape)
+    for i in range(100):
+        real = i < 51 or i == 61
+        expected = make_frame(i, shape=shape) if real else np.zeros(shape, np.uint16)
+        np.testing.assert_array_equal(flat[i], expected)
+    info = readers.bioformats_info(root)
+    assert info.warnings == []
+    pixels = readers.bioformats_pixels(root, info=info)
+    np.testing.assert_array_equal(pixels[1, 0, 5], np.zeros(shape))  # skipped
+    np.testing.assert_array_equal(pixels[1, 0, 11], make_frame(61, shape=shape))

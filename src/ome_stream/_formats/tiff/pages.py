@@ -452,14 +452,8 @@ class PageAppender:
         ):
             frame = np.ascontiguousarray(frame, frame.dtype.newbyteorder(self._order))
         nbytes = frame.nbytes
-        header = self._header
-        offset_format = self._offset_format
-        if nbytes != self._nbytes:
-            self._nbytes = nbytes
-            struct.pack_into(offset_format, header, self._byte_count_field, nbytes)
         base = self._end
-        for field_at, relative in self._relative:
-            struct.pack_into(offset_format, header, field_at, base + relative)
+        header = self._page_header(base, nbytes)
         buffers = [header, frame] if nbytes % 2 == 0 else [header, frame, b"\0"]
         # (odd sizes are padded: the next IFD starts on a word boundary)
         size = len(header) + nbytes + nbytes % 2
@@ -468,11 +462,42 @@ class PageAppender:
         if written != size:
             _write_fully(self._fd, buffers, base, written)
         self._end = base + size
-        link = struct.pack(offset_format, base)
+        self._link_page(base)
+        return base
+
+    def append_blank(self, nbytes: int) -> int:
+        """Write a page of `nbytes` zero bytes; return its IFD offset. Only
+        the IFD is written: the pixels are a hole in the file, which reads
+        as zeros and, where the file system keeps holes (ext4, XFS, APFS,
+        tmpfs...), takes no disk space."""
+        base = self._end
+        header = self._page_header(base, nbytes)
+        if _pwritev(self._fd, [header], base) != len(header):
+            _write_fully(self._fd, [header], base)
+        self._end = base + len(header) + nbytes + nbytes % 2
+        if os.fstat(self._fd).st_size < self._end:
+            os.ftruncate(self._fd, self._end)  # (the hole; never shortens)
+        self._link_page(base)
+        return base
+
+    def _page_header(self, base: int, nbytes: int) -> bytearray:
+        """The IFD (and out-of-line values) of a page of `nbytes` pixel bytes
+        written at `base`."""
+        header = self._header
+        offset_format = self._offset_format
+        if nbytes != self._nbytes:
+            self._nbytes = nbytes
+            struct.pack_into(offset_format, header, self._byte_count_field, nbytes)
+        for field_at, relative in self._relative:
+            struct.pack_into(offset_format, header, field_at, base + relative)
+        return header
+
+    def _link_page(self, base: int) -> None:
+        """Link the previous IFD to the complete page at `base`."""
+        link = struct.pack(self._offset_format, base)
         if _pwritev(self._fd, [link], self._link) != len(link):
             _write_fully(self._fd, [link], self._link)
         self._link = base + self._next_field
-        return base
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -288,13 +288,19 @@ class TiffFileBackend(ArrayBackend):
         return pages
 
     def padding_nbytes(self) -> int:
-        """About the bytes of the blank pages close will append."""
+        """About the disk space the blank pages close will append take: their
+        IFDs, each in a block or two of its own - their pixels are holes
+        (`PageAppender.append_blank`), except on Windows, whose files have
+        none unless made sparse."""
         blank = sum(
             math.ceil(max(1, len(image.ifds)) / self._inner_planes) * self._inner_planes
             - len(image.ifds)
             for image in self._images
         )
-        return blank * (self.settings.frame_nbytes + 512)
+        pixels = self.settings.frame_nbytes
+        if os.name != "nt":
+            pixels = min(pixels, 2 * _DISK_BLOCK)
+        return blank * (pixels + 512)
 
     def new_files_nbytes(self, pages: list[int]) -> int:
         """About the bytes `resume` and close add beyond the blank pages
@@ -319,7 +325,9 @@ class TiffFileBackend(ArrayBackend):
             interim = self._with_uuid(interim, str(uuid_module.uuid4()))
             reserved = 2 * len(self._built_xml(interim)) + 8192
             nbytes += len(full) * (reserved + self._reserve_for_runs())
-        return nbytes + len(anew) * _NEW_FILE_BYTES
+        # (a new file's first page is written by tifffile, pixels and all)
+        per_file = _NEW_FILE_BYTES + self.settings.frame_nbytes
+        return nbytes + len(anew) * per_file
 
     def resume(self, cuts: dict[int, ChainCut]) -> None:
         """Take up the files of a killed stream after `replay`, uncompressed:
@@ -398,7 +406,7 @@ class TiffFileBackend(ArrayBackend):
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
         self._check_sequential(position_index, storage_index)
-        self._write_page(image, self._blank())
+        self._write_page(image, None)
         image.missing_flat.add(len(image.ifds) - 1)
         image.missing.append(storage_index)
         if self.journal is not None:
@@ -454,23 +462,21 @@ class TiffFileBackend(ArrayBackend):
     def _blank(self) -> np.ndarray:
         return np.zeros(self.settings.frame_shape, self.settings.dtype)
 
-    def _write_page(self, image: _Image, frame: np.ndarray) -> None:
+    def _write_page(self, image: _Image, frame: np.ndarray | None) -> None:
+        """Write `frame` as the next page of `image`'s file; None: a blank
+        page (skipped, or padding), its pixels left a hole where they can
+        be (`PageAppender.append_blank`)."""
         file = self._files[image.file_index]
         image.ifds.append(file.pages)  # (the first page's XML counts it)
         try:
-            if file.appender is not None:
-                file.appender.append(frame)
-            elif file.pages == 0:
-                assert file.writer is not None
-                description = self._first_description(file)
-                file.writer.write(frame, description=description, **self._write_kwargs)
-                if self._compression is None:
-                    file.writer.close()
-                    file.writer = None
-                    file.appender = PageAppender(file.path)
+            if file.appender is None:
+                self._write_with_tifffile(
+                    file, self._blank() if frame is None else frame
+                )
+            elif frame is None:
+                file.appender.append_blank(self.settings.frame_nbytes)
             else:
-                assert file.writer is not None
-                file.writer.write(frame, **self._write_kwargs)
+                file.appender.append(frame)
         except BaseException:
             # not in the file (a full disk): the records must not say it is,
             # or closing once space is freed describes a page too many
@@ -478,6 +484,21 @@ class TiffFileBackend(ArrayBackend):
             raise
         file.pages += 1
         self._interim_stale = True
+
+    def _write_with_tifffile(self, file: _File, frame: np.ndarray) -> None:
+        """A file's first page (with its description), or any page of a
+        compressed file: by tifffile. Uncompressed files are then appended
+        to by a PageAppender."""
+        assert file.writer is not None
+        if file.pages:
+            file.writer.write(frame, **self._write_kwargs)
+            return
+        description = self._first_description(file)
+        file.writer.write(frame, description=description, **self._write_kwargs)
+        if self._compression is None:
+            file.writer.close()
+            file.writer = None
+            file.appender = PageAppender(file.path)
 
     def _refresh_when_due(self) -> None:
         """Refresh the interim OME-XML if it is time (after the page just
@@ -878,7 +899,7 @@ class TiffFileBackend(ArrayBackend):
                 first = len(image.ifds)
                 for flat in range(first, first + count):
                     image.missing_flat.add(flat)
-                    self._write_page(image, self._blank())
+                    self._write_page(image, None)
                     image.missing.append(self._unravel(flat))
         except BaseException:
             if closing is not None:
