@@ -321,15 +321,15 @@ def _events(n: int) -> Iterator[useq.MDAEvent]:
 
 
 @pytest.mark.usefixtures("relay_loses_sequence_finished")
-@pytest.mark.parametrize("run", ["canceled", "open-ended"])
+@pytest.mark.parametrize("run", ["canceled", "errored", "open-ended"])
 def test_a_run_is_closed_when_the_relay_ends_without_sequence_finished(
     run: str, tmp_path: Path
 ) -> None:
     """A run that ends before its last frame is closed at sequenceCanceled,
-    when `run` returns; one of unknown length (a generator of events) when
-    the relay thread ends."""
+    when `run` returns; one that an engine error ends, or of unknown length
+    (a generator of events), when the relay thread ends (`wait_closed`)."""
     runner = MDARunner()
-    engine = ScriptedEngine()
+    engine = ScriptedEngine(raise_at=5 if run == "errored" else None)
     runner.set_engine(engine)
     if run == "canceled":
         runner.events.frameReady.connect(
@@ -337,22 +337,25 @@ def test_a_run_is_closed_when_the_relay_ends_without_sequence_finished(
         )
     handler = OMEStreamHandler(tmp_path / "r.ome.zarr")
     recorder = _Recorder()
-    runner.run(SEQ if run == "canceled" else _events(7), output=[handler, recorder])
+    outputs = [handler, recorder]
+    if run == "errored":
+        with pytest.raises(RuntimeError, match="hardware boom"):
+            runner.run(SEQ, output=outputs)
+    else:
+        runner.run(SEQ if run == "canceled" else _events(7), output=outputs)
     assert recorder.finished == 0  # the race happened
     assert handler.stream is not None
     if run == "canceled":
         assert handler.stream.closed
-    for thread in threading.enumerate():
-        if thread.name == "ome-stream-relay-watch":
-            thread.join(timeout=60)
+    assert handler.wait_closed(timeout=60)
     assert handler.errors == []
-    assert handler.stream.closed
     out = handler.output_path
     assert out is not None
     readers.validate_yaozarrs(out)
     status = _acquisition_status(out, ".ome.zarr")
     if run == "canceled":
         assert status["finish_reason"] == "canceled"
+    if run != "open-ended":
         assert status["frames_written"] == 5
         assert status["frames_never_arrived"] == 19
     else:
@@ -360,6 +363,22 @@ def test_a_run_is_closed_when_the_relay_ends_without_sequence_finished(
         assert status["frames_written"] == 7
         data = readers.read_tensorstore(out / "0")
         np.testing.assert_array_equal(data[:, 0, 0], [1000 * i + 1 for i in range(7)])
+
+
+def test_the_status_lists_only_its_own_runs_errors(tmp_path: Path) -> None:
+    """`handler.errors` keeps every run's; each run's status names its own."""
+    runner = MDARunner()
+    runner.set_engine(ScriptedEngine())
+    handler = OMEStreamHandler(tmp_path / "twice.ome.zarr", overwrite=True)
+    handler.attach(runner)
+    runner.run(SEQ)
+    handler.frameReady(np.zeros((3, 3), np.uint16), next(iter(SEQ)), {})  # closed
+    assert len(handler.errors) == 1
+    runner.run(SEQ)
+    assert len(handler.errors) == 1
+    out = handler.output_path
+    assert out is not None
+    assert _acquisition_status(out, ".ome.zarr")["handler_errors"] == []
 
 
 def _acquisition_status(out: Path, suffix: str) -> dict[str, Any]:

@@ -380,33 +380,42 @@ def test_a_disk_full_while_rebuilding_changes_nothing(
     _assert_recovered_whole(root)
 
 
-@pytest.mark.parametrize("filled_by", ["padding", "metadata"])
+@pytest.mark.parametrize("filled_by", ["journal", "padding", "metadata"])
 def test_a_disk_full_while_completing_in_place_keeps_every_page(
     filled_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In place, a full disk stops recovery part way: every journaled page
     is still there, the files still read as the interim OME-XML describes
-    them, and recover finishes once there is room."""
+    them, and recover finishes once there is room. Stopped at its first
+    step (the journal's recover record), nothing was changed and it says
+    so."""
     import ome_stream._formats.tiff.pages as pages
     import ome_stream._formats.tiff.tifffile as backend_module
+    import ome_stream._recover as recover_module
 
     root = tmp_path / "filling.ome.tiff"
     n_frames = 301 if filled_by == "padding" else PAUSE_FRAMES
-    _killed_in_a_pause(root, n_frames=n_frames)
+    before = _killed_in_a_pause(root, n_frames=n_frames)
     (killed,) = readers.tifffile_ome_series(root)
 
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    if filled_by == "padding":  # the blank page completing the last step
+    if filled_by == "journal":
+        monkeypatch.setattr(recover_module, "record_recovery", full)
+    elif filled_by == "padding":  # the blank page completing the last step
         monkeypatch.setattr(pages, "_pwritev", full)
     else:
         monkeypatch.setattr(backend_module, "write_description", full)
     with pytest.raises(OSError, match="Not enough free space") as info:
         recover(root)
     assert info.value.errno == errno.ENOSPC
-    assert "Every journaled page is still in the files" in str(info.value)
-    assert "run recover again" in str(info.value)
+    if filled_by == "journal":
+        assert "Nothing was changed" in str(info.value)
+        assert root.read_bytes() == before[root]
+    else:
+        assert "Every journaled page is still in the files" in str(info.value)
+        assert "run recover again" in str(info.value)
     assert journal_path(root).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [root.name, journal_path(root).name]

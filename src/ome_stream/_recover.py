@@ -353,11 +353,13 @@ def _room(
     scratch: Path | None = None,
     *,
     in_place: bool = False,
+    changed: bool | None = None,
     why: str = "",
 ) -> Iterator[None]:
     """Turn running out of disk space into the error saying what to do (after
     removing `scratch`, so that the free space it names is right). In place:
-    the files were being completed, so they have changed."""
+    the files were being completed, so they have changed (unless `changed`
+    says otherwise)."""
     try:
         yield
     except OSError as exc:
@@ -365,8 +367,9 @@ def _room(
             raise
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+        changed = in_place if changed is None else changed
         raise _no_room(
-            output, needed, in_place=in_place, changed=in_place, why=why
+            output, needed, in_place=in_place, changed=changed, why=why
         ) from exc
 
 
@@ -542,9 +545,10 @@ def _repair_tiff(
             not_journaled += cut.pages - keep
         else:
             not_journaled += _linked_pages(path)
+    with _room(output, needed, in_place=True, changed=False):
+        not_journaled = _first_count(output, contents, not_journaled)
     try:
         with _room(output, needed, in_place=True):
-            not_journaled = _first_count(output, contents, not_journaled)
             backend.resume(cuts)
             backend.close()
     except BaseException:

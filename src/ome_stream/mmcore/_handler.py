@@ -61,6 +61,8 @@ class _Run:
     expected_frames: int | None
     canceled: bool = False
     out_of_order: list[dict[str, int]] = field(default_factory=list)
+    first_error: int = 0  # the handler's errors from this one on are the run's
+    watcher: threading.Thread | None = None  # see `_close_when_relay_ends`
 
 
 IndexKey = tuple[tuple[str, int], ...]
@@ -211,6 +213,20 @@ class OMEStreamHandler:
     def output_path(self) -> Path | None:
         return None if self.settings is None else self.settings.output_path
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the current (or last) run's dataset is closed; return
+        whether it is. A run is closed by the time `core.mda.run` returns,
+        except when pymmcore-plus's relay thread loses sequenceFinished and
+        the run did not end at its last frame or by a cancel (an engine
+        error, a last event that gave no frame, a generator of events): then
+        it is closed when the relay thread ends, a little later."""
+        run = self._run
+        if run is None:
+            return False
+        if run.watcher is not None:
+            run.watcher.join(timeout)
+        return run.stream.closed
+
     # ------------------------------------------------------------- wiring
 
     def attach(self, core_or_runner: Any) -> Callable[[], None]:
@@ -314,12 +330,14 @@ class OMEStreamHandler:
         self.settings = stream.settings
         self._run = _Run(stream, frame_numbers, settings.num_frames)
         relay = threading.current_thread()
+        self._run.first_error = len(self.errors)
         if type(relay).__name__ == "MDARelayThread":  # called as `output=`
-            threading.Thread(
+            self._run.watcher = threading.Thread(
                 target=self._close_when_relay_ends,
                 args=(relay, self._run),
                 name="ome-stream-relay-watch",
-            ).start()
+            )
+            self._run.watcher.start()
         if summary:
             stream.set_global_metadata(
                 "pymmcore_plus", {"summary_metadata": _to_builtins(summary)}
@@ -413,7 +431,7 @@ class OMEStreamHandler:
             )
             self._finish(run)
 
-        self._guard("sequenceFinished", close_if_open)
+        self._guard("close after the relay ended", close_if_open)
 
     def _finish(self, run: _Run | None = None) -> None:
         run = self._run if run is None else run
@@ -435,7 +453,9 @@ class OMEStreamHandler:
                 None if run.expected_frames is None else run.expected_frames - appended
             ),
             "frames_out_of_order_dropped": run.out_of_order,
-            "handler_errors": [f"{e.callback}: {e.error!r}" for e in self.errors],
+            "handler_errors": [
+                f"{e.callback}: {e.error!r}" for e in self.errors[run.first_error :]
+            ],
         }
         # Set before closing, so that the final metadata holds it: set after,
         # it rewrites the final metadata (for OME-TIFF with per-plane
