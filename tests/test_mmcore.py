@@ -256,10 +256,11 @@ class _Recorder:
     """A second `output=` handler: what the relay delivered."""
 
     def __init__(self) -> None:
+        self.frames = 0
         self.finished = 0
 
     def frameReady(self, *_: Any) -> None:
-        pass
+        self.frames += 1
 
     def sequenceFinished(self, *_: Any) -> None:
         self.finished += 1
@@ -292,7 +293,7 @@ def test_a_run_is_closed_at_its_last_frame(suffix: str, tmp_path: Path) -> None:
     handler = OMEStreamHandler(tmp_path / f"last{suffix}")
     recorder = _Recorder()
     runner.run(SEQ, output=[handler, recorder])
-    assert recorder.finished == 0  # the race happened
+    assert (recorder.frames, recorder.finished) == (24, 0)  # the race happened
     assert handler.errors == []
     assert handler.stream is not None
     assert handler.stream.closed

@@ -6,8 +6,9 @@ connects the methods below by name and calls them on its relay thread) or
 
 A run is closed at its last frame, at sequenceCanceled, or at
 sequenceFinished, whichever comes first; should the relay thread end
-without delivering any of them (a generator of events, whose length is not
-known), when the relay thread ends.
+without delivering any of them (a run ended by an engine error, or a
+generator of events, whose length is not known), when the relay thread
+ends (`wait_closed`).
 
 Frames are placed by `event.index`, not by arrival order: an event that
 produced no frame (a failed snap, `SkipEvent`, an engine yielding nothing)
