@@ -336,6 +336,22 @@ def _room_to_rebuild(original: TiffFileBackend, output: Path) -> int:
     return needed + _xml_room(original, output)
 
 
+def _room_in_place(
+    backend: TiffFileBackend, contents: JournalContents, pages: list[int]
+) -> int:
+    """About the bytes completing an OME-TIFF's files in place takes, once
+    `replay` gave each file's `pages`: the blank pages' IFDs, the files
+    started anew, the final OME-XML. Sets the journal's global metadata on
+    the backend (close writes it; the estimate counts it)."""
+    for namespace, values in contents.global_metadata.items():
+        backend.set_global_metadata(namespace, values)
+    return (
+        backend.padding_nbytes()
+        + backend.new_files_nbytes(pages)
+        + _xml_room(backend, backend.output_path)
+    )
+
+
 def _xml_room(backend: TiffFileBackend, output: Path) -> int:
     """About the bytes the final OME-XML of each file (or companion) holding
     it takes, with its scratch files."""
@@ -527,13 +543,7 @@ def _repair_tiff(
     from ._formats.tiff.pages import ChainCut
 
     output = backend.output_path
-    for namespace, values in contents.global_metadata.items():
-        backend.set_global_metadata(namespace, values)  # (kept until close)
-    needed = (
-        backend.padding_nbytes()
-        + backend.new_files_nbytes(pages)
-        + _xml_room(backend, output)
-    )
+    needed = _room_in_place(backend, contents, pages)
     if _free_space(output)[1] < needed:
         raise _no_room(output, needed, in_place=True)
     cuts: dict[int, ChainCut] = {}
