@@ -680,7 +680,7 @@ elif stage == "padding":  # a blank page appended
         real_append(self, nbytes)
         killed()
     pages.PageAppender.append_blank = append_blank
-else:  # half the final OME-XML written over the interim one
+else:  # half the final OME-XML written
     real_write_parts = backend_module.write_parts
     def write_parts(parts, write):
         text = b"".join(backend_module.part_chunks(parts))
@@ -698,14 +698,15 @@ recover(root)
         ("cut", 301),
         ("padding", 301),
         ("metadata", 301),  # the final OME-XML is appended, then pointed at
-        ("metadata", 5),  # ...or fits over the interim one, and is torn
+        ("metadata", 5),  # ...even where it would fit over the interim one
     ],
 )
 def test_a_kill_while_recovering_in_place_then_recover_again(
     stage: str, n_frames: int, tmp_path: Path
 ) -> None:
     """Recovery in place changes the files; killed at any step, the journal
-    is still there, and recover, run again, finishes the work."""
+    is still there, and recover, run again, finishes the work. Killed while
+    it writes the final OME-XML, the file keeps the interim one, whole."""
     root = tmp_path / "twice.ome.tiff"
     _killed_in_a_pause(root, n_frames=n_frames)
     once = tmp_path / "once"  # a copy, recovered without a kill
@@ -717,6 +718,9 @@ def test_a_kill_while_recovering_in_place_then_recover_again(
     done = run_python(RECOVER_KILLED_AT, str(root), stage)
     assert done.returncode == 9, done.stderr
     assert journal_path(root).is_file()
+    if stage == "metadata":
+        interim = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+        assert interim.images[0].pixels.size_t >= 1
     report = recover(root)
     steps = -(-n_frames // 2)
     assert report.frames_recovered == n_frames - (n_frames > 7)

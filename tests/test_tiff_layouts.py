@@ -1125,7 +1125,8 @@ def test_final_xml_that_fits_goes_where_the_interim_one_is(
     metadata: bool, tmp_path: Path
 ) -> None:
     """When the final OME-XML fits in the room reserved for the interim one,
-    close writes it there: the file does not grow, so a disk that cannot
+    close writes it there (in the slot the interim text is not in, then
+    points the tag at it): the file does not grow, so a disk that cannot
     take one more byte still gets its final metadata (here a file-size
     limit, as a full disk)."""
     import resource
@@ -1152,7 +1153,8 @@ def test_final_xml_that_fits_goes_where_the_interim_one_is(
     assert path.stat().st_size == size
     with tifffile.TiffFile(path) as tif:
         final = tif.pages.first.tags[270]
-        assert (final.valueoffset, final.count <= reserved) == (offset, True)
+        assert final.count <= reserved
+        assert final.valueoffset != offset  # (the interim text stays till then)
         pages = [page.asarray() for page in tif.pages]
     for number, page in enumerate(pages):
         np.testing.assert_array_equal(page, make_frame(number))
@@ -1190,6 +1192,166 @@ def killed(*args, **kwargs):
 backend_module.write_description = killed
 stream.close()
 """
+
+
+@pytest.mark.parametrize("bigtiff", [False, True], ids=["classic", "bigtiff"])
+def test_description_slots_alternate_and_each_version_reads_whole(
+    bigtiff: bool, tmp_path: Path
+) -> None:
+    """A first page made with a text over two slots: each write goes in the
+    slot the tag does not point at, then the tag points at it; tifffile and
+    ome-types read each version whole, and the other slot keeps the one
+    before. A text too long for a slot is refused before anything is
+    written."""
+    from ome_stream._formats.tiff.pages import DescriptionSlots
+
+    path = tmp_path / "slots.ome.tiff"
+
+    def document(planes: int) -> bytes:
+        ome = OME(
+            images=[
+                model.Image(
+                    pixels=model.Pixels(
+                        dimension_order="XYZCT",
+                        type="uint16",
+                        size_x=FRAME[1],
+                        size_y=FRAME[0],
+                        size_z=1,
+                        size_c=1,
+                        size_t=planes,
+                        channels=[model.Channel()],
+                        tiff_data_blocks=[model.TiffData(plane_count=planes)],
+                    )
+                )
+            ]
+        )
+        return ome.to_xml().encode()
+
+    texts = {planes: document(planes) for planes in range(1, 5)}
+    size = 4 * len(texts[1]) + 2
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+        first = DescriptionSlots.initial(texts[1], size)
+        for number in range(3):
+            description = None if number else first
+            tif.write(make_frame(number), description=description, metadata=None)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        slots = DescriptionSlots.find(fd, size)
+        seen = []
+        previous = texts[1]
+        for planes in (2, 3, 4):
+            slots.write(fd, texts[planes])
+            with tifffile.TiffFile(path) as tif:
+                tag = tif.pages.first.tags[270]
+                seen.append(tag.valueoffset - slots.start)
+                assert tag.count == len(texts[planes]) + 1
+                ome = readers.validate_ome_xml(tif.pages.first.description)
+                assert ome.images[0].pixels.size_t == planes
+                for number, page in enumerate(tif.pages):
+                    np.testing.assert_array_equal(page.asarray(), make_frame(number))
+            other = slots.start + size - seen[-1]
+            assert os.pread(fd, len(previous), other) == previous
+            previous = texts[planes]
+        assert seen == [size, 0, size]
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match="in a slot of"):
+            slots.write(fd, b"x" * size)
+        assert path.read_bytes() == before
+    finally:
+        os.close(fd)
+
+
+KILLED_WRITING_THE_DESCRIPTION = """
+import os, sys, time
+import numpy as np
+import ome_stream._formats.tiff.pages as pages
+import ome_stream._formats.tiff.tifffile as backend
+from ome_stream import AcquisitionSettings, Dimension, create_stream
+sys.path.insert(0, {tests_parent!r})
+from tests._cases import FRAME, make_frame
+
+root, t, stage, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+backend.INTERIM_XML_INTERVAL_S = 0.0  # (a refresh 10x its time after one)
+if stage == "refresh":  # the 4th interim OME-XML half written
+    real_write = pages.DescriptionSlots.write
+    refreshes = []
+    def write(self, fd, text):
+        refreshes.append(len(text))
+        if len(refreshes) < 4:
+            return real_write(self, fd, text)
+        os.pwrite(fd, text[: len(text) // 2], self.spare(fd))
+        os._exit(9)  # as a SIGKILL
+    pages.DescriptionSlots.write = write
+else:  # the final OME-XML half written
+    def write_parts(parts, write):
+        text = b"".join(backend.part_chunks(parts))
+        write(text[: len(text) // 2])
+        write.__self__.flush()
+        os._exit(9)
+    backend.write_parts = write_parts
+settings = AcquisitionSettings(
+    root_path=root,
+    dimensions=[
+        Dimension(name="t", count=None if t == "none" else int(t)),
+        Dimension(name="c", coords=["DAPI", "GFP"]),
+        Dimension(name="y", count=FRAME[0]),
+        Dimension(name="x", count=FRAME[1]),
+    ],
+    dtype="uint16",
+)
+stream = create_stream(settings)
+for number in range(n):
+    stream.append(make_frame(number), frame_metadata={{"n": number}})
+    time.sleep(0.005)
+stream.close()
+"""
+
+
+@pytest.mark.parametrize("t", ["none", "500"], ids=["bigtiff", "classic"])
+@pytest.mark.parametrize(
+    ("stage", "n"),
+    [("refresh", 60), ("close", 60), ("close", 10)],
+    ids=["refresh", "close-appended", "close-in-the-room"],
+)
+def test_a_kill_while_the_ome_xml_is_rewritten_leaves_a_whole_one(
+    stage: str, n: int, t: str, tmp_path: Path
+) -> None:
+    """The OME-XML of a file being written is rewritten about every second,
+    and at close: each version goes where readers do not look (the final
+    one after the end of the file, or in the room reserved when it fits:
+    10 frames), and the tag is then pointed at it with one write. So a
+    process killed half way through leaves the version before, whole:
+    Bio-Formats opens the file and reads the planes it describes, before
+    any `recover`."""
+    root = tmp_path / "run.ome.tiff"
+    script = KILLED_WRITING_THE_DESCRIPTION.format(
+        tests_parent=str(Path(__file__).parents[1])
+    )
+    done = run_python(script, str(root), t, stage, str(n))
+    assert done.returncode == 9, done.stderr
+    with tifffile.TiffFile(root) as tif:
+        assert tif.is_bigtiff == (t == "none")
+    killed = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    size_t = killed.images[0].pixels.size_t
+    assert size_t >= 1
+    info = readers.bioformats_info(root)
+    assert info.is_ome_tiff, info.stdout
+    assert info.warnings == []
+    data = readers.bioformats_pixels(root, info=info)
+    assert data.shape[:2] == (size_t, 2)
+    for ti in range(size_t):
+        for c in range(2):
+            np.testing.assert_array_equal(data[ti, c, 0], make_frame(2 * ti + c))
+    frames = len(read_journal(journal_path(root)).frames)
+    assert frames == n if stage == "close" else 2 * size_t <= frames < n
+    report = recover(root)
+    assert report.frames_recovered == frames
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    assert readers.plane_map_values(ome) == {
+        (n // 2, n % 2, 0): {"n": str(n)} for n in range(frames)
+    }
+    with tifffile.TiffFile(root) as tif:
+        assert len(tif.pages) == frames + frames % 2  # (a step padded)
 
 
 def test_a_kill_while_close_writes_the_xml_loses_no_frame(tmp_path: Path) -> None:

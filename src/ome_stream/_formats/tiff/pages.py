@@ -74,7 +74,7 @@ class PageReader:
         return self._fd
 
     def _read_exact(self, size: int, offset: int) -> bytes:
-        data = _read_at(self._descriptor(), size, offset)
+        data = read_at(self._descriptor(), size, offset)
         if len(data) != size:
             raise RuntimeError(
                 f"internal error: {self.path.name} ends at byte {offset + len(data)} "
@@ -207,7 +207,7 @@ class FirstIfd:
 
     @classmethod
     def read(cls, fd: int) -> FirstIfd:
-        head = _read_at(fd, 16, 0)
+        head = read_at(fd, 16, 0)
         order: Literal["<", ">"]
         if head[:2] == b"II":
             order = "<"
@@ -224,11 +224,11 @@ class FirstIfd:
             raise ValueError("the file ends inside its TIFF header")
         (first,) = struct.unpack_from(order + offset_format, head, 8 if big else 4)
         count_size, entry_size, inline = (8, 20, 8) if big else (2, 12, 4)
-        count_bytes = _read_at(fd, count_size, first)
+        count_bytes = read_at(fd, count_size, first)
         if len(count_bytes) != count_size:
             raise ValueError("the file ends before its first IFD")
         (entries,) = struct.unpack(order + _COUNT_FORMATS[count_size], count_bytes)
-        raw = _read_at(fd, entries * entry_size + inline, first + count_size)
+        raw = read_at(fd, entries * entry_size + inline, first + count_size)
         if len(raw) != entries * entry_size + inline:
             raise ValueError("the file ends inside its first IFD")
         return cls(order, big, first, entries, raw)
@@ -283,6 +283,81 @@ class TagField:
     entry: int
     count: int
     value_offset: int
+
+
+@dataclass
+class DescriptionSlots:
+    """Room for a first page's ImageDescription that is rewritten while the
+    file may be read (by another process, or after a kill): two slots of
+    `size` bytes, one after the other from `start`. A new text goes in the
+    slot the tag does not point at, then the tag is pointed at it - its
+    count and offset, side by side in one IFD entry, set by one write of 8
+    bytes (16 in a BigTIFF) - so a reader finds the old text or the new one,
+    never part of one.
+
+    The file is made with one text over both slots (`initial`), which the
+    first `write` cuts to the first slot by setting the tag's count (the
+    text is followed by blanks there)."""
+
+    start: int
+    size: int  # bytes of a slot; a text in it with its NUL at most
+    entry: int  # where the tag's IFD entry is
+    number: str  # struct format of its count, and of its offset
+    current: int = 0  # the slot the tag points at
+    whole: bool = True  # the tag still counts both slots
+
+    @staticmethod
+    def initial(text: bytes, size: int) -> bytes:
+        """The first description, `text` in the first of two slots of `size`
+        bytes: for tifffile to write, which ends it with a NUL."""
+        if len(text) >= size:
+            raise ValueError(f"a text of {len(text)} bytes in a slot of {size}")
+        return text.ljust(2 * size - 1)
+
+    @classmethod
+    def find(cls, fd: int, size: int) -> DescriptionSlots:
+        """The slots of a file whose first page has the `initial` text."""
+        ifd = FirstIfd.read(fd)
+        tag = ifd.tag(IMAGE_DESCRIPTION)
+        if tag.count != 2 * size:
+            raise RuntimeError(
+                f"internal error: the first ImageDescription counts {tag.count} "
+                f"bytes, not two slots of {size}"
+            )
+        number = ifd.order + ifd.offset_format
+        return cls(tag.value_offset, size, tag.entry, number)
+
+    def fits(self, nbytes: int) -> bool:
+        """Whether a text of `nbytes` (its NUL included) fits in a slot."""
+        return nbytes <= self.size
+
+    def spare(self, fd: int) -> int:
+        """Where the next text goes: the slot the tag does not point at.
+        (Write it there with its NUL, then `point` the tag at it.)"""
+        if self.whole:  # (the count only: the first slot, its text and blanks)
+            _write_fully(fd, [struct.pack(self.number, self.size)], self.entry + 4)
+            self.whole = False
+        return self.start + (1 - self.current) * self.size
+
+    def point(self, fd: int, nbytes: int) -> None:
+        """Make the text of `nbytes` (its NUL included) written in the spare
+        slot the description."""
+        if not self.fits(nbytes) or self.whole:
+            raise RuntimeError(
+                f"internal error: a description of {nbytes} bytes pointed at in "
+                f"slots of {self.size}" + (" before it was written" * self.whole)
+            )
+        at = self.start + (1 - self.current) * self.size
+        fields = struct.pack(self.number + self.number[1:], nbytes, at)
+        _write_fully(fd, [fields], self.entry + 4)
+        self.current = 1 - self.current
+
+    def write(self, fd: int, text: bytes) -> None:
+        """Make `text` the description (see `spare` and `point`)."""
+        if not self.fits(len(text) + 1):
+            raise ValueError(f"a text of {len(text)} bytes in a slot of {self.size}")
+        _write_fully(fd, [text, b"\0"], self.spare(fd))
+        self.point(fd, len(text) + 1)
 
 
 @dataclass(frozen=True)
@@ -388,7 +463,7 @@ class PageAppender:
             size = _TYPE_SIZES.get(kind, 1) * count
             if size > inline:
                 (where,) = struct.unpack(order + offset_format, value)
-                value = _read_at(self._fd, size, where)
+                value = read_at(self._fd, size, where)
             tags[code] = (code, kind, count, value[:size])
         compression = struct.unpack(order + "H", tags[_COMPRESSION][3][:2])[0]
         if compression != 1:
@@ -538,7 +613,7 @@ def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int
         done += written
 
 
-def _read_at(fd: int, size: int, offset: int) -> bytes:
+def read_at(fd: int, size: int, offset: int) -> bytes:
     if hasattr(os, "pread"):
         return os.pread(fd, size, offset)
     os.lseek(fd, offset, os.SEEK_SET)  # Windows

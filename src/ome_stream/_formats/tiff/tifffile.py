@@ -8,13 +8,15 @@ metadata is the layout's business (layout.py).
 
 Metadata, for each file holding the full OME-XML (or the companion file):
 until close an interim version describing only complete outer steps of each
-position, refreshed about every second (in place in the first page's
-ImageDescription, in space reserved for it; the companion is replaced
-atomically), so a killed run stays readable; at close the final version,
-describing exactly the planes in the files: an early close trims the
-outermost dimension to what was acquired and fills the rest of its last step
-with zero planes recorded as missing. TIFFs whose metadata lives elsewhere
-hold a fixed BinaryOnly reference from their first page on.
+position, refreshed about every second (in the first page's
+ImageDescription, in the spare one of two slots reserved for it, then
+pointed at: `DescriptionSlots`; the companion is replaced atomically), so a
+killed run stays readable, and a reader never finds a version half written;
+at close the final version, describing exactly the planes in the files: an
+early close trims the outermost dimension to what was acquired and fills
+the rest of its last step with zero planes recorded as missing. TIFFs
+whose metadata lives elsewhere hold a fixed BinaryOnly reference from their
+first page on.
 """
 
 from __future__ import annotations
@@ -58,7 +60,15 @@ from .ome_xml import (
     namespace_uri,
     tiff_data_runs,
 )
-from .pages import IMAGE_DESCRIPTION, ChainCut, FirstIfd, PageAppender, PageReader
+from .pages import (
+    IMAGE_DESCRIPTION,
+    ChainCut,
+    DescriptionSlots,
+    FirstIfd,
+    PageAppender,
+    PageReader,
+    read_at,
+)
 from .spool import TextPart, part_bytes, part_chunks, write_parts
 
 # How often written pages are flushed and recorded in the journal.
@@ -96,8 +106,18 @@ class _File:
     appender: PageAppender | None = None  # uncompressed pages after the first
     is_open: bool = True
     pages: int = 0
-    reserved: int = 0  # bytes kept for the first page's ImageDescription
-    description_offset: int | None = None
+    # bytes of each of the two slots of the first page's ImageDescription
+    # (0: a BinaryOnly reference, in no slots), and the slots once found
+    slot_size: int = 0
+    slots: DescriptionSlots | None = None
+
+    def find_slots(self, fd: int) -> DescriptionSlots | None:
+        """The slots of the first description (`fd`: the file, open), or
+        None when it has none (a BinaryOnly reference, or a file taken up by
+        `resume`: the description it had stays until close replaces it)."""
+        if self.slots is None and self.slot_size:
+            self.slots = DescriptionSlots.find(fd, self.slot_size)
+        return self.slots
 
 
 @dataclass
@@ -323,8 +343,8 @@ class TiffFileBackend(ArrayBackend):
             finally:
                 self._files = []
             interim = self._with_uuid(interim, str(uuid_module.uuid4()))
-            reserved = 2 * len(self._built_xml(interim)) + 8192
-            nbytes += len(full) * (reserved + self._reserve_for_runs())
+            slot = self._slot_size(len(self._built_xml(interim)))
+            nbytes += len(full) * 2 * slot
         # (a new file's first page is written by tifffile, pixels and all)
         per_file = _NEW_FILE_BYTES + self.settings.frame_nbytes
         return nbytes + len(anew) * per_file
@@ -525,8 +545,15 @@ class TiffFileBackend(ArrayBackend):
         # this and never changed, so its text still matches it.)
         copy = self._with_uuid(last[0], file.uuid)
         (interim,) = _xml_each([copy], known=last, built=[True])
-        file.reserved = 2 * len(interim) + 8192 + self._reserve_for_runs()
-        return interim.ljust(file.reserved)
+        file.slot_size = self._slot_size(len(interim))
+        return DescriptionSlots.initial(interim, file.slot_size)
+
+    def _slot_size(self, first: int) -> int:
+        """Bytes of each slot of a first description of `first` bytes: room
+        for its later versions (see `DescriptionSlots`), an even number (a
+        TIFF value starts on a word boundary)."""
+        size = 2 * first + 8192 + self._reserve_for_runs() + 1
+        return size + size % 2
 
     def _reserve_for_runs(self) -> int:
         """Room for the TiffData elements the interim XML gains as steps
@@ -563,23 +590,20 @@ class TiffFileBackend(ArrayBackend):
         self._next_refresh = time.monotonic() + max(INTERIM_XML_INTERVAL_S, 10 * spent)
 
     def _rewrite_reserved(self, file: _File, document: OME, xml: bytes) -> None:
-        """Put `xml` (`document` with the file's UUID) in the file's reserved
-        ImageDescription."""
-        if file.description_offset is None:
-            with file.path.open("rb") as f:
-                tag = FirstIfd.read(f.fileno()).tag(IMAGE_DESCRIPTION)
-            file.description_offset = tag.value_offset
-        if len(xml) > file.reserved:
+        """Make `xml` (`document` with the file's UUID) the file's first
+        ImageDescription, in its spare slot (`DescriptionSlots`)."""
+        if len(xml) >= file.slot_size:
             # global metadata grew past the reservation: it is not needed to
             # read the pixels, and close writes it
             xml = self._built_xml(
                 self._with_uuid(document, file.uuid, structured_annotations=None)
             )
-            if len(xml) > file.reserved:
+            if len(xml) >= file.slot_size:
                 return  # keep the older version; `recover` restores the rest
         with file.path.open("r+b") as f:
-            f.seek(file.description_offset)
-            f.write(xml.ljust(file.reserved))
+            slots = file.find_slots(f.fileno())
+            assert slots is not None
+            slots.write(f.fileno(), xml)
 
     # -------------------------------------------------------------- reading
 
@@ -977,7 +1001,7 @@ class TiffFileBackend(ArrayBackend):
                     write_parts(parts, f.write)
                 self._replace_companion(None)
             else:
-                write_description(self.paths[key], parts)
+                write_description(self.paths[key], parts, self._files[key].find_slots)
 
     def _written_documents(self) -> dict[int, OME]:
         """After close: what the files hold (built now if close wrote text)."""
@@ -1103,54 +1127,70 @@ class _Planes:
             yield PlaneRecord(*zct(record.storage_index), metadata=record.metadata)
 
 
-def write_description(path: Path, parts: list[TextPart]) -> None:
+def write_description(
+    path: Path,
+    parts: list[TextPart],
+    find_slots: Callable[[int], DescriptionSlots | None] | None = None,
+) -> None:
     """Make `parts` the ImageDescription of the file's first page, a chunk
-    at a time (tifffile's `tiffcomment` needs the text in memory). Where it
-    fits, over the description the file has (the room reserved for the
-    interim OME-XML: no disk space needed), the rest zeroed, then the count
-    set; a kill meanwhile leaves a broken description, as during an interim
-    refresh (the journal stays until close is done: `recover` mends it).
-    Otherwise after the end of the file, then the tag pointed at it with
-    one write, so a kill before that leaves the description the file had
-    (`tiffcomment` points the tag first). A text as short as an offset
-    goes in the tag's entry, as TIFF requires."""
+    at a time (tifffile's `tiffcomment` needs the text in memory), so that
+    the file always has a whole description, old or new - for a reader
+    meanwhile, and after a kill (the journal stays until close is done).
+    Where it fits, in the spare one of the file's two slots (`find_slots`,
+    given the open file: `DescriptionSlots`); otherwise after the end of
+    the file; either way the tag is then pointed at it with one write (as
+    `tiffcomment` does not: it points the tag first). Nothing is written if
+    the file has this text already. A text as short as an offset goes in the
+    tag's entry, as TIFF requires."""
     size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
     with path.open("r+b") as f:
+        slots = None if find_slots is None else find_slots(f.fileno())
         ifd = FirstIfd.read(f.fileno())
         tag = ifd.tag(IMAGE_DESCRIPTION)
-        entry, old_offset, old_count = tag.entry, tag.value_offset, tag.count
+        entry = tag.entry
         number = ifd.offset_format
         if size <= ifd.inline:  # a value this short sits in its entry
             value = b"".join(part_chunks(parts)).ljust(ifd.inline, b"\0")
             f.seek(entry + 4)
             f.write(struct.pack(f"{ifd.order}{number}", size) + value)
             return
-        if size <= old_count and old_count > ifd.inline:
-            f.seek(old_offset)
-            written = write_parts(parts, f.write)
-            _check_written(written, size)
-            f.write(b"\0" * (old_count - written))
-            f.flush()
-            f.seek(entry + 4)  # the tag's count
-            f.write(struct.pack(f"{ifd.order}{number}", size))
+        if slots is not None and not slots.fits(size):
+            slots = None
+        if slots is not None:
+            start = slots.spare(f.fileno())
+        elif tag.count == size and _holds(f.fileno(), tag.value_offset, parts):
             return
-        end = f.seek(0, os.SEEK_END)
-        start = end + end % 2  # (a value starts on a word boundary)
-        if not ifd.big and start + size > 2**32 - 1:
-            raise ValueError(
-                f"The final OME-XML ({size} bytes) does not fit in {path.name}: "
-                "a classic TIFF ends at 4 GiB (chosen from the frames' count and "
-                "size, not their metadata). Its pixels are all there, with the "
-                "interim OME-XML; for this much metadata use an unbounded first "
-                "dimension (BigTIFF) or OME-Zarr."
-            )
-        f.write(b"\0" * (start - end))
+        else:
+            end = f.seek(0, os.SEEK_END)
+            start = end + end % 2  # (a value starts on a word boundary)
+            if not ifd.big and start + size > 2**32 - 1:
+                raise ValueError(
+                    f"The final OME-XML ({size} bytes) does not fit in "
+                    f"{path.name}: a classic TIFF ends at 4 GiB (chosen from the "
+                    "frames' count and size, not their metadata). Its pixels are "
+                    "all there, with the interim OME-XML; for this much metadata "
+                    "use an unbounded first dimension (BigTIFF) or OME-Zarr."
+                )
+            f.write(b"\0" * (start - end))
+        f.seek(start)
         written = write_parts(parts, f.write)
         f.write(b"\0")
         _check_written(written, size)
         f.flush()
-        f.seek(entry + 4)  # the tag's count, then its value's offset
-        f.write(struct.pack(f"{ifd.order}{number}{number}", size, start))
+        if slots is not None:
+            slots.point(f.fileno(), size)
+        else:
+            f.seek(entry + 4)  # the tag's count, then its value's offset
+            f.write(struct.pack(f"{ifd.order}{number}{number}", size, start))
+
+
+def _holds(fd: int, offset: int, parts: list[TextPart]) -> bool:
+    """Whether the file has the text `parts` make at `offset`."""
+    for chunk in part_chunks(parts):
+        if read_at(fd, len(chunk), offset) != chunk:
+            return False
+        offset += len(chunk)
+    return True
 
 
 def _check_written(written: int, size: int) -> None:
