@@ -693,6 +693,50 @@ recover(root)
 
 
 @pytest.mark.parametrize(
+    ("n_frames", "shown"), [(3, (1, 1, 3)), (13, (1, 1, 10))], ids=["z", "c"]
+)
+def test_a_kill_in_the_first_step_leaves_the_planes_written_readable(
+    n_frames: int, shown: tuple[int, int, int], tmp_path: Path
+) -> None:
+    """Killed before its first time point is whole (a z-stack of 10 planes
+    in each of 2 channels), the file's interim OME-XML describes the whole
+    part of it - 3 planes of the first channel, or all 10 - so Bio-Formats
+    opens the file before `recover` (an image of no planes it cannot)."""
+    root = tmp_path / "first.ome.tiff"
+    script = PAUSING_WRITER.format(
+        tests_parent=str(Path(__file__).parents[1]), n_frames=n_frames
+    )
+    args = [str(root), *map(str, SMALL), "none", "10"]
+    # (past the interim OME-XML's refresh, ~1 s after the first page)
+    kill_when_ready(script, *args, ready="paused", after=1.5)
+
+    def expected(number: int) -> np.ndarray:
+        if number == 7:  # (skipped)
+            return np.zeros(SMALL, np.uint16)
+        return make_frame(number, shape=SMALL)
+
+    info = readers.bioformats_info(root)
+    assert info.is_ome_tiff, info.stdout
+    assert info.warnings == []
+    (series,) = info.series
+    assert (series.size_t, series.size_c, series.size_z) == shown
+    tczyx = readers.bioformats_pixels(root, info=info)
+    assert tczyx.shape == (*shown, *SMALL)
+    for z in range(shown[2]):
+        np.testing.assert_array_equal(tczyx[0, 0, z], expected(z))
+    report = recover(root)
+    assert report.frames_recovered == n_frames - (n_frames > 7)
+    (tczyx,) = readers.tifffile_ome_series(root)
+    assert tczyx.shape == (1, 2, 10, *SMALL)
+    for number in range(20):
+        c, z = divmod(number, 10)
+        blank = np.zeros(SMALL, np.uint16)
+        want = expected(number) if number < n_frames else blank
+        np.testing.assert_array_equal(tczyx[0, c, z], want)
+    assert validate_dataset(root) == []
+
+
+@pytest.mark.parametrize(
     ("stage", "n_frames"),
     [
         ("cut", 301),

@@ -1142,7 +1142,7 @@ def test_final_xml_that_fits_goes_where_the_interim_one_is(
     path = settings.output_path
     with tifffile.TiffFile(path) as tif:
         interim = tif.pages.first.tags[270]
-        offset, reserved = interim.valueoffset, interim.count
+        offset = interim.valueoffset
     size = path.stat().st_size
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))  # cannot grow
@@ -1153,7 +1153,6 @@ def test_final_xml_that_fits_goes_where_the_interim_one_is(
     assert path.stat().st_size == size
     with tifffile.TiffFile(path) as tif:
         final = tif.pages.first.tags[270]
-        assert final.count <= reserved
         assert final.valueoffset != offset  # (the interim text stays till then)
         pages = [page.asarray() for page in tif.pages]
     for number, page in enumerate(pages):
@@ -1234,6 +1233,12 @@ def test_description_slots_alternate_and_each_version_reads_whole(
         for number in range(3):
             description = None if number else first
             tif.write(make_frame(number), description=description, metadata=None)
+    with tifffile.TiffFile(path) as tif:  # (the NULs after it are room)
+        tag = tif.pages.first.tags[270]
+        assert tag.count == len(texts[1]) + 1
+        with path.open("rb") as f:
+            f.seek(tag.valueoffset)
+            assert f.read(2 * size) == texts[1].ljust(2 * size, b"\0")
     fd = os.open(path, os.O_RDWR)
     try:
         slots = DescriptionSlots.find(fd, size)
@@ -1273,21 +1278,25 @@ from tests._cases import FRAME, make_frame
 root, t, stage, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 backend.INTERIM_XML_INTERVAL_S = 0.0  # (a refresh 10x its time after one)
 if stage == "refresh":  # the 4th interim OME-XML half written
-    real_write = pages.DescriptionSlots.write
+    real_write_fully = pages._write_fully
     refreshes = []
-    def write(self, fd, text):
-        refreshes.append(len(text))
-        if len(refreshes) < 4:
-            return real_write(self, fd, text)
-        os.pwrite(fd, text[: len(text) // 2], self.spare(fd))
-        os._exit(9)  # as a SIGKILL
-    pages.DescriptionSlots.write = write
-else:  # the final OME-XML half written
-    def write_parts(parts, write):
-        text = b"".join(backend.part_chunks(parts))
-        write(text[: len(text) // 2])
-        write.__self__.flush()
-        os._exit(9)
+    def write_fully(fd, buffers, offset, done=0):
+        text = bytes(buffers[0])
+        if b"<OME" in text[:200]:
+            refreshes.append(offset)
+            if len(refreshes) == 4:
+                os.pwrite(fd, text[: len(text) // 2], offset)
+                os._exit(9)  # as a SIGKILL
+        return real_write_fully(fd, buffers, offset, done)
+    pages._write_fully = write_fully
+real_write_parts = backend.write_parts
+def write_parts(parts, write):  # the final OME-XML half written
+    text = b"".join(backend.part_chunks(parts))
+    write(text[: len(text) // 2])
+    write.__self__.flush()
+    os._exit(9)
+
+if stage != "refresh":
     backend.write_parts = write_parts
 settings = AcquisitionSettings(
     root_path=root,
@@ -1303,6 +1312,14 @@ stream = create_stream(settings)
 for number in range(n):
     stream.append(make_frame(number), frame_metadata={{"n": number}})
     time.sleep(0.005)
+if stage == "update-after-close":
+    backend.write_parts = real_write_parts
+    stream.close()
+    backend.write_parts = write_parts
+if stage.startswith("update"):  # the user's OME, renamed
+    ome = stream.get_metadata()[0]
+    ome.images[0].name = "edited"
+    stream.update_metadata({{0: ome}})
 stream.close()
 """
 
@@ -1310,19 +1327,26 @@ stream.close()
 @pytest.mark.parametrize("t", ["none", "500"], ids=["bigtiff", "classic"])
 @pytest.mark.parametrize(
     ("stage", "n"),
-    [("refresh", 60), ("close", 60), ("close", 10)],
-    ids=["refresh", "close-appended", "close-in-the-room"],
+    [
+        ("refresh", 60),
+        ("close", 60),
+        ("close", 10),
+        ("update-before-close", 10),
+        ("update-after-close", 10),
+    ],
+    ids=["refresh", "close-appended", "close-in-the-room", "updated", "update"],
 )
 def test_a_kill_while_the_ome_xml_is_rewritten_leaves_a_whole_one(
     stage: str, n: int, t: str, tmp_path: Path
 ) -> None:
     """The OME-XML of a file being written is rewritten about every second,
-    and at close: each version goes where readers do not look (the final
-    one after the end of the file, or in the room reserved when it fits:
-    10 frames), and the tag is then pointed at it with one write. So a
-    process killed half way through leaves the version before, whole:
-    Bio-Formats opens the file and reads the planes it describes, before
-    any `recover`."""
+    and at close (also the user's, from update_metadata before close or
+    after): each version goes where readers do not look (the final one
+    after the end of the file, or in the room reserved when it fits: 10
+    frames), and the tag is then pointed at it with one write. So a process
+    killed half way through leaves the version before, whole: Bio-Formats
+    opens the file and reads the planes it describes, before any `recover`
+    (after close: the final version, with the frames' metadata)."""
     root = tmp_path / "run.ome.tiff"
     script = KILLED_WRITING_THE_DESCRIPTION.format(
         tests_parent=str(Path(__file__).parents[1])
@@ -1342,8 +1366,15 @@ def test_a_kill_while_the_ome_xml_is_rewritten_leaves_a_whole_one(
     for ti in range(size_t):
         for c in range(2):
             np.testing.assert_array_equal(data[ti, c, 0], make_frame(2 * ti + c))
+    assert killed.images[0].name != "edited"
+    if stage == "update-after-close":  # the final version, as close wrote it
+        assert not journal_path(root).exists()
+        assert readers.plane_map_values(killed) == {
+            (n // 2, n % 2, 0): {"n": str(n)} for n in range(10)
+        }
+        return
     frames = len(read_journal(journal_path(root)).frames)
-    assert frames == n if stage == "close" else 2 * size_t <= frames < n
+    assert frames == n if stage != "refresh" else 2 * size_t <= frames < n
     report = recover(root)
     assert report.frames_recovered == frames
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))

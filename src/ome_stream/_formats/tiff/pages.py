@@ -293,36 +293,36 @@ class DescriptionSlots:
     slot the tag does not point at, then the tag is pointed at it - its
     count and offset, side by side in one IFD entry, set by one write of 8
     bytes (16 in a BigTIFF) - so a reader finds the old text or the new one,
-    never part of one.
+    never part of one (unless it reads the text more than a rewrite after
+    it read the tag: rewrites are a second apart, but for the last).
 
-    The file is made with one text over both slots (`initial`), which the
-    first `write` cuts to the first slot by setting the tag's count (the
-    text is followed by blanks there)."""
+    The file is made with the first text in the first slot and NULs over
+    the rest of both (`initial`): tifffile counts a description up to the
+    NULs that follow it and writes them all, to keep room for later ones."""
 
     start: int
     size: int  # bytes of a slot; a text in it with its NUL at most
     entry: int  # where the tag's IFD entry is
     number: str  # struct format of its count, and of its offset
     current: int = 0  # the slot the tag points at
-    whole: bool = True  # the tag still counts both slots
 
     @staticmethod
     def initial(text: bytes, size: int) -> bytes:
         """The first description, `text` in the first of two slots of `size`
-        bytes: for tifffile to write, which ends it with a NUL."""
-        if len(text) >= size:
+        bytes, for tifffile to write."""
+        if len(text) + 2 > size:
             raise ValueError(f"a text of {len(text)} bytes in a slot of {size}")
-        return text.ljust(2 * size - 1)
+        return text.ljust(2 * size, b"\0")
 
     @classmethod
     def find(cls, fd: int, size: int) -> DescriptionSlots:
         """The slots of a file whose first page has the `initial` text."""
         ifd = FirstIfd.read(fd)
         tag = ifd.tag(IMAGE_DESCRIPTION)
-        if tag.count != 2 * size:
+        if not ifd.inline < tag.count <= size:
             raise RuntimeError(
                 f"internal error: the first ImageDescription counts {tag.count} "
-                f"bytes, not two slots of {size}"
+                f"bytes, not those of a text in a slot of {size}"
             )
         number = ifd.order + ifd.offset_format
         return cls(tag.value_offset, size, tag.entry, number)
@@ -331,23 +331,20 @@ class DescriptionSlots:
         """Whether a text of `nbytes` (its NUL included) fits in a slot."""
         return nbytes <= self.size
 
-    def spare(self, fd: int) -> int:
+    def spare(self) -> int:
         """Where the next text goes: the slot the tag does not point at.
         (Write it there with its NUL, then `point` the tag at it.)"""
-        if self.whole:  # (the count only: the first slot, its text and blanks)
-            _write_fully(fd, [struct.pack(self.number, self.size)], self.entry + 4)
-            self.whole = False
         return self.start + (1 - self.current) * self.size
 
     def point(self, fd: int, nbytes: int) -> None:
         """Make the text of `nbytes` (its NUL included) written in the spare
         slot the description."""
-        if not self.fits(nbytes) or self.whole:
+        if not self.fits(nbytes):
             raise RuntimeError(
                 f"internal error: a description of {nbytes} bytes pointed at in "
-                f"slots of {self.size}" + (" before it was written" * self.whole)
+                f"slots of {self.size}"
             )
-        at = self.start + (1 - self.current) * self.size
+        at = self.spare()
         fields = struct.pack(self.number + self.number[1:], nbytes, at)
         _write_fully(fd, [fields], self.entry + 4)
         self.current = 1 - self.current
@@ -356,7 +353,7 @@ class DescriptionSlots:
         """Make `text` the description (see `spare` and `point`)."""
         if not self.fits(len(text) + 1):
             raise ValueError(f"a text of {len(text)} bytes in a slot of {self.size}")
-        _write_fully(fd, [text, b"\0"], self.spare(fd))
+        _write_fully(fd, [text, b"\0"], self.spare())
         self.point(fd, len(text) + 1)
 
 

@@ -79,7 +79,7 @@ JOURNAL_INTERVAL_S = 0.01
 INTERIM_XML_INTERVAL_S = 1.0
 # TiffData elements the interim XML holds at most when positions interleave
 # in one file (one per run of pages, so the XML grows with the outer steps
-# and must fit the space reserved at the first page, about 2 MB here). Past
+# and must fit a slot reserved at the first page, about 2 MB here). Past
 # it, a killed file shows the first steps; `recover` restores all of them.
 INTERIM_TIFF_DATA_LIMIT = 20_000
 # Reserved bytes per TiffData element of the interim XML (an element with
@@ -353,8 +353,9 @@ class TiffFileBackend(ArrayBackend):
         """Take up the files of a killed stream after `replay`, uncompressed:
         each file `cuts` names is cut to its replayed pages and appended to;
         the others (nothing of them journaled) are started anew. Then close
-        pads the last steps and writes the final OME-XML over the interim
-        one. New UUIDs: close rewrites every file's description."""
+        pads the last steps and writes the final OME-XML (after the end of
+        a file taken up: its slots are not known). New UUIDs: close rewrites
+        every file's description."""
         assert not self.compressed, "compressed pages are not appended"
         for index, path in enumerate(self.paths):
             cut = cuts.get(index)
@@ -729,8 +730,8 @@ class TiffFileBackend(ArrayBackend):
     ) -> ImageRecord:
         """The XML's view of one position. Final: every plane, with
         `padding` planes of the last step still to be written from IFD
-        `padding_ifd` on; interim: complete outer steps only, no per-plane
-        metadata."""
+        `padding_ifd` on; interim: complete outer steps only (before the
+        first is, `_whole_prefix`), no per-plane metadata."""
         image = self._images[position_index]
         ifds = image.ifds + array("q", range(padding_ifd, padding_ifd + padding))
         steps = len(ifds) // self._inner_planes
@@ -738,11 +739,13 @@ class TiffFileBackend(ArrayBackend):
             steps = max(1, steps)
         elif self._interim_step_cap is not None:
             steps = min(steps, self._interim_step_cap)
-        described = ifds[: steps * self._inner_planes]
-        sizes = {"T": 1, "C": 1, "Z": 1}
-        counts = list(self._index_shape)
+        counts: list[int | None] = list(self._index_shape)
         if counts:
             counts[0] = max(1, steps)
+        if not final and not steps and len(ifds):
+            counts = [*self._whole_prefix(len(ifds))]
+        described = ifds[: math.prod(count or 1 for count in counts)]
+        sizes = {"T": 1, "C": 1, "Z": 1}
         for letter, count in zip(self._letters, counts):
             sizes[letter] = count or 1
         planes: Iterable[PlaneRecord] = []
@@ -772,6 +775,22 @@ class TiffFileBackend(ArrayBackend):
             missing=missing,
             acquisition_date=self.created,
         )
+
+    def _whole_prefix(self, written: int) -> list[int]:
+        """The index shape of the whole part of a position's first outer step
+        of which `written` planes are: the outermost dimension one step of
+        which is whole, as many of its steps as are, the dimensions outside
+        it 1 and those inside it whole (a killed run's first z-stack of
+        channel 0, say, shows the planes written). So readers show these
+        planes before `recover` rather than an image of no planes, which
+        Bio-Formats cannot open."""
+        counts = [count or 1 for count in self._index_shape]
+        for dimension in range(1, len(counts)):
+            step = math.prod(counts[dimension + 1 :])
+            if written >= step:
+                steps = min(written // step, counts[dimension])
+                return [1] * dimension + [steps, *counts[dimension + 1 :]]
+        raise RuntimeError(f"internal error: no whole prefix of {written} planes")
 
     def _padding(self) -> list[tuple[int, int]]:
         """(planes, first IFD) each position's last step still needs at close;
@@ -901,7 +920,8 @@ class TiffFileBackend(ArrayBackend):
             if key == COMPANION_KEY:
                 self._replace_companion(xml)
             else:
-                tifffile.tiffcomment(self.paths[key], comment=xml)
+                find_slots = self._files[key].find_slots
+                write_description(self.paths[key], [xml.decode()], find_slots)
             self._written[key] = document
 
     # ----------------------------------------------------------------- close
@@ -1157,7 +1177,7 @@ def write_description(
         if slots is not None and not slots.fits(size):
             slots = None
         if slots is not None:
-            start = slots.spare(f.fileno())
+            start = slots.spare()
         elif tag.count == size and _holds(f.fileno(), tag.value_offset, parts):
             return
         else:
