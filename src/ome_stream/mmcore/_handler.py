@@ -443,16 +443,24 @@ class OMEStreamHandler:
         if stream.closed:
             return
         appended = stream.frames_appended
+        never_arrived = (
+            None if run.expected_frames is None else run.expected_frames - appended
+        )
+        # (an engine error ends a run without a signal saying so: it shows as
+        # frames that never came)
+        reason = "finished"
+        if run.canceled:
+            reason = "canceled"
+        elif never_arrived:
+            reason = "incomplete"
         status = {
-            "finish_reason": "canceled" if run.canceled else "finished",
+            "finish_reason": reason,
             "frames_expected": run.expected_frames,
             # every frame appended is written unless writing fails (then
             # corrected below)
             "frames_written": appended - stream.frames_skipped,
             "frames_skipped": stream.frames_skipped,
-            "frames_never_arrived": (
-                None if run.expected_frames is None else run.expected_frames - appended
-            ),
+            "frames_never_arrived": never_arrived,
             "frames_out_of_order_dropped": run.out_of_order,
             "handler_errors": [
                 f"{e.callback}: {e.error!r}" for e in self.errors[run.first_error :]
