@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -323,6 +324,36 @@ def test_blank_pages_take_no_disk_space(
         readers.bioformats_pixels(root, info=info)[1, 1, 24], np.zeros(shape)
     )
     assert validate_dataset(root) == []
+
+
+def test_the_room_for_blank_pages_counts_the_file_systems_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system allocates in 128 KiB units (ZFS's default
+    record), the edges of each blank page's hole take up to two of them (at
+    most the frame's own bytes): recover counts that, and with 1 MB free
+    refuses the 48 blank pages it would need (which take 4 KiB blocks of
+    that room where those are the unit: test_blank_pages_take_no_disk_space)."""
+    import types
+
+    import ome_stream._formats.tiff.tifffile as backend_module
+
+    root = tmp_path / "stack.ome.tiff"
+    before = _killed_in_a_pause(root, n_frames=52, shape=(256, 256), planes=25)
+    _as_if_free(monkeypatch, tmp_path, 1_000_000)
+    real_statvfs = os.statvfs
+
+    def statvfs(path: Any) -> Any:
+        found = real_statvfs(path)
+        return types.SimpleNamespace(f_frsize=2**17, f_bsize=found.f_bsize)
+
+    monkeypatch.setattr(backend_module.os, "statvfs", statvfs)
+    with pytest.raises(OSError, match="Not enough free space") as info:
+        recover(root)
+    found = re.search(r"needs about ([\d.]+) MB", str(info.value))
+    assert found is not None, info.value
+    assert float(found[1]) >= 48 * 2**17 / 1e6  # (a 128 KiB frame each)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 @pytest.mark.parametrize("compression", ["none", "lzw"])

@@ -86,7 +86,8 @@ INTERIM_TIFF_DATA_LIMIT = 20_000
 # large numbers and its indentation is under 100).
 _TIFF_DATA_BYTES = 112
 # For recover's estimate of the room: the block a file's new bytes may
-# start, and a new file's header with a BinaryOnly stub (under 1 KB).
+# start (at least; the file system's own where it says), and a new file's
+# header with a BinaryOnly stub (under 1 KB).
 _DISK_BLOCK = 4096
 _NEW_FILE_BYTES = 4096
 # Classic TIFF addresses 4 GiB; leave room for IFDs and the OME-XML.
@@ -319,8 +320,17 @@ class TiffFileBackend(ArrayBackend):
         )
         pixels = self.settings.frame_nbytes
         if os.name != "nt":
-            pixels = min(pixels, 2 * _DISK_BLOCK)
+            pixels = min(pixels, 2 * self._disk_block())
         return blank * (pixels + 512)
+
+    def _disk_block(self) -> int:
+        """The file system's unit of allocation where the files are (a hole
+        in a file starts and ends in one, which is written)."""
+        try:
+            block = os.statvfs(self.paths[0].parent).f_frsize
+        except (AttributeError, OSError):  # (no statvfs on Windows)
+            return _DISK_BLOCK
+        return max(_DISK_BLOCK, block)
 
     def new_files_nbytes(self, pages: list[int]) -> int:
         """About the bytes `resume` and close add beyond the blank pages
@@ -331,7 +341,7 @@ class TiffFileBackend(ArrayBackend):
         in the room reserved for its later versions (built now, as close
         will build it, with the global metadata set)."""
         anew = [index for index, count in enumerate(pages) if not count]
-        nbytes = len(self.paths) * _DISK_BLOCK
+        nbytes = len(self.paths) * self._disk_block()
         full = [index for index in anew if self.layout.holds_full_metadata(index)]
         if full:
             # (the files' names and UUIDs, as resume will give them, without
