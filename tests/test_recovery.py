@@ -982,6 +982,43 @@ def test_the_room_needed_covers_files_started_anew(
     assert validate_dataset(output) == []
 
 
+def test_a_file_with_no_page_yet_is_started_anew_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    """A file per position is made (its TIFF header written) before its first
+    page; killed between the two, it holds no page. recover starts it anew
+    and says nothing of it (tifffile, asked, logs that it has no pages)."""
+    import logging
+
+    root = tmp_path / "header.ome.tiff"
+    _killed_with_metadata(root, 3)
+    output = tmp_path / "header"
+    journal = journal_path(output)
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(line for line in lines if '"p":2,' not in line))
+    last = sorted(output.glob("*.ome.tiff"))[-1]
+    with tifffile.TiffFile(last) as tif:
+        header = 16 if tif.is_bigtiff else 8
+    last.write_bytes(last.read_bytes()[: header - (8 if header == 16 else 4)])
+    last.write_bytes(last.read_bytes().ljust(header, b"\0"))  # (no IFD linked)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        report = recover(output)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    assert report.frames_recovered == 2 * 20
+    assert report.pages_not_journaled == 0
+    assert validate_dataset(output) == []
+    with tifffile.TiffFile(last) as tif:  # (its image: one blank time point)
+        assert len(tif.pages) == 1
+        assert not tif.pages.first.asarray().any()
+
+
 def test_a_damaged_journal_or_file_is_refused_in_plain_words(tmp_path: Path) -> None:
     root = tmp_path / "damaged.ome.tiff"
     _killed_with_metadata(root, 1)

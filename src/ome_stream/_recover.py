@@ -586,7 +586,11 @@ def _linked_pages(path: Path) -> int:
     """The pages a file holds (0 if it holds none readable)."""
     import tifffile
 
+    from ._formats.tiff.pages import FirstIfd
+
     try:
+        with path.open("rb") as f:  # (tifffile logs a file of no pages)
+            FirstIfd.read(f.fileno())
         with tifffile.TiffFile(path) as tif:
             return len(tif.pages)
     except (tifffile.TiffFileError, ValueError, IndexError, struct.error):

@@ -223,6 +223,8 @@ class FirstIfd:
         if len(head) < (16 if big else 8):
             raise ValueError("the file ends inside its TIFF header")
         (first,) = struct.unpack_from(order + offset_format, head, 8 if big else 4)
+        if not first:
+            raise ValueError("the file has no pages (its header links none)")
         count_size, entry_size, inline = (8, 20, 8) if big else (2, 12, 4)
         count_bytes = read_at(fd, count_size, first)
         if len(count_bytes) != count_size:
