@@ -1266,6 +1266,58 @@ def test_description_slots_alternate_and_each_version_reads_whole(
         os.close(fd)
 
 
+def test_the_interim_xml_of_many_channels_fits_its_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The room for the interim OME-XML is reserved with the first page,
+    whose text (before a time point is whole) describes one channel; it is
+    sized for a whole time point, so with 48 channels, each with its
+    optics, the interim XML of later time points fits and is written: a
+    reader (or a kill) meanwhile finds them all."""
+    from ome_stream import Channel
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+
+    monkeypatch.setattr(tiff_backend, "INTERIM_XML_INTERVAL_S", 0.0)
+    channels = [
+        Channel(
+            name=f"Spectral {400 + 5 * c} nm",
+            excitation_wavelength_nm=405,
+            emission_wavelength_nm=400 + 5 * c,
+            fluorophore="mixed",
+            color="#00ff00",
+        )
+        for c in range(48)
+    ]
+    path = tmp_path / "spectral.ome.tiff"
+    settings = AcquisitionSettings(
+        root_path=str(path),
+        dimensions=[
+            Dimension(name="t", count=None),
+            Dimension(name="c", coords=channels),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    with create_stream(settings) as stream:
+        for number in range(3 * 48):
+            stream.append(make_frame(number))
+        wait_written(stream, 3 * 48)
+        deadline = time.monotonic() + 30
+        while True:  # (the writer refreshes a stale interim XML when idle)
+            interim = readers.validate_ome_xml(readers.tiff_ome_xml(path))
+            pixels = interim.images[0].pixels
+            if pixels.size_t == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (pixels.size_t, pixels.size_c, len(pixels.channels)) == (3, 48, 48)
+        assert pixels.channels[47].name == "Spectral 635 nm"
+        info = readers.bioformats_info(path)
+        assert info.warnings == []
+        (series,) = info.series
+        assert (series.size_t, series.size_c) == (3, 48)
+
+
 KILLED_WRITING_THE_DESCRIPTION = """
 import os, sys, time
 import numpy as np

@@ -178,6 +178,8 @@ class TiffFileBackend(ArrayBackend):
         self._loop_counts = [d.count for d in settings.dimensions[:-2]]
         self._position_axis = settings.position_dimension_index
         self._interim_step_cap = self._step_cap()
+        # (see `_slot_size`; measured once, at the first file's first page)
+        self._whole_step_xml_bytes: int | None = None
         self._global: dict[str, dict[str, Any]] = {}
         self._builder = OmeXmlBuilder(settings)
         self._compression = _COMPRESSION.get(settings.compression or "none")
@@ -562,7 +564,14 @@ class TiffFileBackend(ArrayBackend):
     def _slot_size(self, first: int) -> int:
         """Bytes of each slot of a first description of `first` bytes: room
         for its later versions (see `DescriptionSlots`), an even number (a
-        TIFF value starts on a word boundary)."""
+        TIFF value starts on a word boundary). Counted from the text of a
+        whole first step at least (the first text may describe part of one,
+        a channel of many, say: `_whole_prefix`)."""
+        if self._whole_step_xml_bytes is None:
+            document = self._document(final=False, whole_prefix=False)
+            document = self._with_uuid(document, str(uuid_module.uuid4()))
+            self._whole_step_xml_bytes = len(self._built_xml(document))
+        first = max(first, self._whole_step_xml_bytes)
         size = 2 * first + 8192 + self._reserve_for_runs() + 1
         return size + size % 2
 
@@ -737,11 +746,13 @@ class TiffFileBackend(ArrayBackend):
         final: bool,
         padding: int = 0,
         padding_ifd: int = 0,
+        whole_prefix: bool = True,
     ) -> ImageRecord:
         """The XML's view of one position. Final: every plane, with
         `padding` planes of the last step still to be written from IFD
         `padding_ifd` on; interim: complete outer steps only (before the
-        first is, `_whole_prefix`), no per-plane metadata."""
+        first is, `_whole_prefix`; without it, one step of no planes, the
+        size of the text describing a whole step), no per-plane metadata."""
         image = self._images[position_index]
         ifds = image.ifds + array("q", range(padding_ifd, padding_ifd + padding))
         steps = len(ifds) // self._inner_planes
@@ -752,7 +763,7 @@ class TiffFileBackend(ArrayBackend):
         counts: list[int | None] = list(self._index_shape)
         if counts:
             counts[0] = max(1, steps)
-        if not final and not steps and len(ifds):
+        if not final and not steps and len(ifds) and whole_prefix:
             counts = [*self._whole_prefix(len(ifds))]
         described = ifds[: math.prod(count or 1 for count in counts)]
         sizes = {"T": 1, "C": 1, "Z": 1}
@@ -826,14 +837,15 @@ class TiffFileBackend(ArrayBackend):
             index.append(value)
         return tuple(index)
 
-    def _document(self, *, final: bool) -> OME:
+    def _document(self, *, final: bool, whole_prefix: bool = True) -> OME:
         """The full OME of the dataset (root UUID unset): final as if the
-        stream closed now, or interim."""
+        stream closed now, or interim (`whole_prefix`: see `_image_record`)."""
         if final:
             images = self._final_image_records()
         else:
             images = [
-                self._image_record(p, final=False) for p in range(len(self._images))
+                self._image_record(p, final=False, whole_prefix=whole_prefix)
+                for p in range(len(self._images))
             ]
         return self._builder.build(images, self._global)
 
