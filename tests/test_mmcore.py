@@ -226,11 +226,36 @@ def test_error_in_engine_closes_dataset_truthfully(tmp_path: Path) -> None:
     info = readers.bioformats_info(out / f"{out.name}_p000.ome.tiff")
     assert info.is_ome_tiff
     assert info.warnings == []
-    # (no signal says an engine error ended the run: the frames that never
-    # came do)
+    # (no signal says an engine error ended the run: attached, the runner's
+    # status does)
     status = _acquisition_status(out, ".ome.tiff")
-    assert status["finish_reason"] == "incomplete"
+    assert status["finish_reason"] == "errored"
     assert (status["frames_written"], status["frames_never_arrived"]) == (5, 19)
+
+
+@pytest.mark.parametrize("attached", [True, False], ids=["attach", "output"])
+def test_a_last_event_without_a_frame_is_a_finished_run(
+    attached: bool, tmp_path: Path
+) -> None:
+    """An event at the end that gives no frame (a SkipEvent here) leaves a
+    frame that never came: attached, the runner says the run completed; as
+    `output=`, nothing tells it from an engine error, so the status says
+    "incomplete" (and the count shows which frames)."""
+    runner = MDARunner()
+    runner.set_engine(ScriptedEngine(skip=[23]))
+    handler = OMEStreamHandler(tmp_path / "skip.ome.zarr")
+    if attached:
+        handler.attach(runner)
+        runner.run(SEQ)
+    else:
+        runner.run(SEQ, output=handler)
+    assert handler.wait_closed(timeout=60)
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, ".ome.zarr")
+    assert status["finish_reason"] == ("finished" if attached else "incomplete")
+    assert (status["frames_written"], status["frames_never_arrived"]) == (23, 1)
+    readers.validate_yaozarrs(out)
 
 
 def test_cancel_closes_with_what_was_acquired(tmp_path: Path) -> None:

@@ -200,6 +200,7 @@ class OMEStreamHandler:
         self._run: _Run | None = None
         self._lock = threading.Lock()
         self._disconnect: list[Callable[[], None]] = []
+        self._runner: Any = None  # the MDARunner `attach` connected to
         self.errors: list[HandlerError] = []
         self.settings: AcquisitionSettings | None = None
 
@@ -238,6 +239,7 @@ class OMEStreamHandler:
         function that disconnects them; `detach()` does the same.
         """
         runner = getattr(core_or_runner, "mda", core_or_runner)
+        self._runner = runner
         events = runner.events
         for name in MDA_SIGNALS:
             signal = getattr(events, name)
@@ -249,6 +251,19 @@ class OMEStreamHandler:
     def detach(self) -> None:
         while self._disconnect:
             self._disconnect.pop()()
+        self._runner = None
+
+    def _finish_reason_told(self) -> str | None:
+        """Why the runner says its run finished, when attached to one that
+        says (`MDARunner.status`, pymmcore-plus 0.18.1 on; set once the run
+        is finishing): "finished", "canceled" or "errored"."""
+        try:
+            status = getattr(self._runner, "status", None)
+            told = getattr(status, "finish_reason", None)
+        except Exception:  # (an older or unusual runner: the counts decide)
+            return None
+        reasons = {"completed": "finished", "canceled": "canceled"}
+        return None if told is None else reasons.get(str(told), str(told))
 
     def _guard(self, name: str, function: Callable[[], None]) -> None:
         # pymmcore-plus stops calling an `output=` handler for the rest of the
@@ -446,13 +461,15 @@ class OMEStreamHandler:
         never_arrived = (
             None if run.expected_frames is None else run.expected_frames - appended
         )
-        # (an engine error ends a run without a signal saying so: it shows as
-        # frames that never came)
+        # No signal says an engine error ended the run: attached, the runner
+        # says; as `output=`, it shows as frames that never came (as do
+        # events at the end that gave no frame, which no later frame shows)
         reason = "finished"
         if run.canceled:
             reason = "canceled"
         elif never_arrived:
             reason = "incomplete"
+        reason = self._finish_reason_told() or reason
         status = {
             "finish_reason": reason,
             "frames_expected": run.expected_frames,
