@@ -352,10 +352,10 @@ class TiffFileBackend(ArrayBackend):
             self._files = [self._new_file(i, writer=False) for i in range(len(pages))]
             try:
                 interim = self._document(final=False)
+                interim = self._with_uuid(interim, str(uuid_module.uuid4()))
+                slot = self._slot_size(len(self._built_xml(interim)))
             finally:
                 self._files = []
-            interim = self._with_uuid(interim, str(uuid_module.uuid4()))
-            slot = self._slot_size(len(self._built_xml(interim)))
             nbytes += len(full) * 2 * slot
         # (a new file's first page is written by tifffile, pixels and all)
         per_file = _NEW_FILE_BYTES + self.settings.frame_nbytes
