@@ -169,8 +169,14 @@ from tests._cases import make_frame
 
 shape = (int(sys.argv[2]), int(sys.argv[3]))
 planes = int(sys.argv[5]) if len(sys.argv) > 5 else 1  # a z-stack's
+blocks = sys.argv[6] if len(sys.argv) > 6 else ""  # time points a shard/chunk
+t_blocks = {{}}
+if blocks.startswith("shard"):
+    t_blocks = {{"chunk_size": 1, "shard_size_chunks": int(blocks[5:])}}
+elif blocks.startswith("chunk"):
+    t_blocks = {{"chunk_size": int(blocks[5:])}}
 dims = [
-    Dimension(name="t", count=None),
+    Dimension(name="t", count=None, **t_blocks),
     Dimension(name="c", coords=["DAPI", "GFP"]),
     *([Dimension(name="z", count=planes)] if planes > 1 else []),
     Dimension(name="y", count=shape[0]),
@@ -1092,23 +1098,35 @@ def test_clean_close_leaves_no_journal(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("suffix", "shape"),
-    [(".ome.zarr", SMALL), (".ome.zarr", LARGE), (".ome.tiff", SMALL)],
+    ("suffix", "shape", "blocks"),
+    [
+        (".ome.zarr", SMALL, ""),
+        (".ome.zarr", LARGE, ""),
+        (".ome.zarr", SMALL, "shard8"),  # (tensorstore writes them)
+        (".ome.zarr", LARGE, "shard8"),  # (written straight to their files)
+        (".ome.zarr", SMALL, "chunk4"),
+        (".ome.zarr", LARGE, "chunk4"),
+        (".ome.tiff", SMALL, ""),
+    ],
 )
 def test_a_kill_during_a_pause_loses_no_frame_written_before_it(
-    suffix: str, shape: tuple[int, int], tmp_path: Path
+    suffix: str, shape: tuple[int, int], blocks: str, tmp_path: Path
 ) -> None:
     """Frames written in a burst are journaled (and, in OME-TIFF, described
     by the interim OME-XML) during the pause that follows, not only when the
-    next frame comes: killed in the pause, nothing written is lost."""
+    next frame comes: killed in the pause, nothing written is lost. With
+    shards or chunks of 8 or 4 time points, the last is still open in the
+    pause (6 or 2 of its time points came): a second into the pause it is
+    written as it is, so its frames are not lost either."""
     root = tmp_path / f"paused{suffix}"
     script = PAUSING_WRITER.format(
         tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
     )
-    # the writer journals after ~20 ms idle; the interim OME-XML is
-    # refreshed at most every second
-    args = [str(root), *map(str, shape), "none"]
-    kill_when_ready(script, *args, ready="paused", after=2.0)
+    # the writer journals after ~20 ms idle, writes open shards or chunks
+    # (of 2 MB at most here) after 1 s; the interim OME-XML is refreshed at
+    # most every second
+    args = [str(root), *map(str, shape), "none", "1", blocks]
+    kill_when_ready(script, *args, ready="paused", after=2.5)
     frames = {(i // 2, i % 2): i for i in range(PAUSE_FRAMES) if i != 7}
     if suffix == ".ome.tiff":  # readable as it is, every page described
         ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))

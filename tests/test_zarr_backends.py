@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -473,6 +474,65 @@ def test_read_frame_while_writing_and_after_close(
     check_frames(backend_object, targets, skipped)
     with pytest.raises(IndexError):
         backend_object.read_frame(0, (99,) * len(first.storage_index))
+
+
+@pytest.mark.parametrize("shape", [FRAME, (256, 512)], ids=["small", "large"])
+@pytest.mark.parametrize("blocks", ["shards", "chunks"])
+@pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
+def test_open_blocks_are_written_in_a_pause_then_completed(
+    backend: str,
+    blocks: str,
+    shape: tuple[int, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shards (or chunks) of 4 time points: 3 time points, then a pause -
+    the open ones are written as they are, readable in the store while the
+    stream stays open (the frames still to come as zeros) - then the rest,
+    which complete them and start others; at close every frame is there
+    once, nothing is missing. (Large frames: files written directly.)"""
+    from ome_stream._formats.zarr import regions
+
+    monkeypatch.setattr(regions, "PAUSE_WRITE_S", 0.05)
+    t_blocks: dict[str, int] = {"chunk_size": 4}
+    if blocks == "shards":
+        t_blocks = {"chunk_size": 1, "shard_size_chunks": 4}
+    root = tmp_path / "paused.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=None, **t_blocks),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=shape[0]),
+            Dimension(name="x", count=shape[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+    with create_stream(settings) as stream:
+        for number in range(6):
+            stream.append(make_frame(number, shape=shape))
+        deadline = time.monotonic() + 30
+        while True:  # (the writer writes them 0.05 s into the pause)
+            journal = read_journal(journal_path(root))
+            if len(journal.frames) == 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(journal.frames) == 6
+        partial = readers.read_tensorstore(root / "0")
+        for number in range(6):
+            expected = make_frame(number, shape=shape)
+            np.testing.assert_array_equal(partial[number // 2, number % 2], expected)
+        assert not partial[3].any()  # (to come)
+        for number in range(6, 12):
+            stream.append(make_frame(number, shape=shape))
+    data = readers.read_tensorstore(root / "0")
+    assert data.shape == (6, 2, *shape)
+    for number in range(12):
+        expected = make_frame(number, shape=shape)
+        np.testing.assert_array_equal(data[number // 2, number % 2], expected)
+    assert readers.zarr_missing_frames(root) == []
+    readers.validate_yaozarrs(root)
 
 
 # ------------------------------------------------------ get/update_metadata

@@ -13,7 +13,9 @@ completion handle), resize, and read.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -59,8 +61,22 @@ CHUNK_FILE_THREADS = 4
 # Unbounded axes grow ahead of the data (then are trimmed at close) so the
 # array metadata is not rewritten for every frame.
 MAX_GROWTH_STEP = 1024
+# A write block (a chunk or shard spanning several frames) still open once
+# the stream has been idle this long - a time-lapse waiting for its next
+# time point, with chunks or shards along t - is written as it is, the
+# frames still to come as the fill value, so that a kill during the pause
+# loses none of its frames; written again when complete (or at close). A
+# block of many bytes waits longer, one second per PAUSE_WRITE_BYTES_PER_S,
+# so that an acquisition pausing again and again just past the wait writes
+# at most that much more. Not for blocks over PAUSE_WRITE_MAX_BYTES: the
+# copy taken (frames may be copied into the block meanwhile) would take that
+# much memory.
+PAUSE_WRITE_S = 1.0
+PAUSE_WRITE_BYTES_PER_S = 4 * 2**20
+PAUSE_WRITE_MAX_BYTES = 64 * 2**20
 
 Region = tuple[slice | int, ...]
+logger = logging.getLogger(__name__)
 
 
 class Completion(Protocol):
@@ -94,6 +110,8 @@ class _ArrayState:
     chunk_files: ChunkFiles | None = None
     # frames gathered in each open write block, for the journal
     block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
+    # of which written with the block in a pause (`_write_open_blocks`)
+    paused_frames: dict[tuple[int, ...], int] = field(default_factory=dict)
 
 
 class RegionWriterBackend(ZarrBackend):
@@ -110,6 +128,7 @@ class RegionWriterBackend(ZarrBackend):
         self._pending: deque[tuple[Completion, int, list[_Entry], int]] = deque()
         self._pending_bytes = 0
         self._idle_poll = IDLE_POLL_S
+        self._idle_since: float | None = None  # (None: frames came since)
         self._block_shape = write_block_shape(settings)
         self._buffered = any(b > 1 for b in self._block_shape)
         self._chunk_io: ThreadPoolExecutor | None = None
@@ -198,6 +217,7 @@ class RegionWriterBackend(ZarrBackend):
     ) -> None:
         storage_index = entry[0]
         state = self._arrays[position_index]
+        self._idle_since = None
         if self._unbounded_axis is not None:
             needed = storage_index[self._unbounded_axis] + 1
             if state.buffer is not None:
@@ -218,6 +238,7 @@ class RegionWriterBackend(ZarrBackend):
         complete = state.buffer.add(storage_index, frame)
         if complete is not None:
             entries = state.block_frames.pop(key)
+            state.paused_frames.pop(key, None)
             self._write_block(position_index, *complete, entries)
 
     @property
@@ -353,15 +374,82 @@ class RegionWriterBackend(ZarrBackend):
 
     def idle(self) -> float | None:
         """Journal the writes that have completed; look again while some are
-        still in flight (soon, then less often)."""
+        still in flight (soon, then less often). Write the open blocks once
+        the pause has lasted PAUSE_WRITE_S."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
         while self._pending and self._pending[0][0].done():
             self._complete_oldest()
+        due = None
+        if self._blocks_to_write():
+            block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
+            after = max(PAUSE_WRITE_S, block_bytes / PAUSE_WRITE_BYTES_PER_S)
+            due = self._idle_since + after - now
+            if due <= 0:
+                self._write_open_blocks()
+                due = None
         if not self._pending:
             self._idle_poll = IDLE_POLL_S
-            return None
+            return due
         wait = self._idle_poll
         self._idle_poll = min(2 * wait, IDLE_POLL_MAX_S)
-        return wait
+        return wait if due is None else min(wait, due)
+
+    def _blocks_to_write(self) -> list[tuple[int, tuple[int, ...]]]:
+        """(position, block) of each open write block holding frames it did
+        not hold when last written in a pause, and small enough to copy."""
+        found = []
+        for position_index, state in enumerate(self._arrays):
+            if state.buffer is None or self._closed:
+                continue
+            block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
+            if block_bytes > PAUSE_WRITE_MAX_BYTES:
+                continue
+            for key, entries in state.block_frames.items():
+                if len(entries) > state.paused_frames.get(key, 0):
+                    found.append((position_index, key))
+        return found
+
+    def _write_open_blocks(self) -> None:
+        """Write each open block that holds frames not yet in the store, as
+        it is (see PAUSE_WRITE_S), and journal its frames once written. A
+        failure here is not the stream's: the frames are still in memory,
+        and their block's write when complete (or at close) says."""
+        for position_index, key in self._blocks_to_write():
+            state = self._arrays[position_index]
+            assert state.buffer is not None
+            entries = list(state.block_frames[key])
+            taken = state.buffer.snapshot(key)
+            if taken is None:
+                continue
+            start, block = taken
+            stop = [
+                min(s + b, limit)
+                for s, b, limit in zip(start, block.shape, state.shape)
+            ]
+            region = tuple(slice(s, e) for s, e in zip(start, stop))
+            data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
+            try:
+                self._write(state, region, data).result()
+            except Exception:
+                logger.warning(
+                    "Writing an open block of %d frames in a pause failed; "
+                    "they are written once it is complete",
+                    len(entries),
+                    exc_info=True,
+                )
+                continue
+            journaled = state.paused_frames.get(key, 0)
+            state.paused_frames[key] = len(entries)
+            if self.journal is not None:  # (those of earlier pauses are)
+                self._journal(
+                    self.journal.written,
+                    [
+                        (position_index, index, metadata, skipped)
+                        for index, metadata, skipped in entries[journaled:]
+                    ],
+                )
 
     # ------------------------------------------------------------------ read
 
