@@ -812,6 +812,59 @@ def test_real_mda_with_grid_plan(suffix: str, tmp_path: Path) -> None:
             )
 
 
+AF_SEQ = useq.MDASequence(
+    axis_order="tpc",
+    time_plan={"interval": 0, "loops": 2},
+    stage_positions=[{"x": 0, "y": 0, "z": 0}, {"x": 400, "y": 300, "z": 2}],
+    channels=["DAPI", "FITC"],
+    autofocus_plan=useq.AxesBasedAF(autofocus_device_name="Z", axes=("p",)),
+)
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["output", "attach"])
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_real_mda_with_an_autofocus_plan(
+    suffix: str, attached: bool, tmp_path: Path
+) -> None:
+    """useq yields an autofocus event before each position's frames, with
+    the index of the first of them; it takes no frame, so every frame is
+    placed as without it: 8 written, none skipped or lost."""
+    events = list(AF_SEQ)
+    assert sum(type(e.action).__name__ == "HardwareAutofocus" for e in events) == 4
+    core = simulated_core(image_shape=SHAPE)
+    captured = _capture(core)
+    handler = OMEStreamHandler(tmp_path / f"af{suffix}")
+    if attached:
+        handler.attach(core)
+        core.mda.run(AF_SEQ)
+    else:
+        core.mda.run(AF_SEQ, output=handler)
+    assert handler.wait_closed(timeout=60)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, suffix)
+    assert status["finish_reason"] == "finished"
+    counts = ("frames_written", "frames_skipped", "frames_never_arrived")
+    assert [status[k] for k in counts] == [8, 0, 0]
+    assert len(captured) == 8
+    for p in range(2):
+        want = np.zeros((2, 2, *SHAPE), np.uint16)  # t, c
+        for t in range(2):
+            for c in range(2):
+                want[t, c] = captured[(("c", c), ("p", p), ("t", t))]
+        if suffix == ".ome.zarr":
+            readers.validate_yaozarrs(out)
+            assert readers.zarr_missing_frames(out / str(p)) == []
+            got = readers.read_tensorstore(out / str(p) / "0")
+        else:
+            path = out / f"{out.name}_p000.ome.tiff"
+            info = readers.bioformats_info(path)
+            assert info.warnings == []
+            got = readers.bioformats_pixels(path, series=p, info=info)[:, :, 0]
+        np.testing.assert_array_equal(got, want)
+
+
 PLATE_SEQ = useq.MDASequence(
     axis_order="tpc",
     time_plan={"interval": 0, "loops": 2},

@@ -1,7 +1,9 @@
 """useq-schema `MDASequence` -> the dimensions (and plate) of an acquisition.
 
 The result follows the order in which useq-schema 0.9.2 yields events
-(`list(seq)`), so frame *i* of the stream is event *i* of the sequence. Only
+(`list(seq)`), so frame *i* of the stream is event *i* of the sequence's
+events that take an image (an autofocus event, which useq yields before the
+frame it focuses for, takes none). Only
 sequences that form a regular nested loop can be written as arrays; anything
 else raises `IrregularSequenceError` naming the axis and the fix.
 

@@ -98,16 +98,26 @@ class FrameNumbers:
         return outer_index * self.frames_per_step + offset
 
 
+def _acquires_an_image(event: Any) -> bool:
+    """Whether an event takes a frame: not an autofocus event (which useq
+    yields before the frame it focuses for, with the same index) or another
+    action that gives none."""
+    action = getattr(event, "action", None)
+    return getattr(action, "type", "acquire_image") == "acquire_image"
+
+
 def _frame_numbers(sequence: Any, dims: list[Dimension]) -> FrameNumbers:
-    """Number the sequence's events in iteration (= acquisition) order."""
+    """Number the sequence's events that take a frame in iteration
+    (= acquisition) order."""
+    events = filter(_acquires_an_image, sequence)
     if dims[0].count is not None:
         return FrameNumbers(
-            {_index_key(event.index): n for n, event in enumerate(sequence)}
+            {_index_key(event.index): n for n, event in enumerate(events)}
         )
     outer = dims[0].name
     per_step = math.prod(d.count or 1 for d in dims[1:-2])
     offsets = {}
-    for n, event in enumerate(itertools.islice(sequence, per_step)):
+    for n, event in enumerate(itertools.islice(events, per_step)):
         key = tuple(i for i in _index_key(event.index) if i[0] != outer)
         offsets[key] = n
     return FrameNumbers(offsets, outer, per_step)
