@@ -535,6 +535,89 @@ def test_open_blocks_are_written_in_a_pause_then_completed(
     readers.validate_yaozarrs(root)
 
 
+@pytest.mark.parametrize(
+    ("version", "whole"),
+    [("3.1.2", False), ("3.1.3", True), ("3.2.0rc1", True), ("4.0", True)],
+)
+def test_zarr_python_rewrites_open_blocks_only_where_files_are_replaced_whole(
+    version: str, whole: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zarr-python before 3.1.3 writes a chunk file over the old one: a kill
+    while a block written in a pause is written again would tear frames
+    already journaled, so its streams write no blocks in pauses."""
+    import zarr
+
+    from ome_stream._formats.zarr import zarr_python
+
+    monkeypatch.setattr(zarr, "__version__", version)
+    assert zarr_python._replaces_files_whole() is whole
+
+
+@pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
+def test_a_failed_write_keeps_the_frames_a_pause_stored(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards of 4 time points: 3 time points, a pause (the open shards are
+    written as they are), then the disk fills up as the first completed
+    shard is written whole. Its 3 frames of the pause are still in the
+    store (a file is replaced whole or not at all), so only its 4th is lost
+    - as `recover` would find after a kill at that moment."""
+    from ome_stream._formats.zarr import regions
+
+    monkeypatch.setattr(regions, "PAUSE_WRITE_S", 0.05)
+    root = tmp_path / "full.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=8, chunk_size=1, shard_size_chunks=4),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+    stream = create_stream(settings)
+    for number in range(6):
+        stream.append(make_frame(number), frame_metadata={"frame": number})
+    deadline = time.monotonic() + 30
+    while len(read_journal(journal_path(root)).frames) < 6:
+        assert time.monotonic() < deadline, "no pause write"
+        time.sleep(0.02)
+    backend_cls = type(stream._backend)
+    real_write = backend_cls._write
+    writes: list[Any] = []
+
+    def write(self: Any, state: Any, region: Any, data: np.ndarray) -> Any:
+        writes.append(region)
+        if len(writes) == 1:  # the first shard completed: (t 0-3, c 0)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, state, region, data)
+
+    monkeypatch.setattr(backend_cls, "_write", write)
+
+    def append_the_rest_then_close() -> None:  # the error surfaces in either
+        for number in range(6, 16):
+            stream.append(make_frame(number), frame_metadata={"frame": number})
+        stream.close()
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        append_the_rest_then_close()
+    stream.close()
+    monkeypatch.undo()
+    missing = set(readers.zarr_missing_frames(root))
+    assert (3, 0) in missing  # the failed write's own frame
+    stored = {divmod(n, 2) for n in range(6)}  # (t, c) of the pause
+    assert not stored & missing
+    data = readers.read_tensorstore(root / "0")
+    for number in range(6):
+        np.testing.assert_array_equal(data[number // 2, number % 2], make_frame(number))
+    image = readers.zarr_document(root)["attributes"]["ome_stream"]
+    listed = {tuple(r["storage_index"]) for r in image["frame_metadata"]}
+    assert stored <= listed
+    assert stream.frames_written == 16 - len(missing)
+
+
 # ------------------------------------------------------ get/update_metadata
 
 

@@ -292,10 +292,6 @@ class BlockBuffer:
         data[~block.set_frames] = 0
         return self._start(key), data
 
-    def open_keys(self) -> list[tuple[int, ...]]:
-        with self._lock:
-            return list(self._blocks)
-
     def drain(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every incomplete block (early close, unbounded tail), emptied."""
         blocks = []

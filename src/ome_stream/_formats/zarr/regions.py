@@ -65,12 +65,15 @@ MAX_GROWTH_STEP = 1024
 # the stream has been idle this long - a time-lapse waiting for its next
 # time point, with chunks or shards along t - is written as it is, the
 # frames still to come as the fill value, so that a kill during the pause
-# loses none of its frames; written again when complete (or at close). A
-# block of many bytes waits longer, one second per PAUSE_WRITE_BYTES_PER_S,
-# so that an acquisition pausing again and again just past the wait writes
-# at most that much more. Not for blocks over PAUSE_WRITE_MAX_BYTES: the
-# copy taken (frames may be copied into the block meanwhile) would take that
-# much memory.
+# loses none of its frames; written again when complete (or at close). With
+# many bytes to write (all the open blocks' together) the wait is longer,
+# one second per PAUSE_WRITE_BYTES_PER_S, so that an acquisition pausing
+# again and again just past it writes at most that much more; one block is
+# written at a time, frames that come meanwhile first. Not for blocks over
+# PAUSE_WRITE_MAX_BYTES: the copy taken (frames may be copied into the
+# block meanwhile) would take that much memory. Only where a chunk file is
+# replaced whole (a kill while one is rewritten must not tear frames it
+# holds already): `pause_writes`.
 PAUSE_WRITE_S = 1.0
 PAUSE_WRITE_BYTES_PER_S = 4 * 2**20
 PAUSE_WRITE_MAX_BYTES = 64 * 2**20
@@ -110,7 +113,7 @@ class _ArrayState:
     chunk_files: ChunkFiles | None = None
     # frames gathered in each open write block, for the journal
     block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
-    # of which written with the block in a pause (`_write_open_blocks`)
+    # of which written with the block in a pause (`_write_open_block`)
     paused_frames: dict[tuple[int, ...], int] = field(default_factory=dict)
 
 
@@ -121,6 +124,9 @@ class RegionWriterBackend(ZarrBackend):
     # frames, straight to their files (`chunkfiles.py`) rather than through
     # `_write_region`.
     direct_chunk_files = False
+    # Write open blocks in a pause (PAUSE_WRITE_S): the backend replaces a
+    # chunk file whole (a temporary renamed), never in place.
+    pause_writes = True
 
     def __init__(self, settings: AcquisitionSettings) -> None:
         super().__init__(settings)
@@ -129,6 +135,7 @@ class RegionWriterBackend(ZarrBackend):
         self._pending_bytes = 0
         self._idle_poll = IDLE_POLL_S
         self._idle_since: float | None = None  # (None: frames came since)
+        self._pause_writes = self.pause_writes  # (off after one fails)
         self._block_shape = write_block_shape(settings)
         self._buffered = any(b > 1 for b in self._block_shape)
         self._chunk_io: ThreadPoolExecutor | None = None
@@ -237,8 +244,7 @@ class RegionWriterBackend(ZarrBackend):
             self._journal(self.journal.received, position_index, storage_index)
         complete = state.buffer.add(storage_index, frame)
         if complete is not None:
-            entries = state.block_frames.pop(key)
-            state.paused_frames.pop(key, None)
+            entries = self._unwritten(state, key)
             self._write_block(position_index, *complete, entries)
 
     @property
@@ -382,13 +388,14 @@ class RegionWriterBackend(ZarrBackend):
         while self._pending and self._pending[0][0].done():
             self._complete_oldest()
         due = None
-        if self._blocks_to_write():
+        blocks = self._blocks_to_write()
+        if blocks:
             block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
-            after = max(PAUSE_WRITE_S, block_bytes / PAUSE_WRITE_BYTES_PER_S)
-            due = self._idle_since + after - now
-            if due <= 0:
-                self._write_open_blocks()
-                due = None
+            after = len(blocks) * block_bytes / PAUSE_WRITE_BYTES_PER_S
+            due = self._idle_since + max(PAUSE_WRITE_S, after) - now
+            if due <= 0:  # one at a time: frames that come meanwhile first
+                self._write_open_block(*blocks[0])
+                due = IDLE_POLL_S if len(blocks) > 1 else None
         if not self._pending:
             self._idle_poll = IDLE_POLL_S
             return due
@@ -399,7 +406,9 @@ class RegionWriterBackend(ZarrBackend):
     def _blocks_to_write(self) -> list[tuple[int, tuple[int, ...]]]:
         """(position, block) of each open write block holding frames it did
         not hold when last written in a pause, and small enough to copy."""
-        found = []
+        found: list[tuple[int, tuple[int, ...]]] = []
+        if not self._pause_writes:
+            return found
         for position_index, state in enumerate(self._arrays):
             if state.buffer is None or self._closed:
                 continue
@@ -411,45 +420,54 @@ class RegionWriterBackend(ZarrBackend):
                     found.append((position_index, key))
         return found
 
-    def _write_open_blocks(self) -> None:
-        """Write each open block that holds frames not yet in the store, as
-        it is (see PAUSE_WRITE_S), and journal its frames once written. A
+    def _write_open_block(self, position_index: int, key: tuple[int, ...]) -> None:
+        """Write an open block that holds frames not yet in the store, as it
+        is (see PAUSE_WRITE_S), and journal those frames once written. A
         failure here is not the stream's: the frames are still in memory,
-        and their block's write when complete (or at close) says."""
-        for position_index, key in self._blocks_to_write():
-            state = self._arrays[position_index]
-            assert state.buffer is not None
-            entries = list(state.block_frames[key])
-            taken = state.buffer.snapshot(key)
-            if taken is None:
-                continue
-            start, block = taken
-            stop = [
-                min(s + b, limit)
-                for s, b, limit in zip(start, block.shape, state.shape)
-            ]
-            region = tuple(slice(s, e) for s, e in zip(start, stop))
-            data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
-            try:
-                self._write(state, region, data).result()
-            except Exception:
-                logger.warning(
-                    "Writing an open block of %d frames in a pause failed; "
-                    "they are written once it is complete",
-                    len(entries),
-                    exc_info=True,
-                )
-                continue
-            journaled = state.paused_frames.get(key, 0)
-            state.paused_frames[key] = len(entries)
-            if self.journal is not None:  # (those of earlier pauses are)
-                self._journal(
-                    self.journal.written,
-                    [
-                        (position_index, index, metadata, skipped)
-                        for index, metadata, skipped in entries[journaled:]
-                    ],
-                )
+        and their block's write when complete (or at close) says; pause
+        writes stop for the rest of the stream."""
+        state = self._arrays[position_index]
+        assert state.buffer is not None
+        entries = list(state.block_frames[key])
+        taken = state.buffer.snapshot(key)
+        if taken is None:
+            return
+        start, block = taken
+        stop = [
+            min(s + b, limit) for s, b, limit in zip(start, block.shape, state.shape)
+        ]
+        region = tuple(slice(s, e) for s, e in zip(start, stop))
+        data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
+        try:
+            self._write(state, region, data).result()
+        except Exception:
+            self._pause_writes = False
+            logger.warning(
+                "Writing an open block of %d frames in a pause failed; they are "
+                "written once it is complete (no more blocks are written in "
+                "pauses)",
+                len(entries),
+                exc_info=True,
+            )
+            return
+        journaled = state.paused_frames.get(key, 0)
+        state.paused_frames[key] = len(entries)
+        if self.journal is not None:  # (those of earlier pauses are)
+            self._journal(
+                self.journal.written,
+                [
+                    (position_index, index, metadata, skipped)
+                    for index, metadata, skipped in entries[journaled:]
+                ],
+            )
+
+    @staticmethod
+    def _unwritten(state: _ArrayState, key: tuple[int, ...]) -> list[_Entry]:
+        """The frames of a block about to be written whole that no pause
+        write has stored (those are journaled, and stay in the store should
+        this write fail: it replaces the file whole or not at all)."""
+        entries = state.block_frames.pop(key, [])
+        return entries[state.paused_frames.pop(key, 0) :]
 
     # ------------------------------------------------------------------ read
 
@@ -487,7 +505,7 @@ class RegionWriterBackend(ZarrBackend):
                 if axis is not None:
                     self._ensure_capacity(position_index, image.extent)
                 key = tuple(s // b for s, b in zip(start, self._block_shape))
-                entries = state.block_frames.pop(key, [])
+                entries = self._unwritten(state, key)
                 self._write_block(position_index, start, block, entries)
         self.flush()
         if axis is None:

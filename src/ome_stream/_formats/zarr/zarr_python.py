@@ -1,4 +1,4 @@
-"""OME-Zarr backend writing arrays with zarr-python (>= 3.1).
+"""OME-Zarr backend writing arrays with zarr-python (>= 3.1.3).
 
 Imported only when this backend is chosen (`pip install "ome-stream[zarr-python]"`).
 We write each array's zarr.json ourselves (`array_document`, the document
@@ -13,6 +13,7 @@ process (or several streams) cannot change each other's behaviour.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,8 +34,17 @@ _ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 _DONE = Done()
 
 
+def _replaces_files_whole() -> bool:
+    """Whether zarr-python's local store writes a chunk file to a temporary
+    renamed into place (3.1.3 on), rather than over the file."""
+    numbers = [int(n) for n in re.findall(r"\d+", zarr.__version__)[:3]]
+    return tuple(numbers) >= (3, 1, 3)
+
+
 class ZarrPythonBackend(RegionWriterBackend):
     """Synchronous region writes through zarr-python; zarr.json written by us."""
+
+    pause_writes = _replaces_files_whole()
 
     def _open(self, location: ImageLocation, shape: tuple[int, ...]) -> Any:
         path = self.root / location.array_path
