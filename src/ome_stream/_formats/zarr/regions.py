@@ -430,7 +430,8 @@ class RegionWriterBackend(ZarrBackend):
         assert state.buffer is not None
         entries = list(state.block_frames[key])
         taken = state.buffer.snapshot(key)
-        if taken is None:
+        if taken is None:  # (never: its frames are listed while it is open)
+            self._pause_writes = False
             return
         start, block = taken
         stop = [
