@@ -89,7 +89,7 @@ class SpoolRange:
         return self.spool.chunks(self.start, self.end)
 
 
-TextPart = str | SpoolRange
+TextPart = str | bytes | SpoolRange  # (bytes: UTF-8 already)
 
 
 def part_bytes(part: TextPart) -> int:
@@ -102,6 +102,9 @@ def part_chunks(parts: list[TextPart]) -> Iterator[bytes]:
         if isinstance(part, str):
             if part:
                 yield part.encode("utf-8")
+        elif isinstance(part, bytes):
+            if part:
+                yield part
         else:
             yield from part.chunks()
 

@@ -943,7 +943,7 @@ class TiffFileBackend(ArrayBackend):
                 self._replace_companion(xml)
             else:
                 find_slots = self._files[key].find_slots
-                write_description(self.paths[key], [xml.decode()], find_slots)
+                write_description(self.paths[key], [xml], find_slots)
             self._written[key] = document
 
     # ----------------------------------------------------------------- close
