@@ -11,6 +11,7 @@ import errno
 import importlib.util
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -801,7 +802,13 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
     if backend == "acquire-zarr" and chunks:
         # as if the kill came halfway through acquire-zarr writing a shard
         chunks[-1].write_bytes(chunks[-1].read_bytes()[:100])
+    if backend == "zarr-python" and chunks:
+        # as if the kill came while zarr-python's store wrote a chunk to its
+        # temporary (renamed into place once whole)
+        name = f"{chunks[-1].name}.{uuid.uuid4().hex}.partial"
+        chunks[-1].with_name(name).write_bytes(chunks[-1].read_bytes()[:100])
     report = recover(root)
+    assert list(root.rglob("*.partial")) == []
     readers.read_tensorstore(root / "0")  # every remaining chunk decodes
     readers.validate_yaozarrs(root)
     readers.validate_ome_zarr_models(root)

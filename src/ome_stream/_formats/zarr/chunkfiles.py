@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,12 +85,24 @@ def writes_whole_shards(settings: AcquisitionSettings) -> bool:
     )
 
 
+# zarr-python's (3.1.3 on): the chunk's key, a random hex name, ".partial"
+_ZARR_PYTHON_PARTIAL = re.compile(r"[^.]+\.[0-9a-f]{32}\.partial")
+
+
 def partial_files(array_dir: Path) -> list[Path]:
-    """Temporary chunk files a killed writer left in the array at `array_dir`."""
+    """Temporary chunk files a killed writer left in the array at `array_dir`:
+    ours (hidden: `.<key>.partial`) and zarr-python's (`<key>.<hex>.partial`,
+    its local store writing each chunk file to a temporary renamed into
+    place)."""
     chunks = array_dir / "c"
     if not chunks.is_dir():
         return []
-    return [p for p in chunks.rglob(f".*{PARTIAL_SUFFIX}") if p.is_file()]
+    return [
+        p
+        for p in chunks.rglob(f"*{PARTIAL_SUFFIX}")
+        if p.is_file()
+        and (p.name.startswith(".") or _ZARR_PYTHON_PARTIAL.fullmatch(p.name))
+    ]
 
 
 class ChunkFiles:
