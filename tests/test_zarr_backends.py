@@ -536,6 +536,64 @@ def test_open_blocks_are_written_in_a_pause_then_completed(
     readers.validate_yaozarrs(root)
 
 
+@pytest.mark.parametrize("blocks", ["shards", "chunks"])
+def test_open_blocks_over_the_copy_limit_are_written_only_as_shards_of_frames(
+    blocks: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past PAUSE_WRITE_MAX_BYTES a block is not copied to be written in a
+    pause: chunks of several frames are then left in memory, but shards of
+    a frame per inner chunk written directly take the frames added as they
+    are - each such shard file holds those frames only (the others not
+    stored: zarr-python and tensorstore read zeros), so a kill loses none."""
+    from ome_stream._formats.zarr import regions
+
+    monkeypatch.setattr(regions, "PAUSE_WRITE_S", 0.05)
+    monkeypatch.setattr(regions, "PAUSE_WRITE_MAX_BYTES", 1)
+    shape = (256, 512)  # (256 KB frames: written straight to their files)
+    t_blocks: dict[str, int] = {"chunk_size": 4}
+    if blocks == "shards":
+        t_blocks = {"chunk_size": 1, "shard_size_chunks": 4}
+    root = tmp_path / "big.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=None, **t_blocks),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=shape[0]),
+            Dimension(name="x", count=shape[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": "tensorstore"},
+    )
+    with create_stream(settings) as stream:
+        for number in range(6):
+            stream.append(make_frame(number, shape=shape))
+        time.sleep(1.0)  # (0.05 s then suffices: 2 MB of open blocks)
+        journal = read_journal(journal_path(root))
+        if blocks == "chunks":
+            assert journal.frames == {}
+            assert len(journal.received) == 6
+        else:
+            assert len(journal.frames) == 6
+            frame_bytes = shape[0] * shape[1] * 2
+            for c in range(2):  # 3 of 4 frames, and the index (16 B + CRC)
+                shard = root / "0" / "c" / "0" / str(c) / "0" / "0"
+                assert shard.stat().st_size == 3 * frame_bytes + 4 * 16 + 4
+            partial = readers.read_zarr_python(root / "0")
+            for number in range(6):
+                t, c = divmod(number, 2)
+                expected = make_frame(number, shape=shape)
+                np.testing.assert_array_equal(partial[t, c], expected)
+            assert not np.asarray(partial[3]).any()
+        for number in range(6, 8):
+            stream.append(make_frame(number, shape=shape))
+    data = readers.read_tensorstore(root / "0")
+    for number in range(8):
+        expected = make_frame(number, shape=shape)
+        np.testing.assert_array_equal(data[number // 2, number % 2], expected)
+    assert readers.zarr_missing_frames(root) == []
+
+
 @pytest.mark.parametrize(
     ("version", "whole"),
     [("3.1.2", False), ("3.1.3", True), ("3.2.0rc1", True), ("4.0", True)],

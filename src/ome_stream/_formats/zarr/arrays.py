@@ -277,20 +277,18 @@ class BlockBuffer:
     def _start(self, key: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(k * b for k, b in zip(key, self.block_shape))
 
-    def snapshot(
+    def added(
         self, key: tuple[int, ...]
-    ) -> tuple[tuple[int, ...], np.ndarray] | None:
-        """A copy of the open block `key` as it is (its start, and its data
-        with the frames not added yet as the fill value), or None if it is
-        not open. Call from the thread that adds frames: a frame still being
-        copied into its slot by `append` is left out."""
+    ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray] | None:
+        """The open block `key` as it is, not copied: its start, its data and
+        which frames were added (a copy; only those may be read: `append`
+        may be copying a frame into another slot), or None if not open.
+        Call from the thread that adds frames."""
         with self._lock:
             block = self._blocks.get(key)
         if block is None:
             return None
-        data = block.data.copy()
-        data[~block.set_frames] = 0
-        return self._start(key), data
+        return self._start(key), block.data, block.set_frames.copy()
 
     def drain(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every incomplete block (early close, unbounded tail), emptied."""

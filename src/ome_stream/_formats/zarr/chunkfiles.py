@@ -214,7 +214,7 @@ class ShardFiles(ChunkFiles):
         self.chunk_bytes = math.prod(chunks) * dtype.itemsize
         # one chunk per index: the region's bytes in C order are the inner
         # chunks it covers, in C order
-        self._frame_chunks = all(c == 1 for c in chunks[:-2])
+        self.frame_chunks = all(c == 1 for c in chunks[:-2])
 
     def write(self, region: Region, data: np.ndarray) -> None:
         """Write the shard at `region` from `data` (the region's pixels, cut
@@ -222,7 +222,7 @@ class ShardFiles(ChunkFiles):
         coords = self.chunk_of(region)
         pixels = self._pixels(region, data)
         index = np.full((*self.grid, 2), _NOT_STORED, dtype="<u8")
-        if self._frame_chunks:
+        if self.frame_chunks:
             buffers = [pixels]
             count = math.prod(pixels.shape[:-2])
             covered: tuple[slice | int, ...] = tuple(
@@ -245,6 +245,29 @@ class ShardFiles(ChunkFiles):
                     continue  # past the array's end
                 index[cell] = (len(buffers) * self.chunk_bytes, self.chunk_bytes)
                 buffers.append(_padded(piece, self.inner))
+        encoded = index.tobytes()
+        checksum = google_crc32c.value(encoded).to_bytes(4, "little")
+        buffers.append(np.frombuffer(encoded + checksum, np.uint8))
+        self._store(coords, buffers)
+
+    def write_frames(
+        self, region: Region, data: np.ndarray, present: np.ndarray
+    ) -> None:
+        """Write the shard at `region` (a shard of one inner chunk a frame:
+        `frame_chunks`) holding only the frames `present` marks (a bool per
+        frame of `data`, the region's pixels), taken from `data` as they
+        are: the others are not stored, and read as the fill value. For a
+        shard still being filled (`regions.PAUSE_WRITE_S`): no copy of it
+        is made."""
+        assert self.frame_chunks, "one inner chunk a frame"
+        coords = self.chunk_of(region)
+        pixels = self._pixels(region, data)
+        index = np.full((*self.grid, 2), _NOT_STORED, dtype="<u8")
+        cells = index.reshape(*self.grid[:-2], 2)  # (one cell a frame)
+        buffers: list[np.ndarray] = []
+        for frame in zip(*np.nonzero(present)):  # (C order)
+            cells[frame] = (len(buffers) * self.chunk_bytes, self.chunk_bytes)
+            buffers.append(pixels[frame])
         encoded = index.tobytes()
         checksum = google_crc32c.value(encoded).to_bytes(4, "little")
         buffers.append(np.frombuffer(encoded + checksum, np.uint8))

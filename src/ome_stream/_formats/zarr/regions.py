@@ -70,8 +70,10 @@ MAX_GROWTH_STEP = 1024
 # one second per PAUSE_WRITE_BYTES_PER_S, so that an acquisition pausing
 # again and again just past it writes at most that much more; one block is
 # written at a time, frames that come meanwhile first. Not for blocks over
-# PAUSE_WRITE_MAX_BYTES: the copy taken (frames may be copied into the
-# block meanwhile) would take that much memory. Only where a chunk file is
+# PAUSE_WRITE_MAX_BYTES, but for uncompressed shards of a frame per inner
+# chunk written directly (`ShardFiles.write_frames`): the copy taken (frames
+# may be copied into the block meanwhile) would take that much memory,
+# where those write the frames added as they are. Only where a chunk file is
 # replaced whole (a kill while one is rewritten must not tear frames it
 # holds already): `pause_writes`.
 PAUSE_WRITE_S = 1.0
@@ -115,6 +117,13 @@ class _ArrayState:
     block_frames: dict[tuple[int, ...], list[_Entry]] = field(default_factory=dict)
     # of which written with the block in a pause (`_write_open_block`)
     paused_frames: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+
+def _frames_only(state: _ArrayState) -> bool:
+    """Whether a block of the array is written in a pause without a copy
+    (`ShardFiles.write_frames`)."""
+    files = state.chunk_files
+    return isinstance(files, ShardFiles) and files.frame_chunks
 
 
 class RegionWriterBackend(ZarrBackend):
@@ -413,7 +422,7 @@ class RegionWriterBackend(ZarrBackend):
             if state.buffer is None or self._closed:
                 continue
             block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
-            if block_bytes > PAUSE_WRITE_MAX_BYTES:
+            if block_bytes > PAUSE_WRITE_MAX_BYTES and not _frames_only(state):
                 continue
             for key, entries in state.block_frames.items():
                 if len(entries) > state.paused_frames.get(key, 0):
@@ -429,18 +438,24 @@ class RegionWriterBackend(ZarrBackend):
         state = self._arrays[position_index]
         assert state.buffer is not None
         entries = list(state.block_frames[key])
-        taken = state.buffer.snapshot(key)
+        files = state.chunk_files
+        taken = state.buffer.added(key)
         if taken is None:  # (never: its frames are listed while it is open)
             self._pause_writes = False
             return
-        start, block = taken
+        start, block, present = taken
         stop = [
             min(s + b, limit) for s, b, limit in zip(start, block.shape, state.shape)
         ]
         region = tuple(slice(s, e) for s, e in zip(start, stop))
-        data = block[tuple(slice(0, e - s) for s, e in zip(start, stop))]
+        within = tuple(slice(0, e - s) for s, e in zip(start, stop))
         try:
-            self._write(state, region, data).result()
+            if isinstance(files, ShardFiles) and files.frame_chunks:
+                files.write_frames(region, block[within], present[within])
+            else:
+                data = block.copy()  # (see PAUSE_WRITE_MAX_BYTES)
+                data[~present] = 0
+                self._write(state, region, data[within]).result()
         except Exception:
             self._pause_writes = False
             logger.warning(
