@@ -536,7 +536,7 @@ def test_open_blocks_are_written_in_a_pause_then_completed(
     readers.validate_yaozarrs(root)
 
 
-@pytest.mark.parametrize("blocks", ["shards", "chunks"])
+@pytest.mark.parametrize("blocks", ["shards", "chunks", "shards-over-their-limit"])
 def test_open_blocks_over_the_copy_limit_are_written_only_as_shards_of_frames(
     blocks: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -544,14 +544,17 @@ def test_open_blocks_over_the_copy_limit_are_written_only_as_shards_of_frames(
     pause: chunks of several frames are then left in memory, but shards of
     a frame per inner chunk written directly take the frames added as they
     are - each such shard file holds those frames only (the others not
-    stored: zarr-python and tensorstore read zeros), so a kill loses none."""
+    stored: zarr-python and tensorstore read zeros), so a kill loses none -
+    up to PAUSE_WRITE_MAX_SHARD_BYTES."""
     from ome_stream._formats.zarr import regions
 
     monkeypatch.setattr(regions, "PAUSE_WRITE_S", 0.05)
     monkeypatch.setattr(regions, "PAUSE_WRITE_MAX_BYTES", 1)
+    if blocks == "shards-over-their-limit":
+        monkeypatch.setattr(regions, "PAUSE_WRITE_MAX_SHARD_BYTES", 1)
     shape = (256, 512)  # (256 KB frames: written straight to their files)
     t_blocks: dict[str, int] = {"chunk_size": 4}
-    if blocks == "shards":
+    if blocks.startswith("shards"):
         t_blocks = {"chunk_size": 1, "shard_size_chunks": 4}
     root = tmp_path / "big.ome.zarr"
     settings = AcquisitionSettings(
@@ -570,7 +573,7 @@ def test_open_blocks_over_the_copy_limit_are_written_only_as_shards_of_frames(
             stream.append(make_frame(number, shape=shape))
         time.sleep(1.0)  # (0.05 s then suffices: 2 MB of open blocks)
         journal = read_journal(journal_path(root))
-        if blocks == "chunks":
+        if blocks != "shards":
             assert journal.frames == {}
             assert len(journal.received) == 6
         else:

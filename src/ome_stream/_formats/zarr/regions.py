@@ -70,15 +70,18 @@ MAX_GROWTH_STEP = 1024
 # one second per PAUSE_WRITE_BYTES_PER_S, so that an acquisition pausing
 # again and again just past it writes at most that much more; one block is
 # written at a time, frames that come meanwhile first. Not for blocks over
-# PAUSE_WRITE_MAX_BYTES, but for uncompressed shards of a frame per inner
-# chunk written directly (`ShardFiles.write_frames`): the copy taken (frames
-# may be copied into the block meanwhile) would take that much memory,
-# where those write the frames added as they are. Only where a chunk file is
-# replaced whole (a kill while one is rewritten must not tear frames it
-# holds already): `pause_writes`.
+# PAUSE_WRITE_MAX_BYTES: the copy taken (frames may be copied into the block
+# meanwhile) would take that much memory; uncompressed shards of a frame per
+# inner chunk written directly (`ShardFiles.write_frames`) take the frames
+# added as they are, up to PAUSE_WRITE_MAX_SHARD_BYTES (the write holds up
+# the frames of an acquisition resuming meanwhile: about what the stream's
+# queue holds by default, or a second or two of the disk's time). Only
+# where a chunk file is replaced whole (a kill while one is rewritten must
+# not tear frames it holds already): `pause_writes`.
 PAUSE_WRITE_S = 1.0
 PAUSE_WRITE_BYTES_PER_S = 4 * 2**20
 PAUSE_WRITE_MAX_BYTES = 64 * 2**20
+PAUSE_WRITE_MAX_SHARD_BYTES = 256 * 2**20
 
 Region = tuple[slice | int, ...]
 logger = logging.getLogger(__name__)
@@ -414,7 +417,8 @@ class RegionWriterBackend(ZarrBackend):
 
     def _blocks_to_write(self) -> list[tuple[int, tuple[int, ...]]]:
         """(position, block) of each open write block holding frames it did
-        not hold when last written in a pause, and small enough to copy."""
+        not hold when last written in a pause, and small enough to write so
+        (see PAUSE_WRITE_MAX_BYTES)."""
         found: list[tuple[int, tuple[int, ...]]] = []
         if not self._pause_writes:
             return found
@@ -422,7 +426,10 @@ class RegionWriterBackend(ZarrBackend):
             if state.buffer is None or self._closed:
                 continue
             block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
-            if block_bytes > PAUSE_WRITE_MAX_BYTES and not _frames_only(state):
+            limit = PAUSE_WRITE_MAX_BYTES
+            if _frames_only(state):
+                limit = max(limit, PAUSE_WRITE_MAX_SHARD_BYTES)
+            if block_bytes > limit:
                 continue
             for key, entries in state.block_frames.items():
                 if len(entries) > state.paused_frames.get(key, 0):
