@@ -477,6 +477,26 @@ def test_read_frame_while_writing_and_after_close(
         backend_object.read_frame(0, (99,) * len(first.storage_index))
 
 
+def _blocks_along_t(
+    root: Path, sharded: bool, shape: tuple[int, int], backend: str = "tensorstore"
+) -> AcquisitionSettings:
+    """Unbounded t in shards (or chunks) of 4 time points, 2 channels."""
+    t_blocks = (
+        {"chunk_size": 1, "shard_size_chunks": 4} if sharded else {"chunk_size": 4}
+    )
+    return AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=None, **t_blocks),
+            Dimension(name="c", coords=["DAPI", "GFP"]),
+            Dimension(name="y", count=shape[0]),
+            Dimension(name="x", count=shape[1]),
+        ],
+        dtype="uint16",
+        format={"name": "ome-zarr", "backend": backend},
+    )
+
+
 @pytest.mark.parametrize("shape", [FRAME, (256, 512)], ids=["small", "large"])
 @pytest.mark.parametrize("blocks", ["shards", "chunks"])
 @pytest.mark.parametrize("backend", ["tensorstore", "zarr-python"])
@@ -495,21 +515,8 @@ def test_open_blocks_are_written_in_a_pause_then_completed(
     from ome_stream._formats.zarr import regions
 
     monkeypatch.setattr(regions, "PAUSE_WRITE_S", 0.05)
-    t_blocks: dict[str, int] = {"chunk_size": 4}
-    if blocks == "shards":
-        t_blocks = {"chunk_size": 1, "shard_size_chunks": 4}
     root = tmp_path / "paused.ome.zarr"
-    settings = AcquisitionSettings(
-        root_path=str(root),
-        dimensions=[
-            Dimension(name="t", count=None, **t_blocks),
-            Dimension(name="c", coords=["DAPI", "GFP"]),
-            Dimension(name="y", count=shape[0]),
-            Dimension(name="x", count=shape[1]),
-        ],
-        dtype="uint16",
-        format={"name": "ome-zarr", "backend": backend},
-    )
+    settings = _blocks_along_t(root, blocks == "shards", shape, backend)
     with create_stream(settings) as stream:
         for number in range(6):
             stream.append(make_frame(number, shape=shape))
@@ -553,21 +560,8 @@ def test_open_blocks_over_the_copy_limit_are_written_only_as_shards_of_frames(
     if blocks == "shards-over-their-limit":
         monkeypatch.setattr(regions, "PAUSE_WRITE_MAX_SHARD_BYTES", 1)
     shape = (256, 512)  # (256 KB frames: written straight to their files)
-    t_blocks: dict[str, int] = {"chunk_size": 4}
-    if blocks.startswith("shards"):
-        t_blocks = {"chunk_size": 1, "shard_size_chunks": 4}
     root = tmp_path / "big.ome.zarr"
-    settings = AcquisitionSettings(
-        root_path=str(root),
-        dimensions=[
-            Dimension(name="t", count=None, **t_blocks),
-            Dimension(name="c", coords=["DAPI", "GFP"]),
-            Dimension(name="y", count=shape[0]),
-            Dimension(name="x", count=shape[1]),
-        ],
-        dtype="uint16",
-        format={"name": "ome-zarr", "backend": "tensorstore"},
-    )
+    settings = _blocks_along_t(root, blocks.startswith("shards"), shape)
     with create_stream(settings) as stream:
         for number in range(6):
             stream.append(make_frame(number, shape=shape))
