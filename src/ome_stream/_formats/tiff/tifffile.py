@@ -1181,9 +1181,9 @@ def write_description(
     Where it fits, in the spare one of the file's two slots (`find_slots`,
     given the open file: `DescriptionSlots`); otherwise after the end of
     the file; either way the tag is then pointed at it with one write (as
-    `tiffcomment` does not: it points the tag first). Nothing is written if
-    the file has this text already. A text as short as an offset goes in the
-    tag's entry, as TIFF requires."""
+    `tiffcomment` does not: it points the tag first). A file without slots
+    that has this text already is left as it is. A text as short as an
+    offset goes in the tag's entry, as TIFF requires."""
     size = sum(part_bytes(part) for part in parts) + 1  # with its NUL
     with path.open("r+b") as f:
         slots = None if find_slots is None else find_slots(f.fileno())

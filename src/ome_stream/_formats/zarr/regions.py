@@ -150,6 +150,7 @@ class RegionWriterBackend(ZarrBackend):
         self._pause_writes = self.pause_writes  # (off after one fails)
         self._block_shape = write_block_shape(settings)
         self._buffered = any(b > 1 for b in self._block_shape)
+        self._block_bytes = math.prod(self._block_shape) * settings.frame_nbytes
         self._chunk_io: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------------- hooks
@@ -402,8 +403,7 @@ class RegionWriterBackend(ZarrBackend):
         due = None
         blocks = self._blocks_to_write()
         if blocks:
-            block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
-            after = len(blocks) * block_bytes / PAUSE_WRITE_BYTES_PER_S
+            after = len(blocks) * self._block_bytes / PAUSE_WRITE_BYTES_PER_S
             due = self._idle_since + max(PAUSE_WRITE_S, after) - now
             if due <= 0:  # one at a time: frames that come meanwhile first
                 self._write_open_block(*blocks[0])
@@ -425,11 +425,10 @@ class RegionWriterBackend(ZarrBackend):
         for position_index, state in enumerate(self._arrays):
             if state.buffer is None or self._closed:
                 continue
-            block_bytes = math.prod(self._block_shape) * self.settings.frame_nbytes
             limit = PAUSE_WRITE_MAX_BYTES
             if _frames_only(state):
                 limit = max(limit, PAUSE_WRITE_MAX_SHARD_BYTES)
-            if block_bytes > limit:
+            if self._block_bytes > limit:
                 continue
             for key, entries in state.block_frames.items():
                 if len(entries) > state.paused_frames.get(key, 0):
