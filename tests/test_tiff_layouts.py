@@ -9,6 +9,7 @@ and bioio.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -1316,6 +1317,101 @@ def test_the_interim_xml_of_many_channels_fits_its_room(
         assert info.warnings == []
         (series,) = info.series
         assert (series.size_t, series.size_c) == (3, 48)
+
+
+@pytest.mark.parametrize(
+    ("name", "plate"),
+    [
+        ("always", False),
+        ("always", True),
+        ("redundant", False),
+        ("master-tiff", False),
+        ("companion-file", True),
+    ],
+)
+def test_the_interim_xml_leaves_out_positions_not_started(
+    name: str, plate: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While position 2 has no plane yet (t-p-c-z, a run killed at
+    position 1, say), the interim OME-XML describes positions 0 and 1 only:
+    no TiffData means "no planes" to every reader (tifffile takes
+    PlaneCount="0" as every page, and showed position 0's pixels for it, or
+    failed to open a file per position with KeyError; Bio-Formats takes
+    MetadataOnly as every page). Plates list the WellSamples of those two."""
+    from ome_stream import Plate
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+    from tests._cases import PLATE_POSITIONS
+
+    monkeypatch.setattr(tiff_backend, "INTERIM_XML_INTERVAL_S", 0.0)
+    layout = Layout(name, *dataclasses.astuple(LAYOUTS[name])[1:3], 3)
+    root = tmp_path / "run.ome.tiff"
+    dims = dimensions(layout)
+    if plate:
+        dims[1] = Dimension(name="p", coords=PLATE_POSITIONS[1:])  # A2, C4, C4
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=dims,
+        dtype="uint16",
+        format=layout.format(),
+        plate=Plate(name="P", row_names=list("ABC"), column_names=["2", "4"])
+        if plate
+        else None,
+    )
+    companion = layout.companion(root)
+
+    def full_xml() -> str:  # (the first file's, or the companion's)
+        if companion is not None:
+            return companion.read_text(encoding="utf-8")
+        return readers.tiff_ome_xml(layout.tiffs(root)[0])
+
+    # position 0 whole (c, z = 2 x 2), position 1 its first z-stack
+    written = 6
+    with create_stream(settings) as stream:
+        for number in range(written):
+            stream.append(make_frame(number))
+        wait_written(stream, written)
+        deadline = time.monotonic() + 30
+        while True:  # (the writer refreshes a stale interim XML when idle)
+            interim = readers.validate_ome_xml(full_xml())
+            sizes = [(i.pixels.size_c, i.pixels.size_z) for i in interim.images]
+            if sizes == [(2, 2), (1, 2)] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [image.id for image in interim.images] == ["Image:0", "Image:1"]
+        assert sizes == [(2, 2), (1, 2)]
+        if plate:
+            (well_plate,) = interim.plates
+            refs = [
+                sample.image_ref.id
+                for well in well_plate.wells
+                for sample in well.well_samples
+                if sample.image_ref is not None
+            ]
+            assert refs == ["Image:0", "Image:1"]
+        expected = [
+            np.stack([make_frame(n) for n in range(4)]).reshape(2, 2, *FRAME),
+            np.stack([make_frame(4), make_frame(5)]).reshape(1, 2, *FRAME),
+        ]
+        tiffs = [path for path in layout.tiffs(root) if path.stat().st_size > 16]
+        assert len(tiffs) == (1 if layout.single_file else 2)  # no page of p2 yet
+        for path in tiffs:
+            if "<BinaryOnly" in readers.tiff_ome_xml(path):
+                continue  # (tifffile does not follow it)
+            with tifffile.TiffFile(path) as tif:
+                assert len(tif.series) == 2, path.name
+                for series, want in zip(tif.series, expected):
+                    got = series.asarray().reshape(want.shape)
+                    np.testing.assert_array_equal(got, want)
+        info = readers.bioformats_info(companion or tiffs[0])
+        assert info.warnings == []
+        assert [(s.size_c, s.size_z) for s in info.series] == [(2, 2), (1, 2)]
+        pixels = readers.bioformats_all_pixels(tiffs[0], info=info)
+        for got, want in zip(pixels, expected):
+            np.testing.assert_array_equal(got.reshape(want.shape), want)
+        stream.append(make_frame(written))
+    # closed early: every position described, the rest padding
+    final = readers.validate_ome_xml(full_xml())
+    assert len(final.images) == 3
 
 
 KILLED_WRITING_THE_DESCRIPTION = """

@@ -413,6 +413,10 @@ class ImageRecord:
     position: Position
     sizes: dict[str, int]  # "T", "C", "Z" -> size
     dimension_order: str
+    # No TiffData (a position not started while the stream is open) makes
+    # the Pixels MetadataOnly. A TiffData of PlaneCount="0" would mean "every
+    # page from IFD" to tifffile, which then shows another position's pixels,
+    # or, for a file with no page yet, fails to open any file of the dataset.
     tiff_data: list[TiffDataRecord]
     # (may be read more than once: a list, or decoded from frame records at
     # each pass)
@@ -430,10 +434,10 @@ def tiff_data_runs(
 ) -> list[TiffDataRecord]:
     """TiffData for planes 0..len(ifds)-1 (in DimensionOrder) stored at
     `ifds`: one element per run of consecutive IFDs. `zct_of(plane)` gives
-    a plane's (z, c, t). With no planes, a single PlaneCount="0" element
-    (Pixels needs one; Bio-Formats then leaves that Image out)."""
+    a plane's (z, c, t). With no planes, none: the Image's Pixels are then
+    MetadataOnly (see `ImageRecord.tiff_data`)."""
     if not len(ifds):
-        return [TiffDataRecord(0, 0, 0, 0, 0, file_name, file_uuid)]
+        return []
     pages = np.asarray(ifds, dtype=np.int64)
     # a run ends where the next plane is not in the next IFD
     starts = [0, *(np.flatnonzero(np.diff(pages) != 1) + 1).tolist()]
@@ -739,6 +743,7 @@ class OmeXmlBuilder:
             **pixels_kwargs,
             channels=_channels(settings, img.index, img.sizes["C"]),
             tiff_data_blocks=[_tiff_data(block) for block in img.tiff_data],
+            metadata_only=None if img.tiff_data else model.MetadataOnly(),
             planes=[self._plane(p, annotations) for p in img.planes]
             if sink is None
             else [],

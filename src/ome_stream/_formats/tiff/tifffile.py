@@ -839,7 +839,13 @@ class TiffFileBackend(ArrayBackend):
 
     def _document(self, *, final: bool, whole_prefix: bool = True) -> OME:
         """The full OME of the dataset (root UUID unset): final as if the
-        stream closed now, or interim (`whole_prefix`: see `_image_record`)."""
+        stream closed now, or interim. The interim one leaves out positions
+        with no plane written yet (and their WellSamples): no TiffData says
+        "no planes" to every reader (tifffile takes PlaneCount="0" as every
+        page from IFD, Bio-Formats takes MetadataOnly as every page of the
+        file). `whole_prefix=False` (to size the slots, see `_slot_size`)
+        keeps them, MetadataOnly, and describes whole steps (see
+        `_image_record`)."""
         if final:
             images = self._final_image_records()
         else:
@@ -847,6 +853,8 @@ class TiffFileBackend(ArrayBackend):
                 self._image_record(p, final=False, whole_prefix=whole_prefix)
                 for p in range(len(self._images))
             ]
+            if whole_prefix:
+                images = [image for image in images if image.tiff_data]
         return self._builder.build(images, self._global)
 
     def _final_image_records(self) -> list[ImageRecord]:
