@@ -231,6 +231,65 @@ def test_appended_pages_read_back_in_tifffile_and_bioformats(
     np.testing.assert_array_equal(pixels[:, 0, 0], frames)
 
 
+@pytest.mark.parametrize("bigtiff", [False, True])
+def test_appended_pixels_follow_one_another_with_their_ifds_in_blocks(
+    bigtiff: bool, tmp_path: Path
+) -> None:
+    """The pixels of the pages after the first follow one another, as a
+    raw write lays them out; their IFDs are packed in blocks of
+    IFD_BLOCK_BYTES (the first at a multiple of it) before the pixels they
+    describe, and linked in file order. Skipped frames are holes among the
+    pixels. Read while written (across blocks) and after, by tifffile and
+    Bio-Formats."""
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+
+    n, skipped = 1200, {5, 6, 700}
+    settings = _settings(tmp_path, "tiff", count=None if bigtiff else n)
+    backend = TiffFileBackend(settings)
+    backend.open()
+    for i in range(n):
+        if i in skipped:
+            backend.skip(0, (i,))
+        else:
+            backend.write(0, (i,), _frame(i % 600), None)
+        if i % 97 == 0 or i in (520, 521, 522, 523, 524):
+            for j in (i, i // 2, 0):
+                want = None if j in skipped else _frame(j % 600)
+                got = backend.read_frame(0, (j,))
+                assert (got is None) == (want is None), j
+                if want is not None:
+                    np.testing.assert_array_equal(got, want)
+    backend.close()
+    nbytes = SHAPE[0] * SHAPE[1] * 2
+    block = tiff_pages.IFD_BLOCK_BYTES
+    with tifffile.TiffFile(settings.output_path) as tif:
+        assert tif.is_bigtiff == bigtiff
+        pages = list(tif.pages)
+        assert len(pages) == n
+        ifds = [page.offset for page in pages]
+        data = [page.dataoffsets[0] for page in pages]
+        assert ifds == sorted(ifds)
+        assert ifds[1] % block == 0
+        starts = [1]  # the pages whose IFD opens a block
+        for k in range(2, n):
+            if ifds[k] >= data[k - 1]:
+                starts.append(k)
+                assert ifds[k] == data[k - 1] + nbytes  # right after the pixels
+                assert data[k] == ifds[k] + block
+            else:
+                assert data[k] == data[k - 1] + nbytes
+        assert len(starts) >= 2
+        for first, end in zip(starts, [*starts[1:], n]):
+            assert all(ifds[k] < data[first] for k in range(first, end))
+        read = np.stack([page.asarray() for page in pages])
+    want = np.stack(
+        [np.zeros_like(_frame(i % 600)) if i in skipped else _frame(i % 600) for i in range(n)]
+    )
+    np.testing.assert_array_equal(read, want)
+    pixels = readers.bioformats_pixels(settings.output_path)
+    np.testing.assert_array_equal(pixels[:, 0, 0], want)
+
+
 def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> None:
     """Frames that are not the file's byte order or not C-contiguous are
     written as their values (the stream hands over C-contiguous frames of

@@ -896,9 +896,9 @@ def test_damage_past_the_journaled_pages_does_not_stop_recovery(
         "".join(line for i, line in enumerate(lines) if i not in frames[-5:])
     )
     with tifffile.TiffFile(root) as tif:
-        last_ifd = tif.pages[19].offset
+        last_pixels = tif.pages[19].dataoffsets[0]
     with root.open("r+b") as f:
-        f.truncate(last_ifd + 10)  # inside the last page's IFD
+        f.truncate(last_pixels + 10)  # inside the last page's pixels
     report = recover(root)
     assert report.frames_recovered == 15
     assert validate_dataset(root) == []

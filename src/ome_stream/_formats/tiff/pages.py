@@ -25,6 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 
+# more than the IFD of a page written here takes, with its entries
+_IFD_MAX_BYTES = 4096
+
 
 class PageReader:
     """Decodes page number `n` (IFD order) of one TIFF file.
@@ -44,10 +47,19 @@ class PageReader:
     def read(self, page: int) -> np.ndarray:
         """The pixels of page `page`. The writer must have flushed it."""
         try:
-            offset, end = self._locate(page)
-            tif = self._tiff_file(end)
+            offset = self._locate(page)
+            # (the IFD, then its values, then its pixels: those of a page
+            # appended since tifffile looked at the file are past the size
+            # it knows, which it checks them against)
+            tif = self._tiff_file(offset + _IFD_MAX_BYTES)
             tif.filehandle.seek(offset)
-            data: np.ndarray = tifffile.TiffPage(tif, index=page).asarray()
+            parsed = tifffile.TiffPage(tif, index=page)
+            end = _value_end(parsed)
+            if tif.filehandle.size < end:
+                tif = self._tiff_file(end)
+                tif.filehandle.seek(offset)
+                parsed = tifffile.TiffPage(tif, index=page)
+            data: np.ndarray = parsed.asarray()
             return data
         finally:
             if not self._keep_open:
@@ -117,11 +129,10 @@ class PageReader:
         )
         return int(following)
 
-    def _locate(self, page: int) -> tuple[int, int]:
-        """Offset of the page's IFD and where the page's bytes end at the
-        latest (the next IFD, or the end of the file)."""
+    def _locate(self, page: int) -> int:
+        """Offset of the page's IFD."""
         self._header()
-        while len(self._offsets) <= page + 1:
+        while len(self._offsets) <= page:
             following = self._next_offset(self._offsets[-1])
             if following == 0:
                 break
@@ -131,12 +142,7 @@ class PageReader:
                 f"internal error: {self.path.name} has {len(self._offsets)} pages, "
                 f"page {page} was asked for"
             )
-        if page + 1 < len(self._offsets):
-            # tifffile appends pages one after the other, each IFD first
-            end = self._offsets[page + 1]
-        else:
-            end = os.fstat(self._descriptor()).st_size
-        return self._offsets[page], end
+        return self._offsets[page]
 
     def chain(self, required: int = 0) -> array[int]:
         """The IFD offset of every page linked in the file, in chain order,
@@ -163,9 +169,10 @@ class PageReader:
             raise ValueError(str(exc).removeprefix("internal error: ")) from exc
 
     def _tiff_file(self, end: int) -> Any:
-        """An open TiffFile that knows the file up to byte `end`; reopened
-        when the file has grown since (tifffile checks offsets against the
-        size it saw at open)."""
+        """An open TiffFile that knows the file up to byte `end` (or its
+        end); reopened when the file has grown since (tifffile checks
+        offsets against the size it saw at open)."""
+        end = min(end, os.fstat(self._descriptor()).st_size)
         if self._tif is not None and self._tif.filehandle.size < end:
             self._tif.close()
             self._tif = None
@@ -420,18 +427,31 @@ def _value_end(page: Any) -> int:
     return int(end)
 
 
+# The IFDs of appended pages are packed in blocks of this many bytes, each
+# block placed (at a multiple of it, the first) before the pixels of the
+# pages it describes, so that the pixels follow one another as a raw write
+# lays them out: writes that start where the page cache's large folios do
+# are ~20 % faster here than the same bytes behind a 200-byte IFD each
+# (256 x 256 uint16: 24 000 vs 19 000 pages/s, single thread).
+IFD_BLOCK_BYTES = 128 * 1024
+
+
 class PageAppender:
     """Appends uncompressed pages, each a copy of the first page's tags.
 
     tifffile writes the first page (its ImageDescription holds the OME-XML)
     and is closed; from then on every page is an IFD packed once, of which
-    only the offsets change from page to page, followed by the pixels as one
-    strip: one vectored write a page, then a write of four or eight bytes that
-    links the previous IFD to it. A page is linked only once it is complete,
-    so a reader of a killed file never follows a link to a partial page.
+    only the offsets change from page to page, and the pixels as one strip.
+    The pixels of successive pages follow one another; their IFDs go in
+    blocks of IFD_BLOCK_BYTES among them (a block starts where the next
+    pixels would, which then follow it). A page costs three writes: its
+    pixels, its IFD, then four or eight bytes that link the previous IFD to
+    it. A page is linked only once it is complete, so a reader of a killed
+    file never follows a link to a partial page; the IFDs' offsets grow
+    along the chain.
 
     Packing each page's IFD in Python is what limits tifffile to about 5000
-    pages/s of 256 x 256; here a page costs two system calls.
+    pages/s of 256 x 256.
     """
 
     def __init__(self, path: Path, after: ChainCut | None = None) -> None:
@@ -485,7 +505,7 @@ class PageAppender:
         ifd_size = count_size + len(ordered) * entry_size + inline
         header = bytearray(struct.pack(order + count_format, len(ordered)))
         extra = bytearray()
-        self._relative: list[tuple[int, int]] = []  # (field, offset from page)
+        self._relative: list[tuple[int, int]] = []  # (field, offset from IFD)
         for code, kind, count, value in ordered:
             entry = struct.pack(order + "HH" + offset_format, code, kind, count)
             field_at = len(header) + len(entry)
@@ -495,15 +515,14 @@ class PageAppender:
                 value = bytes(inline)
             header += entry + value.ljust(inline, b"\0")
             if code == _STRIP_OFFSETS:
-                strip_offset_field = field_at
+                self._strip_offset_field = field_at
             elif code == _STRIP_BYTE_COUNTS:
                 byte_count_field = field_at
         self._next_field = len(header)
         header += bytes(inline) + extra
-        header += bytes(-len(header) % 16)  # pixels start 16-byte aligned
+        header += bytes(-len(header) % 8)  # the next IFD on a word boundary
         self._header = header
         self._offset_format = order + offset_format
-        self._relative.append((strip_offset_field, len(header)))
         self._byte_count_field = byte_count_field
         self._nbytes = -1
         # frames whose bytes go to the file as they are
@@ -515,8 +534,10 @@ class PageAppender:
         self._link = first + count_size + entries * entry_size
         if after is not None:
             self._link = after.link
-        self._end = os.fstat(self._fd).st_size
+        self._end = os.fstat(self._fd).st_size  # where the next pixels go
         self._end += self._end % 2
+        self._block = self._block_end = 0  # room for IFDs: none yet
+        self._align = IFD_BLOCK_BYTES  # where the first block starts a multiple of
 
     def append(self, frame: np.ndarray) -> int:
         """Write `frame` as the next page; return its IFD offset."""
@@ -526,52 +547,65 @@ class PageAppender:
         ):
             frame = np.ascontiguousarray(frame, frame.dtype.newbyteorder(self._order))
         nbytes = frame.nbytes
-        base = self._end
-        header = self._page_header(base, nbytes)
-        buffers = [header, frame] if nbytes % 2 == 0 else [header, frame, b"\0"]
-        # (odd sizes are padded: the next IFD starts on a word boundary)
-        size = len(header) + nbytes + nbytes % 2
+        at = self._ifd_room()
+        pixels = self._end
         # Most writes are whole at once; _write_fully continues a short one.
-        written = _pwritev(self._fd, buffers, base)
-        if written != size:
-            _write_fully(self._fd, buffers, base, written)
-        self._end = base + size
-        self._link_page(base)
-        return base
+        if _pwritev(self._fd, [frame], pixels) != nbytes:
+            _write_fully(self._fd, [frame], pixels)
+        # (odd sizes are padded: the next pixels start on a word boundary)
+        self._end = pixels + nbytes + nbytes % 2
+        self._write_ifd(at, pixels, nbytes)
+        self._link_page(at)
+        return at
 
     def append_blank(self, nbytes: int) -> int:
         """Write a page of `nbytes` zero bytes; return its IFD offset. Only
         the IFD is written: the pixels are a hole in the file, which reads
         as zeros and, where the file system keeps holes (ext4, XFS, APFS,
         tmpfs...), takes no disk space."""
-        base = self._end
-        header = self._page_header(base, nbytes)
-        if _pwritev(self._fd, [header], base) != len(header):
-            _write_fully(self._fd, [header], base)
-        self._end = base + len(header) + nbytes + nbytes % 2
+        at = self._ifd_room()
+        pixels = self._end
+        self._end = pixels + nbytes + nbytes % 2
+        self._write_ifd(at, pixels, nbytes)
         if os.fstat(self._fd).st_size < self._end:
             os.ftruncate(self._fd, self._end)  # (the hole; never shortens)
-        self._link_page(base)
-        return base
+        self._link_page(at)
+        return at
 
-    def _page_header(self, base: int, nbytes: int) -> bytearray:
-        """The IFD (and out-of-line values) of a page of `nbytes` pixel bytes
-        written at `base`."""
+    def _ifd_room(self) -> int:
+        """Where the next IFD goes: in the current block, or a new one
+        (the first at a multiple of IFD_BLOCK_BYTES)."""
+        at = self._block
+        if at + len(self._header) > self._block_end:
+            at = self._end
+            if self._align:
+                at += -at % self._align
+                self._align = 0
+            self._block_end = at + max(IFD_BLOCK_BYTES, len(self._header))
+            self._end = self._block_end
+        self._block = at + len(self._header)
+        return at
+
+    def _write_ifd(self, at: int, pixels: int, nbytes: int) -> None:
+        """The IFD (and out-of-line values) of a page of `nbytes` pixel
+        bytes at `pixels`, written at `at`."""
         header = self._header
         offset_format = self._offset_format
         if nbytes != self._nbytes:
             self._nbytes = nbytes
             struct.pack_into(offset_format, header, self._byte_count_field, nbytes)
+        struct.pack_into(offset_format, header, self._strip_offset_field, pixels)
         for field_at, relative in self._relative:
-            struct.pack_into(offset_format, header, field_at, base + relative)
-        return header
+            struct.pack_into(offset_format, header, field_at, at + relative)
+        if _pwritev(self._fd, [header], at) != len(header):
+            _write_fully(self._fd, [header], at)
 
-    def _link_page(self, base: int) -> None:
-        """Link the previous IFD to the complete page at `base`."""
-        link = struct.pack(self._offset_format, base)
+    def _link_page(self, at: int) -> None:
+        """Link the previous IFD to the complete page whose IFD is at `at`."""
+        link = struct.pack(self._offset_format, at)
         if _pwritev(self._fd, [link], self._link) != len(link):
             _write_fully(self._fd, [link], self._link)
-        self._link = base + self._next_field
+        self._link = at + self._next_field
 
     def close(self) -> None:
         if self._fd >= 0:
