@@ -1051,6 +1051,22 @@ def test_a_damaged_journal_or_file_is_refused_in_plain_words(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_damaged_file_on_a_full_disk_is_named_as_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Freeing space would not help a file cut short: recover says what is
+    wrong with it, not that the disk is full."""
+    root = tmp_path / "damaged.ome.tiff"
+    _killed_with_metadata(root, 1)
+    before = root.read_bytes()
+    with root.open("r+b") as f:
+        f.truncate(len(before) // 2)
+    _as_if_free(monkeypatch, tmp_path, 1000)
+    with pytest.raises(ValueError, match=r"page \d+ of damaged.ome.tiff cannot be"):
+        recover(root)
+    assert root.read_bytes() == before[: len(before) // 2]
+
+
 def test_a_full_disk_during_zarr_recovery_is_named_and_recoverable_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -543,9 +543,8 @@ def _repair_tiff(
     from ._formats.tiff.pages import ChainCut
 
     output = backend.output_path
-    needed = _room_in_place(backend, contents, pages)
-    if _free_space(output)[1] < needed:
-        raise _no_room(output, needed, in_place=True)
+    # (the files are read first: a damaged file is the error to report,
+    # since freeing space would not help)
     cuts: dict[int, ChainCut] = {}
     not_journaled = 0
     for index, (path, keep) in enumerate(zip(backend.paths, pages)):
@@ -555,6 +554,9 @@ def _repair_tiff(
             not_journaled += cut.pages - keep
         else:
             not_journaled += _linked_pages(path)
+    needed = _room_in_place(backend, contents, pages)
+    if _free_space(output)[1] < needed:
+        raise _no_room(output, needed, in_place=True)
     with _room(output, needed, in_place=True, changed=False):
         not_journaled = _first_count(output, contents, not_journaled)
     try:
