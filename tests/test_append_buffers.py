@@ -236,11 +236,11 @@ def test_appended_pixels_follow_one_another_with_their_ifds_in_blocks(
     bigtiff: bool, tmp_path: Path
 ) -> None:
     """The pixels of the pages after the first follow one another, as a
-    raw write lays them out; their IFDs are packed in blocks of
-    IFD_BLOCK_BYTES (the first at a multiple of it) before the pixels they
-    describe, and linked in file order. Skipped frames are holes among the
-    pixels. Read while written (across blocks) and after, by tifffile and
-    Bio-Formats."""
+    raw write lays them out; their IFDs are packed in blocks before the
+    pixels they describe, linked in file order: the first small, where the
+    first page ends, the others ending on a multiple of IFD_BLOCK_BYTES.
+    Skipped frames are holes among the pixels. Read while written (across
+    blocks) and after, by tifffile and Bio-Formats."""
     from ome_stream._formats.tiff.tifffile import TiffFileBackend
 
     n, skipped = 1200, {5, 6, 700}
@@ -252,7 +252,7 @@ def test_appended_pixels_follow_one_another_with_their_ifds_in_blocks(
             backend.skip(0, (i,))
         else:
             backend.write(0, (i,), _frame(i % 600), None)
-        if i % 97 == 0 or i in (520, 521, 522, 523, 524):
+        if i % 97 == 0 or i in (80, 81, 82, 83, 84, 85, 520, 521, 522, 523, 524):
             for j in (i, i // 2, 0):
                 want = None if j in skipped else _frame(j % 600)
                 got = backend.read_frame(0, (j,))
@@ -269,25 +269,63 @@ def test_appended_pixels_follow_one_another_with_their_ifds_in_blocks(
         ifds = [page.offset for page in pages]
         data = [page.dataoffsets[0] for page in pages]
         assert ifds == sorted(ifds)
-        assert ifds[1] % block == 0
+        assert data[0] + nbytes <= ifds[1] <= data[0] + nbytes + 2
+        assert data[1] == ifds[1] + tiff_pages.FIRST_IFD_BLOCK_BYTES
         starts = [1]  # the pages whose IFD opens a block
         for k in range(2, n):
             if ifds[k] >= data[k - 1]:
                 starts.append(k)
                 assert ifds[k] == data[k - 1] + nbytes  # right after the pixels
-                assert data[k] == ifds[k] + block
+                assert data[k] % block == 0
+                assert block // 2 <= data[k] - ifds[k] < block // 2 + block
             else:
                 assert data[k] == data[k - 1] + nbytes
-        assert len(starts) >= 2
+        assert len(starts) >= 3
         for first, end in zip(starts, [*starts[1:], n]):
             assert all(ifds[k] < data[first] for k in range(first, end))
+        assert os.path.getsize(settings.output_path) == data[-1] + nbytes
         read = np.stack([page.asarray() for page in pages])
     want = np.stack(
-        [np.zeros_like(_frame(i % 600)) if i in skipped else _frame(i % 600) for i in range(n)]
+        [
+            np.zeros_like(_frame(i % 600)) if i in skipped else _frame(i % 600)
+            for i in range(n)
+        ]
     )
     np.testing.assert_array_equal(read, want)
     pixels = readers.bioformats_pixels(settings.output_path)
     np.testing.assert_array_equal(pixels[:, 0, 0], want)
+
+
+def test_a_file_of_a_few_pages_is_hardly_larger_than_its_pixels(
+    tmp_path: Path,
+) -> None:
+    """A file per position of two 256 x 256 planes: the second page's IFD
+    takes a small block, not the 128 KiB the blocks of long files take."""
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "few.ome.tiff"),
+        dimensions=[
+            Dimension(name="p", count=4, type="position"),
+            Dimension(name="t", count=2),
+            Dimension(name="y", count=256),
+            Dimension(name="x", count=256),
+        ],
+        dtype="uint16",
+        format={"name": "ome-tiff", "prefer_single_file": "never"},
+    )
+    frames = np.arange(8 * 256 * 256, dtype=np.uint16).reshape(8, 256, 256)
+    with create_stream(settings) as stream:
+        for frame in frames:
+            stream.append(frame)
+    paths = sorted((tmp_path / "few").glob("*.ome.tiff"))
+    assert len(paths) == 4
+    for p, path in enumerate(paths):
+        with tifffile.TiffFile(path, is_ome=False) as tif:
+            first, second = tif.pages
+            first_end = first.dataoffsets[0] + first.databytecounts[0]
+            assert second.offset - first_end <= 2
+            extra = path.stat().st_size - first_end - second.databytecounts[0]
+            assert extra <= tiff_pages.FIRST_IFD_BLOCK_BYTES + 2
+            np.testing.assert_array_equal(tif.asarray(), frames[2 * p : 2 * p + 2])
 
 
 def test_the_page_appender_writes_any_layout_and_byte_order(tmp_path: Path) -> None:
@@ -529,6 +567,45 @@ def test_callers_arrays_are_never_reused_as_copy_buffers(
     np.testing.assert_array_equal(
         _read_back(settings), np.stack([_frame(i) for i in range(200)])
     )
+
+
+def test_a_blank_page_after_a_write_cut_short_reads_as_zeros(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame whose pixels were written in part when the disk filled is
+    not a page; the blank page then written in its place (the frame
+    recorded as missing) reads as zeros, not as the bytes left there."""
+    import errno
+
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+
+    settings = _settings(tmp_path, "tiff", count=4)
+    backend = TiffFileBackend(settings)
+    backend.open()
+    backend.write(0, (0,), _frame(0), None)
+    real = tiff_pages._pwritev
+    calls = 0
+
+    def filling_up(fd: int, buffers: list[Any], offset: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # half the pixels of frame 1
+            return os.pwrite(fd, bytes(memoryview(buffers[0]).cast("B")[:1000]), offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiff_pages, "_pwritev", filling_up)
+    with pytest.raises(OSError, match="No space"):
+        backend.write(0, (1,), _frame(1) | 1, None)
+    monkeypatch.setattr(tiff_pages, "_pwritev", real)
+    backend.skip(0, (1,))
+    backend.write(0, (2,), _frame(2), None)
+    backend.close()
+    with tifffile.TiffFile(settings.output_path) as tif:
+        read = tif.asarray()
+    np.testing.assert_array_equal(read[0], _frame(0))
+    np.testing.assert_array_equal(read[1], 0)
+    np.testing.assert_array_equal(read[2], _frame(2))
+    assert len(read) == 3  # (closed early: the outermost axis trimmed)
 
 
 def test_a_write_that_writes_nothing_raises(

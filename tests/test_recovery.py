@@ -336,8 +336,9 @@ def test_the_room_for_blank_pages_counts_the_file_systems_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where the file system allocates in 128 KiB units (ZFS's default
-    record), the edges of each blank page's hole take up to two of them (at
-    most the frame's own bytes): recover counts that, and with 1 MB free
+    record), the edges of a blank page's hole take up to two of them (at
+    most the frame's own bytes; blank pages in a row make one hole, so that
+    is an upper bound): recover counts that, and with 1 MB free
     refuses the 48 blank pages it would need (which take 4 KiB blocks of
     that room where those are the unit: test_blank_pages_take_no_disk_space)."""
     import types

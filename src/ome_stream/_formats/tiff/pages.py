@@ -25,7 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 
-# more than the IFD of a page written here takes, with its entries
+# more than the IFD of a page takes, with its entries and the values stored
+# after them (PageAppender's and tifffile's pages: a dozen or two of tags)
 _IFD_MAX_BYTES = 4096
 
 
@@ -427,13 +428,17 @@ def _value_end(page: Any) -> int:
     return int(end)
 
 
-# The IFDs of appended pages are packed in blocks of this many bytes, each
-# block placed (at a multiple of it, the first) before the pixels of the
-# pages it describes, so that the pixels follow one another as a raw write
-# lays them out: writes that start where the page cache's large folios do
-# are ~20 % faster here than the same bytes behind a 200-byte IFD each
-# (256 x 256 uint16: 24 000 vs 19 000 pages/s, single thread).
+# The IFDs of appended pages are packed in blocks placed before the pixels
+# of the pages they describe, so that the pixels follow one another as a raw
+# write lays them out. Writes that start where the page cache's large folios
+# do are ~20 % faster here than the same bytes behind a 200-byte IFD each
+# (256 x 256 uint16: 24 000 vs 19 000 pages/s, single thread): blocks after
+# the first end on a multiple of IFD_BLOCK_BYTES and hold at least half of
+# it, so frames of a multiple of it start on one. The first block is small
+# and where the file ends, so that a file of a few pages is hardly larger
+# than its pixels (on file systems without holes too).
 IFD_BLOCK_BYTES = 128 * 1024
+FIRST_IFD_BLOCK_BYTES = 16 * 1024
 
 
 class PageAppender:
@@ -443,8 +448,8 @@ class PageAppender:
     and is closed; from then on every page is an IFD packed once, of which
     only the offsets change from page to page, and the pixels as one strip.
     The pixels of successive pages follow one another; their IFDs go in
-    blocks of IFD_BLOCK_BYTES among them (a block starts where the next
-    pixels would, which then follow it). A page costs three writes: its
+    blocks among them (a block starts where the next pixels would, which
+    then follow it; see IFD_BLOCK_BYTES). A page costs three writes: its
     pixels, its IFD, then four or eight bytes that link the previous IFD to
     it. A page is linked only once it is complete, so a reader of a killed
     file never follows a link to a partial page; the IFDs' offsets grow
@@ -537,7 +542,7 @@ class PageAppender:
         self._end = os.fstat(self._fd).st_size  # where the next pixels go
         self._end += self._end % 2
         self._block = self._block_end = 0  # room for IFDs: none yet
-        self._align = IFD_BLOCK_BYTES  # where the first block starts a multiple of
+        self._blocks = 0
 
     def append(self, frame: np.ndarray) -> int:
         """Write `frame` as the next page; return its IFD offset."""
@@ -565,25 +570,34 @@ class PageAppender:
         tmpfs...), takes no disk space."""
         at = self._ifd_room()
         pixels = self._end
-        self._end = pixels + nbytes + nbytes % 2
+        end = pixels + nbytes + nbytes % 2
+        size = os.fstat(self._fd).st_size
+        if size > pixels:  # part of a page whose write failed (a full disk)
+            zeros = bytes(min(size, end) - pixels)
+            if _pwritev(self._fd, [zeros], pixels) != len(zeros):
+                _write_fully(self._fd, [zeros], pixels)
+        self._end = end
         self._write_ifd(at, pixels, nbytes)
-        if os.fstat(self._fd).st_size < self._end:
-            os.ftruncate(self._fd, self._end)  # (the hole; never shortens)
+        if size < end:
+            os.ftruncate(self._fd, end)  # (the hole; never shortens)
         self._link_page(at)
         return at
 
     def _ifd_room(self) -> int:
         """Where the next IFD goes: in the current block, or a new one
-        (the first at a multiple of IFD_BLOCK_BYTES)."""
+        where the pixels would go (see IFD_BLOCK_BYTES)."""
         at = self._block
-        if at + len(self._header) > self._block_end:
+        ifd = len(self._header)
+        if at + ifd > self._block_end:
             at = self._end
-            if self._align:
-                at += -at % self._align
-                self._align = 0
-            self._block_end = at + max(IFD_BLOCK_BYTES, len(self._header))
-            self._end = self._block_end
-        self._block = at + len(self._header)
+            if self._blocks:
+                end = at + max(IFD_BLOCK_BYTES // 2, ifd)
+                end += -end % IFD_BLOCK_BYTES
+            else:
+                end = at + max(FIRST_IFD_BLOCK_BYTES, ifd)
+            self._blocks += 1
+            self._block_end = self._end = end
+        self._block = at + ifd
         return at
 
     def _write_ifd(self, at: int, pixels: int, nbytes: int) -> None:

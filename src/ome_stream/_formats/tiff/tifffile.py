@@ -61,6 +61,7 @@ from .ome_xml import (
     tiff_data_runs,
 )
 from .pages import (
+    FIRST_IFD_BLOCK_BYTES,
     IMAGE_DESCRIPTION,
     ChainCut,
     DescriptionSlots,
@@ -312,18 +313,21 @@ class TiffFileBackend(ArrayBackend):
 
     def padding_nbytes(self) -> int:
         """About the disk space the blank pages close will append take: their
-        IFDs, each in a block or two of its own - their pixels are holes
-        (`PageAppender.append_blank`), except on Windows, whose files have
-        none unless made sparse."""
+        IFDs (packed in blocks, see `PageAppender`), and their pixels, which
+        are holes (`PageAppender.append_blank`) but for the disk blocks at
+        their edges - except on Windows, whose files have no holes unless
+        made sparse: there, the pixels and the blocks' unused room too."""
         blank = sum(
             math.ceil(max(1, len(image.ifds)) / self._inner_planes) * self._inner_planes
             - len(image.ifds)
             for image in self._images
         )
-        pixels = self.settings.frame_nbytes
+        pixels, per_ifd = self.settings.frame_nbytes, 512
         if os.name != "nt":
             pixels = min(pixels, 2 * self._disk_block())
-        return blank * (pixels + 512)
+        else:  # a block of 64-192 KiB holds 220 IFDs at least
+            per_ifd = 1024
+        return blank * (pixels + per_ifd)
 
     def _disk_block(self) -> int:
         """The file system's unit of allocation where the files are (a hole
@@ -343,7 +347,10 @@ class TiffFileBackend(ArrayBackend):
         in the room reserved for its later versions (built now, as close
         will build it, with the global metadata set)."""
         anew = [index for index, count in enumerate(pages) if not count]
-        nbytes = len(self.paths) * self._disk_block()
+        per_file = self._disk_block()
+        if os.name == "nt":  # (no holes: the first IFD block's room)
+            per_file += FIRST_IFD_BLOCK_BYTES
+        nbytes = len(self.paths) * per_file
         full = [index for index in anew if self.layout.holds_full_metadata(index)]
         if full:
             # (the files' names and UUIDs, as resume will give them, without
