@@ -1414,6 +1414,34 @@ def test_the_interim_xml_leaves_out_positions_not_started(
     assert len(final.images) == 3
 
 
+def test_the_companion_describes_the_first_plane_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The companion file is written at open, describing no planes, and the
+    TIFFs refer to it: it is refreshed as soon as the first page is
+    written, not an interim interval later, so a run killed in its first
+    second opens too."""
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+
+    monkeypatch.setattr(tiff_backend, "INTERIM_XML_INTERVAL_S", 3600.0)
+    layout = LAYOUTS["companion-file"]
+    root = tmp_path / "run.ome.tiff"
+    companion = layout.companion(root)
+    assert companion is not None
+    with create_stream(settings_for(layout, root)) as stream:
+        stream.append(make_frame(0))
+        stream.append(make_frame(1))
+        wait_written(stream, 2)
+        interim = readers.validate_ome_xml(companion.read_text(encoding="utf-8"))
+        (image,) = interim.images
+        assert (image.pixels.size_c, image.pixels.size_z) == (1, 1)
+        info = readers.bioformats_info(companion)
+        assert info.warnings == []
+        assert [(s.size_c, s.size_z) for s in info.series] == [(1, 1)]
+        (pixels,) = readers.bioformats_all_pixels(companion, info=info)
+        np.testing.assert_array_equal(pixels.reshape(FRAME), make_frame(0))
+
+
 KILLED_WRITING_THE_DESCRIPTION = """
 import os, sys, time
 import numpy as np

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,46 @@ def _write_positions(path: Path, **tiff: str) -> Path:
         for i in range(12):
             stream.append(np.full((8, 8), i, np.uint16), {"i": i})
     return settings.output_path
+
+
+def test_a_run_still_open_or_killed_is_named_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Validating a file per position before the last position's first
+    frame (a run killed then, or still going): the file holding only its
+    TIFF header is named as such, and the journal beside the dataset as the
+    sign of an interrupted run, with the command that completes it."""
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "run.ome.tiff"),
+        format={"name": "ome-tiff", "prefer_single_file": "never"},
+        dimensions=dims_from_standard_axes(
+            {"t": 2, "p": ["a", "b", "c"], "c": ["A", "B"], "y": 8, "x": 8}
+        ),
+        dtype="uint16",
+    )
+    output = settings.output_path
+    with create_stream(settings) as stream:
+        for i in range(4):  # positions a and b
+            stream.append(np.full((8, 8), i, np.uint16))
+        deadline = time.monotonic() + 30
+        while stream.frames_written < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        problems = validate_dataset(output)
+        assert (
+            "run_p002.ome.tiff holds no readable image: the file has no pages "
+            "(its header links none)."
+        ) in problems
+        assert problems[-1] == (
+            "run.ome-stream-journal.jsonl is beside it: the run was interrupted "
+            f"(or is still being written); `ome-stream recover {output}` "
+            "completes it."
+        )
+        result = CliRunner().invoke(app, ["validate", str(output)])
+        assert result.exit_code == 1
+        assert "ome-stream recover" in " ".join(result.output.split())
+        for i in range(4, 12):
+            stream.append(np.full((8, 8), i, np.uint16))
+    assert validate_dataset(output) == []
 
 
 TIFF_LAYOUTS = [

@@ -27,7 +27,8 @@ def validate_dataset(path: str | Path) -> list[str]:
     if not path.exists():
         return [f"{path} does not exist."]
     if (path / "zarr.json").is_file():
-        return _validate_zarr(path)
+        problems = _validate_zarr(path)
+        return problems + _interrupted(path, problems)
     from ._inspect import tiff_dataset_files
 
     files = [path] if path.is_file() else tiff_dataset_files(path)
@@ -39,7 +40,20 @@ def validate_dataset(path: str | Path) -> list[str]:
             problems += _validate_companion(file)
         else:
             problems += _validate_tiff(file)
-    return problems
+    return problems + _interrupted(path, problems)
+
+
+def _interrupted(path: Path, problems: list[str]) -> list[str]:
+    """With problems, what a journal beside the dataset says of them."""
+    from ._journal import journal_path
+
+    journal = journal_path(Path(str(path).rstrip("/")))
+    if not problems or not journal.is_file():
+        return []
+    return [
+        f"{journal.name} is beside it: the run was interrupted (or is still "
+        f"being written); `ome-stream recover {path}` completes it."
+    ]
 
 
 def _validate_zarr(root: Path) -> list[str]:
@@ -231,7 +245,13 @@ def _validate_tiff(file: Path) -> list[str]:
     from ome_types import from_xml
 
     from ._formats.tiff.layout import read_dataset_ome
+    from ._formats.tiff.pages import FirstIfd
 
+    try:
+        with file.open("rb") as f:
+            FirstIfd.read(f.fileno())
+    except (OSError, ValueError) as exc:
+        return [f"{file.name} holds no readable image: {exc}."]
     problems: list[str] = []
     try:
         with tifffile.TiffFile(file) as tif:

@@ -535,6 +535,11 @@ class TiffFileBackend(ArrayBackend):
             return
         description = self._first_description(file)
         file.writer.write(frame, description=description, **self._write_kwargs)
+        if self.layout.companion is not None and not any(f.pages for f in self._files):
+            # The companion, written at open, describes no planes, and the
+            # TIFFs refer to it: refresh it now, not in a second, so that a
+            # run killed meanwhile is readable too.
+            self._next_refresh = 0.0
         if self._compression is None:
             file.writer.close()
             file.writer = None
