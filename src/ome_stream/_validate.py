@@ -26,6 +26,7 @@ def validate_dataset(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         return [f"{path} does not exist."]
+    problems: list[str] = []
     if (path / "zarr.json").is_file():
         problems = _validate_zarr(path)
         return problems + _interrupted(path, problems)
@@ -34,7 +35,6 @@ def validate_dataset(path: str | Path) -> list[str]:
     files = [path] if path.is_file() else tiff_dataset_files(path)
     if not files:
         return [f"{path} is neither an OME-Zarr store nor OME-TIFF."]
-    problems: list[str] = []
     for file in files:
         if file.name.lower().endswith(".ome"):
             problems += _validate_companion(file)
