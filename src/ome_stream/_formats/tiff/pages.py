@@ -43,6 +43,7 @@ class PageReader:
         self._entry_format: tuple[str, int, int, str] | None = None
         self._fd: int | None = None
         self._tif: Any = None  # tifffile.TiffFile kept open while it is current
+        self._raw: Any = None  # the unbuffered file it reads
         self._keep_open = True
 
     def read(self, page: int) -> np.ndarray:
@@ -72,9 +73,7 @@ class PageReader:
         self._release()
 
     def _release(self) -> None:
-        if self._tif is not None:
-            self._tif.close()
-            self._tif = None
+        self._close_tiff_file()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -172,14 +171,29 @@ class PageReader:
     def _tiff_file(self, end: int) -> Any:
         """An open TiffFile that knows the file up to byte `end` (or its
         end); reopened when the file has grown since (tifffile checks
-        offsets against the size it saw at open)."""
+        offsets against the size it saw at open). It reads unbuffered: an
+        IFD block is written after tifffile may have read (and a buffer
+        would keep) the zeros that were there."""
         end = min(end, os.fstat(self._descriptor()).st_size)
         if self._tif is not None and self._tif.filehandle.size < end:
+            self._close_tiff_file()
+        if self._tif is None:
+            raw = open(self.path, "rb", buffering=0)  # noqa: SIM115 (kept open)
+            try:
+                self._tif = tifffile.TiffFile(raw)
+            except BaseException:
+                raw.close()
+                raise
+            self._raw = raw
+        return self._tif
+
+    def _close_tiff_file(self) -> None:
+        if self._tif is not None:
             self._tif.close()
             self._tif = None
-        if self._tif is None:
-            self._tif = tifffile.TiffFile(self.path)
-        return self._tif
+        if self._raw is not None:
+            self._raw.close()  # (a TiffFile leaves a handle it was given open)
+            self._raw = None
 
 
 # ------------------------------------------------------------------ writing
