@@ -413,10 +413,9 @@ class ImageRecord:
     position: Position
     sizes: dict[str, int]  # "T", "C", "Z" -> size
     dimension_order: str
-    # No TiffData (a position not started while the stream is open) makes
-    # the Pixels MetadataOnly. A TiffData of PlaneCount="0" would mean "every
-    # page from IFD" to tifffile, which then shows another position's pixels,
-    # or, for a file with no page yet, fails to open any file of the dataset.
+    # No TiffData: a position not started while the stream is open, which
+    # the interim document leaves out (see TiffFileBackend._document); where
+    # it is kept (to size the room for the XML), its Pixels are MetadataOnly.
     tiff_data: list[TiffDataRecord]
     # (may be read more than once: a list, or decoded from frame records at
     # each pass)

@@ -607,8 +607,9 @@ class PageAppender:
             if self._blocks:
                 end = at + max(IFD_BLOCK_BYTES // 2, ifd)
                 end += -end % IFD_BLOCK_BYTES
-            else:
+            else:  # (pixels 16-byte aligned, for readers that map them)
                 end = at + max(FIRST_IFD_BLOCK_BYTES, ifd)
+                end += -end % 16
             self._blocks += 1
             self._block_end = self._end = end
         self._block = at + ifd
