@@ -1068,6 +1068,29 @@ def test_a_damaged_file_on_a_full_disk_is_named_as_damaged(
     assert root.read_bytes() == before[: len(before) // 2]
 
 
+def test_recover_and_validate_of_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ome-stream validate .` and `recover .` inside a killed OME-Zarr
+    store ("." has no name to put the journal's beside)."""
+    root = tmp_path / "here.ome.zarr"
+    script = PAUSING_WRITER.format(
+        tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
+    )
+    args = [str(root), *map(str, SMALL), "none", "1"]
+    kill_when_ready(script, *args, ready="paused", after=0.3)
+    assert journal_path(root).is_file()
+    monkeypatch.chdir(root)
+    problems = validate_dataset(".")
+    assert all("Traceback" not in problem for problem in problems)
+    result = CliRunner().invoke(app, ["recover", "."])
+    assert result.exit_code == 0, result.output
+    assert not journal_path(root).exists()
+    assert validate_dataset(".") == []
+    result = CliRunner().invoke(app, ["validate", "."])
+    assert result.exit_code == 0, result.output
+
+
 def test_a_full_disk_during_zarr_recovery_is_named_and_recoverable_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

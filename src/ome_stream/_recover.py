@@ -62,7 +62,7 @@ class RecoveryReport:
 
 def find_journal(path: Path) -> Path:
     """The journal of the dataset at `path` (its output_path)."""
-    candidate = journal_path(Path(str(path).rstrip("/")))
+    candidate = journal_path(Path(path).absolute())  # ("." has no name)
     if candidate.is_file():
         return candidate
     raise FileNotFoundError(
@@ -81,7 +81,7 @@ def recover(path: str | Path) -> RecoveryReport:
     OSError(ENOSPC) when the disk has no room for the recovery (saying what
     to do).
     """
-    output = Path(path)
+    output = Path(path).absolute()  # ("." has no name)
     journal_file = find_journal(output)
     settings, contents = _read(journal_file, output)
     if isinstance(settings.format, OmeZarrFormat):

@@ -45,14 +45,19 @@ def validate_dataset(path: str | Path) -> list[str]:
 
 def _interrupted(path: Path, problems: list[str]) -> list[str]:
     """With problems, what a journal beside the dataset says of them."""
+    import shlex
+
     from ._journal import journal_path
 
-    journal = journal_path(Path(str(path).rstrip("/")))
-    if not problems or not journal.is_file():
+    if not problems:
+        return []
+    journal = journal_path(path.absolute())  # ("." has no name)
+    if not journal.is_file():
         return []
     return [
         f"{journal.name} is beside it: the run was interrupted (or is still "
-        f"being written); `ome-stream recover {path}` completes it."
+        f"being written); `ome-stream recover {shlex.quote(str(path))}` "
+        "completes it."
     ]
 
 

@@ -62,6 +62,7 @@ from .ome_xml import (
 )
 from .pages import (
     FIRST_IFD_BLOCK_BYTES,
+    IFD_BLOCK_BYTES,
     IMAGE_DESCRIPTION,
     ChainCut,
     DescriptionSlots,
@@ -348,8 +349,9 @@ class TiffFileBackend(ArrayBackend):
         will build it, with the global metadata set)."""
         anew = [index for index, count in enumerate(pages) if not count]
         per_file = self._disk_block()
-        if os.name == "nt":  # (no holes: the first IFD block's room)
-            per_file += FIRST_IFD_BLOCK_BYTES
+        if os.name == "nt":  # (no holes: the room of the first IFD block and
+            # of the next, which may hold few of the blank pages' IFDs)
+            per_file += FIRST_IFD_BLOCK_BYTES + IFD_BLOCK_BYTES + IFD_BLOCK_BYTES // 2
         nbytes = len(self.paths) * per_file
         full = [index for index in anew if self.layout.holds_full_metadata(index)]
         if full:
