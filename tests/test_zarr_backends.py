@@ -893,6 +893,39 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_store_given_as_dot_dot_is_written_validated_and_recovered(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`../run.ome.zarr`: tensorstore takes no `..` in a file path, and a
+    store given so could not be written ("Invalid file path"), validated
+    ("cannot be read") or recovered."""
+    from typer.testing import CliRunner
+
+    from ome_stream._validate import validate_dataset
+    from ome_stream.cli import app
+
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    case = CASES["sharded"]
+    write(case, Path("../w.ome.zarr"), backend)
+    for array_path, want in zip(case.zarr_paths, expected_pixels(case)):
+        got = readers.read_zarr_python(tmp_path / "w.ome.zarr" / array_path)
+        np.testing.assert_array_equal(got, want)
+    assert validate_dataset("../w.ome.zarr") == []
+    result = CliRunner().invoke(app, ["validate", "../w.ome.zarr"])
+    assert result.exit_code == 0, result.output
+
+    _kill_while_writing(Path("../k.ome.zarr"), backend)
+    assert journal_path(tmp_path / "k.ome.zarr").is_file()
+    result = CliRunner().invoke(app, ["recover", "../k.ome.zarr"])
+    assert result.exit_code == 0, result.output
+    assert not journal_path(tmp_path / "k.ome.zarr").exists()
+    assert validate_dataset("../k.ome.zarr") == []
+    readers.validate_yaozarrs(tmp_path / "k.ome.zarr")
+    readers.read_tensorstore(tmp_path / "k.ome.zarr" / "0")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_failed_open_leaves_no_store(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

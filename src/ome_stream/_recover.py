@@ -192,6 +192,7 @@ def _recover_zarr(
     from ._formats.zarr.chunkfiles import partial_files
     from ._formats.zarr.layout import (
         NAMESPACE,
+        file_kvstore,
         group_attributes,
         hierarchy_ome,
         image_locations,
@@ -248,7 +249,7 @@ def _recover_zarr(
             write_json_atomic(array_dir / "zarr.json", document, compact=True)
         spec = {
             "driver": "zarr3",
-            "kvstore": {"driver": "file", "path": str(array_dir)},
+            "kvstore": file_kvstore(array_dir),
         }
         array = ts.open(spec, open=True).result()
         if list(array.shape) != shape:

@@ -65,6 +65,8 @@ def _validate_zarr(root: Path) -> list[str]:
     import tensorstore as ts
     from yaozarrs import validate_zarr_store
 
+    from ._formats.zarr.layout import file_kvstore
+
     problems: list[str] = []
     try:
         with _plain_path(root) as plain:
@@ -76,7 +78,7 @@ def _validate_zarr(root: Path) -> list[str]:
         if document.get("node_type") == "array":
             spec = {
                 "driver": "zarr3",
-                "kvstore": {"driver": "file", "path": str(group)},
+                "kvstore": file_kvstore(group),
             }
             try:
                 array = ts.open(spec, open=True, read=True).result()

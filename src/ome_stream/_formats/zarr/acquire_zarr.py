@@ -38,7 +38,7 @@ from ..._frame_metadata import MetadataJSON
 from ..._settings import AcquisitionSettings
 from .arrays import array_document, chunk_shape, compression_codecs, write_block_shape
 from .base import ZarrBackend, ZarrImage
-from .layout import ImageLocation, write_json_atomic
+from .layout import ImageLocation, file_kvstore, write_json_atomic
 
 _KINDS = {
     "time": az.DimensionType.TIME,
@@ -230,7 +230,7 @@ class AcquireZarrBackend(ZarrBackend):
         if reader is None:
             # Reopened while streaming: acquire-zarr grows an unbounded axis.
             path = self.root / self._images[position_index].location.array_path
-            spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+            spec = {"driver": "zarr3", "kvstore": file_kvstore(path)}
             reader = ts.open(spec, open=True, read=True).result()
             self._readers[position_index] = reader
         return np.asarray(reader[tuple(storage_index)].read().result())

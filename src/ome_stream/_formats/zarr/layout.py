@@ -157,6 +157,14 @@ def write_json_atomic(
         raise
 
 
+def file_kvstore(path: Path) -> dict[str, str]:
+    """The tensorstore key-value store spec of the directory at `path`.
+    tensorstore takes no `.` or `..` in a file path ("Invalid file path":
+    a store given as `../run.ome.zarr` could not be written, validated or
+    recovered), so the path goes absolute and normalized."""
+    return {"driver": "file", "path": os.path.abspath(path)}
+
+
 # the temporaries `write_json_atomic` makes (and tempfile.mkstemp made)
 _METADATA_TEMPORARY = re.compile(r"\.zarr\.json\.[A-Za-z0-9_]+\.tmp")
 

@@ -9,7 +9,7 @@ import tensorstore as ts
 
 from ..._settings import AcquisitionSettings
 from .arrays import array_metadata
-from .layout import ImageLocation
+from .layout import ImageLocation, file_kvstore
 from .regions import Completion, Region, RegionWriterBackend
 
 
@@ -35,7 +35,7 @@ class TensorStoreBackend(RegionWriterBackend):
     def _create_array(self, location: ImageLocation, shape: tuple[int, ...]) -> Any:
         spec = {
             "driver": "zarr3",
-            "kvstore": {"driver": "file", "path": str(self.root / location.array_path)},
+            "kvstore": file_kvstore(self.root / location.array_path),
             "metadata": array_metadata(self.settings, shape),
             "create": True,
             "delete_existing": True,
