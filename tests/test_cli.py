@@ -73,6 +73,10 @@ def test_info_summarises_both_formats(tmp_path: Path) -> None:
         # the skipped frame and the one that never arrived (OME-TIFF pads
         # the last time point with a blank plane, recorded as missing)
         assert row.split("│")[-2].strip() == "2"
+        # the two appended frames carry metadata (the column said "frames",
+        # which read as "0 frames" for a run appended without metadata)
+        assert "with metadata" in result.output
+        assert row.split("│")[-3].strip() == "2"
         listed = "t=0 c=1; t=1 c=1"
         assert f"missing in 0: {listed}\n" in result.output
 

@@ -241,7 +241,8 @@ def _print_summary(path: Path) -> None:
 
     summary = summarize(path)
     table = Table(title=f"{summary.format}: {escape(str(path))}")
-    for column in ("image", "dims", "dtype", "channels", "frames", "missing"):
+    columns = ("image", "dims", "dtype", "channels", "with metadata", "missing")
+    for column in columns:
         table.add_column(column)
     for image in summary.images:
         dims = " ".join(f"{n}={s}" for n, s in zip(image.axes, image.shape))
