@@ -389,29 +389,40 @@ def test_recover_without_room_refuses_before_changing_anything(
     _assert_recovered_whole(root)
 
 
+@pytest.mark.parametrize("filled_by", ["pages", "records"])
 def test_a_disk_full_while_rebuilding_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    filled_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Compressed files are rebuilt beside the originals, which stay as
-    they are until the new ones are complete."""
+    they are until the new ones are complete. `records`: the disk fills
+    while the rebuilt pages' metadata is recorded (the page itself in the
+    file): recovery must not finish without it."""
+    from ome_stream._frame_metadata import FrameRecords
+
     root = tmp_path / "filling.ome.tiff"
     before = _killed_in_a_pause(root, compression="lzw")
     writes = 0
-    real_write = tifffile.TiffWriter.write
+    patched: Any = tifffile.TiffWriter if filled_by == "pages" else FrameRecords
+    real_write = patched.write if filled_by == "pages" else patched.append
+
+    # (the records of the journal's frames are first replayed in memory)
+    fill_at = 100 if filled_by == "pages" else PAUSE_FRAMES + 100
 
     def filling_up(*args: Any, **kwargs: Any) -> Any:
         nonlocal writes
         writes += 1
-        if writes > 100:  # pages written before it filled
+        if writes > fill_at:  # pages written before it filled
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(tifffile.TiffWriter, "write", filling_up)
+    monkeypatch.setattr(
+        patched, "write" if filled_by == "pages" else "append", filling_up
+    )
     with pytest.raises(OSError, match="Not enough free space") as info:
         recover(root)
     assert isinstance(info.value.__cause__, OSError)
     assert "Nothing was changed" in str(info.value)
-    assert writes > 100
+    assert writes > fill_at
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no scratch
     monkeypatch.undo()
     recover(root)

@@ -993,6 +993,50 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     assert info.series[0].size_t == n
 
 
+@pytest.mark.parametrize("name", ["single", "companion-file"])
+def test_a_full_disk_after_a_page_counts_the_page_written(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk is full when the interim OME-XML is refreshed after the
+    first page (a companion file is refreshed there; the single file once
+    due): the page is in the file, so the error reaches the caller with it
+    counted written (it said "Frames written before the failure: 0"), and
+    closing once space is freed describes it."""
+    import errno
+
+    from ome_stream import WriterError
+    from ome_stream._formats.tiff import tifffile as tiff_backend
+    from ome_stream._validate import validate_dataset
+
+    def full(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiff_backend, "INTERIM_XML_INTERVAL_S", 0.0)
+    layout = LAYOUTS[name]
+    root = tmp_path / "run.ome.tiff"
+    stream = create_stream(settings_for(layout, root))  # (writes the companion)
+    monkeypatch.setattr(TiffFileBackend, "_rewrite_reserved", full)
+    monkeypatch.setattr(TiffFileBackend, "_replace_companion", full)
+    stream.append(make_frame(0), frame_metadata={"frame": 0})
+    deadline = time.monotonic() + 30
+    while stream.stats().frames_queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(WriterError, match="written before the failure: 1\\."):
+        stream.append(make_frame(1))
+    assert stream.frames_written == 1
+    monkeypatch.undo()  # space freed
+    stream.close()  # (already reported)
+    assert stream.frames_written == 1
+    assert validate_dataset(layout.entry(root)) == []
+    entry = layout.companion(root) or root
+    ome = readers.validate_ome_xml(layout.full_xml(root)[entry.name])
+    assert {k: v["frame"] for k, v in plane_table(ome, 0).items()} == {(0, 0, 0): "0"}
+    info = readers.bioformats_info(entry)
+    assert info.is_ome_tiff, info.stdout
+    first = readers.bioformats_all_pixels(entry, info=info)[0]
+    np.testing.assert_array_equal(first.reshape(-1, *FRAME)[0], make_frame(0))
+
+
 @pytest.mark.parametrize("unbounded", [False, True], ids=["bounded", "early-close"])
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_close_writes_the_documents_get_metadata_returns(

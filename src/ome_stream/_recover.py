@@ -687,4 +687,8 @@ def _rebuild_tiff(
     for namespace, values in contents.global_metadata.items():
         backend.set_global_metadata(namespace, values)
     backend.close()
+    if backend.write_error is not None:
+        # a page's records or interim metadata failed (a full disk): the
+        # rebuilt files may lack metadata; the originals are kept
+        raise backend.write_error
     return backend, not_journaled

@@ -38,7 +38,9 @@ class ArrayBackend(ABC):
         # these when one of them fails: the first error (the stream raises it
         # on the caller's thread) and the frames lost with it and any later
         # failure (no longer recorded as written: they are listed missing,
-        # and the stream takes them off frames_written).
+        # and the stream takes them off frames_written). Also set, with no
+        # frame lost, when what follows a frame stored in the file fails
+        # (OME-TIFF: its journal line or the interim metadata).
         self.write_error: BaseException | None = None
         self.frames_lost = 0
 

@@ -439,11 +439,16 @@ class TiffFileBackend(ArrayBackend):
         image = self._images[position_index]
         self._check_sequential(position_index, storage_index)
         self._write_page(image, frame)
-        if frame_metadata is not None:
-            image.records.append(storage_index, frame_metadata)
-        if self.journal is not None:
-            self._journal_later((position_index, storage_index, frame_metadata, False))
-        self._refresh_when_due()
+        try:
+            if frame_metadata is not None:
+                image.records.append(storage_index, frame_metadata)
+            if self.journal is not None:
+                self._journal_later(
+                    (position_index, storage_index, frame_metadata, False)
+                )
+            self._refresh_when_due()
+        except Exception as exc:
+            self._failed_after_the_page(exc)
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
         image = self._images[position_index]
@@ -451,9 +456,22 @@ class TiffFileBackend(ArrayBackend):
         self._write_page(image, None)
         image.missing_flat.add(len(image.ifds) - 1)
         image.missing.append(storage_index)
-        if self.journal is not None:
-            self._journal_later((position_index, storage_index, None, True))
-        self._refresh_when_due()
+        try:
+            if self.journal is not None:
+                self._journal_later((position_index, storage_index, None, True))
+            self._refresh_when_due()
+        except Exception as exc:
+            self._failed_after_the_page(exc)
+
+    def _failed_after_the_page(self, exc: Exception) -> None:
+        """What follows a page's write (its journal line, the interim
+        OME-XML) failed, a full disk say: the page is in the file, and is
+        counted written; the error is kept as `write_error` (no frame lost
+        with it) for the stream to raise. Raising it from `write` made the
+        stream report the frame as not written ("Frames written before the
+        failure: 0" with a companion file, refreshed at the first page)."""
+        if self.write_error is None:
+            self.write_error = exc
 
     def _journal_later(self, entry: tuple[int, tuple[int, ...], Any, bool]) -> None:
         """Journal pages in batches: one flush of the files, then one line per
