@@ -156,9 +156,47 @@ def test_a_run_still_open_or_killed_is_named_with_what_to_do(
         result = CliRunner().invoke(app, ["validate", str(output)])
         assert result.exit_code == 1
         assert "ome-stream recover" in " ".join(result.output.split())
+        # one file of the set: the journal is beside its directory, and the
+        # directory is what recover takes
+        assert validate_dataset(output / "run_p002.ome.tiff")[-1] == problems[-1]
         for i in range(4, 12):
             stream.append(np.full((8, 8), i, np.uint16))
     assert validate_dataset(output) == []
+    result = CliRunner().invoke(app, ["validate", str(output / "run_p000.ome.tiff")])
+    assert result.exit_code == 0, result.output
+    assert "recover" not in result.output  # closed: no journal, no note
+
+
+def test_a_zarr_store_still_being_written_is_valid_with_a_note(
+    tmp_path: Path,
+) -> None:
+    """An OME-Zarr store being written (or killed) reads as it is, sized
+    for the whole run until `recover` trims it: valid, and the journal
+    beside it is named with the command that completes it."""
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "live.ome.zarr"),
+        dimensions=dims_from_standard_axes({"t": 6, "c": ["A", "B"], "y": 8, "x": 8}),
+        dtype="uint16",
+    )
+    output = settings.output_path
+    with create_stream(settings) as stream:
+        for i in range(5):
+            stream.append(np.full((8, 8), i, np.uint16))
+        deadline = time.monotonic() + 30
+        while stream.frames_written < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = CliRunner().invoke(app, ["validate", str(output)])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert "is a valid, readable dataset." in text
+        assert (
+            "live.ome.zarr.ome-stream-journal.jsonl is beside it: the run was "
+            f"interrupted (or is still being written); `ome-stream recover {output}` "
+            "completes it."
+        ) in text
+    result = CliRunner().invoke(app, ["validate", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "recover" not in result.output
 
 
 TIFF_LAYOUTS = [

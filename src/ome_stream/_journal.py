@@ -44,6 +44,19 @@ def journal_path(output_path: Path) -> Path:
     return output_path.with_name(output_path.name + SUFFIX)
 
 
+def find_dataset_journal(path: str | Path) -> tuple[Path, Path] | None:
+    """The dataset `path` belongs to (its output_path, absolute) and its
+    journal: `path` itself, or, for a file of a directory layout (a
+    position's TIFF, the companion file), the directory holding it. None
+    when neither has a journal beside it."""
+    path = Path(os.path.abspath(path))  # ("." and ".." have no name)
+    for dataset in (path, path.parent) if path.is_file() else (path,):
+        journal = journal_path(dataset)
+        if journal.is_file():
+            return dataset, journal
+    return None
+
+
 class Journal:
     """Appends records; each call's lines reach the OS in one write."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 import struct
 import tempfile
@@ -31,6 +32,7 @@ from ._frame_metadata import RecordSpill
 from ._journal import (
     Index,
     JournalContents,
+    find_dataset_journal,
     journal_path,
     read_journal,
     record_recovery,
@@ -60,11 +62,13 @@ class RecoveryReport:
     of their frame or metadata): not kept."""
 
 
-def find_journal(path: Path) -> Path:
-    """The journal of the dataset at `path` (its output_path)."""
-    candidate = journal_path(Path(path).absolute())  # ("." has no name)
-    if candidate.is_file():
-        return candidate
+def find_journal(path: Path) -> tuple[Path, Path]:
+    """The dataset `path` belongs to (its output_path: `path`, or the
+    directory of a directory layout's file) and its journal."""
+    found = find_dataset_journal(path)
+    if found is not None:
+        return found
+    candidate = journal_path(Path(os.path.abspath(path)))
     raise FileNotFoundError(
         f"No ome-stream journal beside {path} ({candidate.name}): the dataset "
         "was closed cleanly (nothing to recover) or was not written by ome-stream."
@@ -72,17 +76,16 @@ def find_journal(path: Path) -> Path:
 
 
 def recover(path: str | Path) -> RecoveryReport:
-    """Recover the interrupted dataset at `path` (its `output_path`), where
-    it is now: a dataset moved or copied with its journal is recovered
-    there.
+    """Recover the interrupted dataset at `path` (its `output_path`, or any
+    file of a directory layout), where it is now: a dataset moved or copied
+    with its journal is recovered there.
 
     Raises FileNotFoundError when there is no journal (nothing to recover),
     ValueError when the journal is not one ome-stream can use, and
     OSError(ENOSPC) when the disk has no room for the recovery (saying what
     to do).
     """
-    output = Path(path).absolute()  # ("." has no name)
-    journal_file = find_journal(output)
+    output, journal_file = find_journal(Path(path))
     settings, contents = _read(journal_file, output)
     if isinstance(settings.format, OmeZarrFormat):
         with _zarr_room(output):

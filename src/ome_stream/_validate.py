@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -45,20 +46,30 @@ def validate_dataset(path: str | Path) -> list[str]:
 
 def _interrupted(path: Path, problems: list[str]) -> list[str]:
     """With problems, what a journal beside the dataset says of them."""
+    note = interrupted_note(path) if problems else None
+    return [] if note is None else [note]
+
+
+def interrupted_note(path: str | Path) -> str | None:
+    """When a journal is beside the dataset `path` is (or is a file of):
+    the run was interrupted or is still going, and the command completing
+    it. Otherwise None."""
     import shlex
 
-    from ._journal import journal_path
+    from ._journal import find_dataset_journal
 
-    if not problems:
-        return []
-    journal = journal_path(path.absolute())  # ("." has no name)
-    if not journal.is_file():
-        return []
-    return [
+    found = find_dataset_journal(path)
+    if found is None:
+        return None
+    dataset, journal = found
+    given = Path(path)
+    if dataset != Path(os.path.abspath(given)):
+        given = given.parent  # a file of a directory layout: its directory
+    return (
         f"{journal.name} is beside it: the run was interrupted (or is still "
-        f"being written); `ome-stream recover {shlex.quote(str(path))}` "
+        f"being written); `ome-stream recover {shlex.quote(str(given))}` "
         "completes it."
-    ]
+    )
 
 
 def _validate_zarr(root: Path) -> list[str]:

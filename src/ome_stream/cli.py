@@ -186,7 +186,7 @@ def validate(
     path: Annotated[Path, typer.Argument(help="An OME-Zarr or OME-TIFF dataset.")],
 ) -> None:
     """Check a dataset: OME schema, NGFF schema, structure, every array read."""
-    from ._validate import validate_dataset
+    from ._validate import interrupted_note, validate_dataset
 
     problems = validate_dataset(path)
     for problem in problems:
@@ -194,6 +194,9 @@ def validate(
     if problems:
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {escape(str(path))} is a valid, readable dataset.")
+    note = interrupted_note(path)  # readable as it is, but not complete
+    if note is not None:
+        console.print(f"[yellow]![/] {escape(note)}")
 
 
 @app.command()
