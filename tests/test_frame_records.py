@@ -158,6 +158,17 @@ def test_spilled_metadata_reaches_the_files(
             )
     backend = stream._backend
     assert all(len(member._blocks) >= 2 for member in backend._spill._members)
+    # The spill file is beside the dataset, not in it: a closed stream's
+    # object holds it until collected, and a file open in the dataset keeps
+    # it from being deleted (named until closed on Windows, `.nfs...` on NFS).
+    spill_fd = backend._spill._file._file.fileno()
+    fd_link = Path(f"/proc/self/fd/{spill_fd}")
+    if fd_link.is_symlink():  # (Linux: the file an fd is open on)
+        # (a file with no name: "<directory>/#<inode> (deleted)")
+        where = Path(os.readlink(fd_link)).parent
+        assert where == settings.output_path.absolute().parent, where
+    # after close, the records still reach the files
+    stream.set_global_metadata("late", {"x": 1})
     # frame n: t = n // 4, position (n // 2) % 2, c = n % 2
     by_position: dict[int, list[tuple[int, int, int]]] = {0: [], 1: []}
     for number in range(22):
@@ -171,10 +182,12 @@ def test_spilled_metadata_reaches_the_files(
             assert got == [
                 {**_mda_metadata(n), "storage_index": [t, c]} for n, t, c in frames
             ]
+        assert zarr.open_group(str(settings.output_path)).attrs["late"] == {"x": 1}
         return
     # (a file per position, each with the whole dataset's OME-XML)
     ome = readers.validate_ome_xml(readers.tiff_ome_xml(backend.paths[1]))
     annotations = {a.id: a for a in ome.structured_annotations.map_annotations}
+    assert any((a.namespace or "").endswith("late") for a in annotations.values())
     for position, frames in by_position.items():
         planes = {(p.the_t, p.the_c): p for p in ome.images[position].pixels.planes}
         for number, t, c in frames:

@@ -77,12 +77,13 @@ class RecordSpill:
     """One anonymous file holding the frame records of all of a backend's
     images, written in blocks: whenever the records kept in memory reach
     `memory_bytes`, every image's are appended to it in one write. The file
-    is made in `directory` (the output's, so on its disk, not in a RAM-backed
-    /tmp) at the first spill, and has no name on POSIX systems: nothing is
-    left behind, even by a killed process (the journal is what `recover`
-    reads). If it cannot be made or written (a full disk), the records stay
-    in memory and it is tried again once as much more has come: no record
-    is ever lost. Used from one thread at a time (the backend's lock)."""
+    is made in `directory` (the one holding the output, so on its disk, not
+    in a RAM-backed /tmp) at the first spill, and has no name on POSIX
+    systems: nothing is left behind, even by a killed process (the journal
+    is what `recover` reads). If it cannot be made or written (a full
+    disk), the records stay in memory and it is tried again once as much
+    more has come: no record is ever lost. Used from one thread at a time
+    (the backend's lock)."""
 
     def __init__(self, directory: Path | None, memory_bytes: int | None = None) -> None:
         self._directory = directory

@@ -208,7 +208,7 @@ def _recover_zarr(
     )
 
     root = settings.output_path
-    spill = RecordSpill(root)
+    spill = RecordSpill(root.parent)  # (beside the store, as a stream's)
     locations = image_locations(settings)
     dims = settings.storage_index_dimensions
     unbounded = next((i for i, d in enumerate(dims) if d.count is None), None)

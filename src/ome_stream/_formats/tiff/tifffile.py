@@ -157,8 +157,9 @@ class TiffFileBackend(ArrayBackend):
         self.companion_path = self.layout.companion
         self._companion_uuid = str(uuid_module.uuid4())
         self._files: list[_File] = []
-        # every frame's metadata, kept for the OME-XML at close
-        self._spill = RecordSpill(self.paths[0].parent)
+        # every frame's metadata, kept for the OME-XML at close; its file
+        # beside the dataset (see ZarrBackend's)
+        self._spill = RecordSpill(self.output_path.parent)
         self._images = [
             _Image(self.layout.file_of_position(p), records=self._spill.records())
             for p in range(len(settings.positions))

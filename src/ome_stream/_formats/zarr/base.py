@@ -71,8 +71,11 @@ class ZarrBackend(ArrayBackend):
             (i for i, count in enumerate(self._index_shape) if count is None), None
         )
         self._closed = False
-        # every frame's metadata, kept for the group documents at close
-        self._spill = RecordSpill(self.root)
+        # every frame's metadata, kept for the group documents at close; its
+        # file beside the store, not in it (an open file there - named until
+        # closed on Windows, `.nfs...` on NFS - keeps the store from being
+        # deleted while the stream object lives)
+        self._spill = RecordSpill(self.root.parent)
 
     @property
     def output_root(self) -> Path:
