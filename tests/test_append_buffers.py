@@ -262,6 +262,7 @@ def test_appended_pixels_follow_one_another_with_their_ifds_in_blocks(
             if want is not None:
                 np.testing.assert_array_equal(got, want)
     backend.close()
+    assert backend.write_error is None  # (nothing failed after a page)
     nbytes = SHAPE[0] * SHAPE[1] * 2
     block = tiff_pages.IFD_BLOCK_BYTES
     with tifffile.TiffFile(settings.output_path) as tif:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from ome_stream import recover
 from ome_stream._frame_metadata import checked_metadata_json
 from ome_stream._journal import journal_path, read_journal
-from ome_stream._validate import validate_dataset
+from ome_stream._validate import interrupted_note, validate_dataset
 from ome_stream.cli import app
 from tests import _readers as readers
 from tests._cases import (
@@ -1094,6 +1094,11 @@ def test_recover_and_validate_of_the_current_directory(
     monkeypatch.chdir(root)
     problems = validate_dataset(".")
     assert all("Traceback" not in problem for problem in problems)
+    # killed: its journal is held by no one
+    assert interrupted_note(".") == (
+        "here.ome.zarr.ome-stream-journal.jsonl is beside it: the run was "
+        "interrupted; `ome-stream recover .` completes it."
+    )
     result = CliRunner().invoke(app, ["recover", "."])
     assert result.exit_code == 0, result.output
     assert not journal_path(root).exists()
@@ -1424,3 +1429,184 @@ def test_recover_removes_the_zarr_json_a_kill_interrupted(tmp_path: Path) -> Non
     data = readers.read_tensorstore(root / "0")
     for (t,) in journaled:
         assert int(data[t, 0, 0]) == t
+
+
+def test_a_journal_write_cut_short_is_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk cuts a journal write short (part of its lines in the file,
+    then ENOSPC): that part is cut off again, so the lines written at the
+    next try are read back whole. Left there, they made one line of two in
+    the middle of the journal, which refused the whole journal."""
+    import ome_stream._journal as journal_module
+    from ome_stream._journal import Journal
+
+    path = tmp_path / "run.ome.zarr.ome-stream-journal.jsonl"
+    journal = Journal(path, {"root_path": "run.ome.zarr"})
+    first = [(0, (i,), f'{{"frame":{i}}}', False) for i in range(3)]
+    journal.written(first)
+    later = [(0, (i,), f'{{"frame":{i}}}', i == 4) for i in range(3, 6)]
+    real_write = os.write
+
+    def cut_short(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", cut_short)
+    with pytest.raises(OSError, match="No space"):
+        journal.written(later)
+    monkeypatch.undo()
+    journal.written(later)  # the next try (idle, close)
+    journal.written([(0, (6,), '{"frame":6}', False)])
+    journal.close()
+    contents = read_journal(path)
+    assert sorted(contents.frames) == [(0, (i,)) for i in (0, 1, 2, 3, 5, 6)]
+    assert contents.skipped == {(0, (4,))}
+    assert contents.metadata((0, (6,))) == {"frame": 6}
+    assert path.read_bytes().count(b"\n") == 8  # the open line and 7 frames
+
+
+def test_a_journal_write_that_cannot_be_taken_back_stops_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The part of a cut-short write cannot be cut off either: nothing more
+    is written to the journal (a line after it would join it, and the
+    whole journal be refused), and what it held reads back."""
+    import ome_stream._journal as journal_module
+    from ome_stream._journal import Journal
+
+    path = tmp_path / "run.ome.zarr.ome-stream-journal.jsonl"
+    journal = Journal(path, {"root_path": "run.ome.zarr"})
+    journal.written([(0, (0,), '{"frame":0}', False)])
+    real_write = os.write
+
+    def cut_short(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def refused(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(journal_module.os, "write", cut_short)
+    monkeypatch.setattr(journal_module.os, "ftruncate", refused)
+    with pytest.raises(OSError, match="No space"):
+        journal.written([(0, (1,), '{"frame":1}', False)])
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="could not be taken back"):
+        journal.written([(0, (2,), '{"frame":2}', False)])
+    journal.close()
+    assert sorted(read_journal(path).frames) == [(0, (0,))]  # (a torn tail)
+
+
+def test_a_second_stream_at_the_same_path_is_refused_while_one_writes(
+    tmp_path: Path,
+) -> None:
+    """A stream still writing holds its journal: another `create_stream` of
+    the same output (overwrite=True) is refused before it touches anything,
+    where it replaced the files under the first and emptied its journal."""
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+
+    for suffix in (".ome.zarr", ".ome.tiff"):
+        settings = AcquisitionSettings(
+            root_path=str(tmp_path / f"busy{suffix}"),
+            dimensions=dims_from_standard_axes({"t": 4, "y": 8, "x": 8}),
+            dtype="uint16",
+            overwrite=True,
+        )
+        first = create_stream(settings)
+        first.append(np.full((8, 8), 1, np.uint16))
+        journal = journal_path(settings.output_path)
+        before = journal.read_bytes()
+        with pytest.raises(BlockingIOError, match="held by a stream still writing"):
+            create_stream(settings)
+        assert journal.read_bytes() == before
+        first.append(np.full((8, 8), 2, np.uint16))
+        first.close()
+        assert validate_dataset(settings.output_path) == []
+        with create_stream(settings) as second:  # free again
+            second.append(np.full((8, 8), 3, np.uint16))
+
+
+def test_a_journal_that_cannot_be_started_is_not_left_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's first line cannot be written (a full disk):
+    create_stream fails, and the journal is not left open and locked (it
+    read as held by a stream still writing, and `recover` refused it)."""
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+    from ome_stream._journal import Journal, journal_in_use
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "nospace.ome.zarr"),
+        dimensions=dims_from_standard_axes({"t": 4, "y": 8, "x": 8}),
+        dtype="uint16",
+    )
+
+    def full(self: Any, record: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Journal, "_write", full)
+    with pytest.raises(OSError, match="No space"):
+        create_stream(settings)
+    monkeypatch.undo()
+    assert journal_in_use(journal_path(settings.output_path)) is False
+    with create_stream(settings.model_copy(update={"overwrite": True})) as stream:
+        stream.append(np.ones((8, 8), np.uint16))
+    assert validate_dataset(settings.output_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_does_not_hold_the_journal(tmp_path: Path) -> None:
+    """A process forked while a stream writes (a multiprocessing pool, say)
+    shares its open files: it must not keep the journal's lock once the
+    stream's process lets go of it (it kept `recover` refusing)."""
+    from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+    from ome_stream._journal import journal_in_use
+
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "forked.ome.zarr"),
+        dimensions=dims_from_standard_axes({"t": 4, "y": 8, "x": 8}),
+        dtype="uint16",
+    )
+    stream = create_stream(settings)
+    journal = journal_path(settings.output_path)
+    read, write = os.pipe()
+    started_read, started_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(started_write, b"s")  # (after the fork handlers ran)
+        os.read(read, 1)  # until the parent is done
+        os._exit(0)
+    try:
+        assert os.read(started_read, 1) == b"s"
+        assert journal_in_use(journal) is True
+        stream._backend.journal.close()  # as the process ending would
+        assert journal_in_use(journal) is False
+    finally:
+        os.write(write, b"x")
+        os.waitpid(child, 0)
+        for fd in (read, write, started_read, started_write):
+            os.close(fd)
+        stream.close()
+
+
+def test_a_file_of_a_directory_reached_through_a_link_finds_its_journal(
+    tmp_path: Path,
+) -> None:
+    """`run` a symbolic link to the directory of a directory layout (the
+    journal is beside the link, where the stream wrote it): a file in it
+    finds the journal beside `run`, not beside the link's target."""
+    from ome_stream._journal import find_dataset_journal
+
+    (tmp_path / "big" / "run").mkdir(parents=True)
+    (tmp_path / "big" / "run" / "run_p000.ome.tiff").write_bytes(b"II*\0")
+    (tmp_path / "run").symlink_to(tmp_path / "big" / "run", target_is_directory=True)
+    journal = journal_path(tmp_path / "run")
+    journal.write_text("{}\n")
+    assert find_dataset_journal(tmp_path / "run" / "run_p000.ome.tiff") == (
+        tmp_path / "run",
+        journal,
+    )
+    # a file named otherwise is not one of the dataset's
+    (tmp_path / "big" / "run" / "notes.ome.tiff").write_bytes(b"II*\0")
+    assert find_dataset_journal(tmp_path / "run" / "notes.ome.tiff") is None

@@ -564,6 +564,7 @@ def test_read_frame_while_writing_and_after_close(
         else:
             np.testing.assert_array_equal(earlier, make_frame(earlier_number))
     backend.close()
+    assert backend.write_error is None  # (nothing failed after a page)
     for p, index, number in order:
         got = backend.read_frame(p, index)
         if number in skipped or (p, index, number) not in written:
@@ -1036,6 +1037,64 @@ def test_a_full_disk_after_a_page_counts_the_page_written(
     assert info.is_ome_tiff, info.stdout
     first = readers.bioformats_all_pixels(entry, info=info)[0]
     np.testing.assert_array_equal(first.reshape(-1, *FRAME)[0], make_frame(0))
+
+
+@pytest.mark.parametrize("fails", ["journal", "metadata"])
+def test_a_disk_still_full_at_close(
+    fails: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills after the first page: its journal line (`journal`) or
+    the interim OME-XML (`metadata`) cannot be written; the page is counted
+    and the failure reported. `journal`: close still finishes the file (the
+    final OME-XML fits in the room reserved, and a finished file needs no
+    journal; it stopped at the journal). `metadata`: the final OME-XML
+    cannot be written either, and close says the output is not finished (it
+    returned quietly, the failure already reported, leaving the interim XML
+    and the journal); recover finishes it once there is room."""
+    import errno
+
+    import ome_stream._formats.tiff.tifffile as backend_module
+    from ome_stream import WriterError
+    from ome_stream._journal import Journal
+    from ome_stream._validate import validate_dataset
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    layout = LAYOUTS["single"]
+    root = tmp_path / "run.ome.tiff"
+    monkeypatch.setattr(backend_module, "INTERIM_XML_INTERVAL_S", 0.0)
+    stream = create_stream(settings_for(layout, root))
+    if fails == "journal":
+        monkeypatch.setattr(Journal, "written", full)
+    else:
+        monkeypatch.setattr(TiffFileBackend, "_rewrite_reserved", full)
+        monkeypatch.setattr(backend_module, "write_description", full)
+    stream.append(make_frame(0), frame_metadata={"frame": 0})
+    deadline = time.monotonic() + 30
+    while stream.stats().frames_queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(WriterError, match="written before the failure: 1\\."):
+        stream.append(make_frame(1))
+    if fails == "journal":
+        stream.close()  # (the failure reported already)
+    else:
+        with pytest.raises(WriterError) as info:
+            stream.close()
+        message = " ".join(str(info.value).split())
+        assert f"Closing {root} failed" in message
+        assert "the output is not finished" in message
+        assert f"`ome-stream recover {root}`" in message
+        assert journal_path(root).is_file()
+        monkeypatch.undo()  # room again
+        recover(root)
+    assert stream.closed
+    assert not journal_path(root).exists()
+    assert validate_dataset(root) == []
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(root))
+    assert ome.images[0].pixels.size_t == 1  # closed early: the first step
+    with tifffile.TiffFile(root) as tif:
+        np.testing.assert_array_equal(tif.pages[0].asarray(), make_frame(0))
 
 
 @pytest.mark.parametrize("unbounded", [False, True], ids=["bounded", "early-close"])

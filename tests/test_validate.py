@@ -21,6 +21,7 @@ from ome_stream import (
     create_stream,
     dims_from_standard_axes,
 )
+from ome_stream._journal import journal_path
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
 
@@ -125,9 +126,14 @@ def test_a_run_still_open_or_killed_is_named_with_what_to_do(
     tmp_path: Path,
 ) -> None:
     """Validating a file per position before the last position's first
-    frame (a run killed then, or still going): the file holding only its
-    TIFF header is named as such, and the journal beside the dataset as the
-    sign of an interrupted run, with the command that completes it."""
+    frame, the run still going: the file holding only its TIFF header is
+    named as such, and the journal beside the dataset, held by the stream,
+    as the sign of a run not finished; `recover` refuses it while it is
+    held (recovering would take the files from under the stream). Another
+    file in the directory is not taken for one of the dataset's."""
+    from ome_stream import recover
+    from ome_stream._validate import interrupted_note
+
     settings = AcquisitionSettings(
         root_path=str(tmp_path / "run.ome.tiff"),
         format={"name": "ome-tiff", "prefer_single_file": "never"},
@@ -149,16 +155,29 @@ def test_a_run_still_open_or_killed_is_named_with_what_to_do(
             "(its header links none)."
         ) in problems
         assert problems[-1] == (
-            "run.ome-stream-journal.jsonl is beside it: the run was interrupted "
-            f"(or is still being written); `ome-stream recover {output}` "
-            "completes it."
+            "run.ome-stream-journal.jsonl is beside it, held by a stream still "
+            "writing: the run is not finished (validate it again once it is "
+            "closed)."
         )
         result = CliRunner().invoke(app, ["validate", str(output)])
         assert result.exit_code == 1
-        assert "ome-stream recover" in " ".join(result.output.split())
-        # one file of the set: the journal is beside its directory, and the
-        # directory is what recover takes
+        assert "held by a stream still writing" in " ".join(result.output.split())
+        # one file of the set: the journal is beside its directory
         assert validate_dataset(output / "run_p002.ome.tiff")[-1] == problems[-1]
+        for given in (output, output / "run_p000.ome.tiff"):
+            with pytest.raises(BlockingIOError, match="held by a stream still"):
+                recover(given)
+        result = CliRunner().invoke(app, ["recover", str(output)])
+        assert result.exit_code == 1
+        assert "Nothing was changed" in " ".join(result.output.split())
+        assert journal_path(output).is_file()
+        # a file of another name in the directory is not the dataset's
+        snapshot = output / "snapshot.ome.tiff"
+        tifffile.imwrite(snapshot, np.ones((8, 8), np.uint16))
+        assert interrupted_note(snapshot) is None
+        with pytest.raises(FileNotFoundError, match="No ome-stream journal"):
+            recover(snapshot)
+        snapshot.unlink()
         for i in range(4, 12):
             stream.append(np.full((8, 8), i, np.uint16))
     assert validate_dataset(output) == []
@@ -170,9 +189,9 @@ def test_a_run_still_open_or_killed_is_named_with_what_to_do(
 def test_a_zarr_store_still_being_written_is_valid_with_a_note(
     tmp_path: Path,
 ) -> None:
-    """An OME-Zarr store being written (or killed) reads as it is, sized
-    for the whole run until `recover` trims it: valid, and the journal
-    beside it is named with the command that completes it."""
+    """An OME-Zarr store being written reads as it is, sized for the whole
+    run: valid, and the journal beside it, held by the stream, is named as
+    the sign of a run not finished (a killed run's: see test_recovery)."""
     settings = AcquisitionSettings(
         root_path=str(tmp_path / "live.ome.zarr"),
         dimensions=dims_from_standard_axes({"t": 6, "c": ["A", "B"], "y": 8, "x": 8}),
@@ -190,9 +209,8 @@ def test_a_zarr_store_still_being_written_is_valid_with_a_note(
         text = " ".join(result.output.split())
         assert "is a valid, readable dataset." in text
         assert (
-            "live.ome.zarr.ome-stream-journal.jsonl is beside it: the run was "
-            f"interrupted (or is still being written); `ome-stream recover {output}` "
-            "completes it."
+            "live.ome.zarr.ome-stream-journal.jsonl is beside it, held by a "
+            "stream still writing: the run is not finished"
         ) in text
     result = CliRunner().invoke(app, ["validate", str(output)])
     assert result.exit_code == 0, result.output

@@ -892,37 +892,51 @@ def test_sigkill_then_recover(backend: str, tmp_path: Path) -> None:
     assert records == frames
 
 
+@pytest.mark.parametrize("via", ["parent", "link"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_store_given_as_dot_dot_is_written_validated_and_recovered(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_store_given_with_dot_dot_is_written_validated_and_recovered(
+    backend: str, via: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`../run.ome.zarr`: tensorstore takes no `..` in a file path, and a
     store given so could not be written ("Invalid file path"), validated
-    ("cannot be read") or recovered."""
+    ("cannot be read") or recovered. `link/../run.ome.zarr`, with `link` a
+    symbolic link: `..` is the link target's parent, as the OS takes it
+    (taken as text, tensorstore wrote the arrays elsewhere than zarr.json)."""
     from typer.testing import CliRunner
 
     from ome_stream._validate import validate_dataset
     from ome_stream.cli import app
 
     (tmp_path / "here").mkdir()
+    if via == "parent":
+        prefix, where = "..", tmp_path
+    else:
+        (tmp_path / "deep" / "sub").mkdir(parents=True)
+        link = tmp_path / "here" / "link"
+        link.symlink_to(tmp_path / "deep" / "sub", target_is_directory=True)
+        prefix, where = "link/..", tmp_path / "deep"
     monkeypatch.chdir(tmp_path / "here")
     case = CASES["sharded"]
-    write(case, Path("../w.ome.zarr"), backend)
+    write(case, Path(f"{prefix}/w.ome.zarr"), backend)
+    # all of it there (the spill file beside it is made only past 1 MB)
+    other = "sub" if via == "link" else "here"
+    assert sorted(p.name for p in where.iterdir()) == [other, "w.ome.zarr"]
     for array_path, want in zip(case.zarr_paths, expected_pixels(case)):
-        got = readers.read_zarr_python(tmp_path / "w.ome.zarr" / array_path)
+        got = readers.read_zarr_python(where / "w.ome.zarr" / array_path)
         np.testing.assert_array_equal(got, want)
-    assert validate_dataset("../w.ome.zarr") == []
-    result = CliRunner().invoke(app, ["validate", "../w.ome.zarr"])
+    readers.validate_yaozarrs(where / "w.ome.zarr")
+    assert validate_dataset(f"{prefix}/w.ome.zarr") == []
+    result = CliRunner().invoke(app, ["validate", f"{prefix}/w.ome.zarr"])
     assert result.exit_code == 0, result.output
 
-    _kill_while_writing(Path("../k.ome.zarr"), backend)
-    assert journal_path(tmp_path / "k.ome.zarr").is_file()
-    result = CliRunner().invoke(app, ["recover", "../k.ome.zarr"])
+    _kill_while_writing(Path(f"{prefix}/k.ome.zarr"), backend)
+    assert journal_path(where / "k.ome.zarr").is_file()
+    result = CliRunner().invoke(app, ["recover", f"{prefix}/k.ome.zarr"])
     assert result.exit_code == 0, result.output
-    assert not journal_path(tmp_path / "k.ome.zarr").exists()
-    assert validate_dataset("../k.ome.zarr") == []
-    readers.validate_yaozarrs(tmp_path / "k.ome.zarr")
-    readers.read_tensorstore(tmp_path / "k.ome.zarr" / "0")
+    assert not journal_path(where / "k.ome.zarr").exists()
+    assert validate_dataset(f"{prefix}/k.ome.zarr") == []
+    readers.validate_yaozarrs(where / "k.ome.zarr")
+    readers.read_tensorstore(where / "k.ome.zarr" / "0")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

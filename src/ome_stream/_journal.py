@@ -12,8 +12,12 @@ journal; its presence means the dataset was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
+import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,21 +48,121 @@ def journal_path(output_path: Path) -> Path:
     return output_path.with_name(output_path.name + SUFFIX)
 
 
+def os_absolute(path: str | Path) -> Path:
+    """`path` absolute, with `.` and `..` taken as the OS takes them (after
+    the symbolic links before them: `link/..` is the link target's parent,
+    not the directory holding the link), its last name kept as given."""
+    path = Path(path)
+    if path.name in ("", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _spellings(path: Path) -> list[Path]:
+    """Where a journal for `path` may be beside: `path` as the OS takes it
+    (a stream writes its journal so), or, reached through a symbolic link,
+    the path it leads to."""
+    found = [os_absolute(path), Path(os.path.realpath(path))]
+    return [p for i, p in enumerate(found) if p not in found[:i]]
+
+
 def find_dataset_journal(path: str | Path) -> tuple[Path, Path] | None:
     """The dataset `path` belongs to (its output_path, absolute) and its
     journal: `path` itself, or, for a file of a directory layout (a
-    position's TIFF, the companion file), the directory holding it. None
-    when neither has a journal beside it."""
-    path = Path(os.path.abspath(path))  # ("." and ".." have no name)
-    for dataset in (path, path.parent) if path.is_file() else (path,):
+    position's TIFF, the companion file, named as ome-stream names them),
+    the directory holding it. None when neither has a journal beside it."""
+    from ._formats.tiff.layout import is_directory_layout_file
+
+    path = Path(path)
+    candidates = _spellings(path)
+    if path.is_file():
+        for directory in _spellings(path.parent):
+            if is_directory_layout_file(directory / path.name):
+                candidates.append(directory)
+    for dataset in candidates:
         journal = journal_path(dataset)
         if journal.is_file():
             return dataset, journal
     return None
 
 
+_CAN_LOCK = importlib.util.find_spec("fcntl") is not None
+
+
+def _flock(fd: int, *, shared: bool = False) -> bool | None:
+    """Take an advisory lock on the open file `fd` (POSIX `flock`, held
+    until every descriptor of this open is closed, by a killed process's OS
+    too): True, False when another open of the file holds a conflicting
+    one, None where that cannot be told (Windows, or a file system refusing
+    locks)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def journal_in_use(path: Path) -> bool | None:
+    """Whether a stream still writing holds the journal at `path` (True),
+    or none does (False: its run was interrupted); None when that cannot
+    be told (see `_flock`; locks on a network file system may hold on one
+    host only)."""
+    if not _CAN_LOCK:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        taken = _flock(fd, shared=True)
+    finally:
+        os.close(fd)  # (and our lock with it)
+    return None if taken is None else not taken
+
+
+def refuse_if_in_use(path: Path, then: str) -> None:
+    """BlockingIOError if a stream still writing holds the journal at
+    `path` (`then`: what to do, for the message)."""
+    if journal_in_use(path):
+        raise _in_use(path, then)
+
+
+def _in_use(path: Path, then: str) -> BlockingIOError:
+    return BlockingIOError(
+        f"{path.name} is held by a stream still writing to "
+        f"{path.name.removesuffix(SUFFIX)} (in this or another process): "
+        f"{then}. Nothing was changed."
+    )
+
+
+# journals open in this process, closed in a child it forks (which would
+# otherwise hold their locks for as long as it lives)
+_OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for journal in list(_OPEN):
+        fd, journal._fd = journal._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class Journal:
-    """Appends records; each call's lines reach the OS in one write."""
+    """Appends records; each call's lines reach the OS in one write. The
+    file is locked while open (`journal_in_use`): BlockingIOError if another
+    stream holds it."""
 
     def __init__(
         self,
@@ -67,12 +171,31 @@ class Journal:
         created: datetime | None = None,
     ) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        self._fd: int | None = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
-        record: dict[str, Any] = {"event": "open", "version": __version__}
-        if created is not None:
-            record["created"] = created.isoformat()
-        self._write({**record, "settings": settings_json})
+        self._broken = False
+        self._size = 0  # bytes of whole writes
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags, 0o666)
+        try:
+            # locked before it is emptied: never another stream's journal
+            # (a moment's wait for a check by `validate` or `recover`, which
+            # holds a shared lock for as long as it takes to take it)
+            for _ in range(50):
+                if _flock(fd) is not False:
+                    break
+                time.sleep(0.01)
+            else:
+                raise _in_use(path, "close that stream first")
+            os.ftruncate(fd, 0)
+            self._fd: int | None = fd
+            record: dict[str, Any] = {"event": "open", "version": __version__}
+            if created is not None:
+                record["created"] = created.isoformat()
+            self._write({**record, "settings": settings_json})
+        except BaseException:
+            self._fd = None
+            os.close(fd)
+            raise
+        _OPEN.add(self)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_text(_ENCODER.encode(record) + "\n")
@@ -80,12 +203,29 @@ class Journal:
     def _write_text(self, text: str) -> None:
         if self._fd is None or not text:
             return
+        if self._broken:
+            raise OSError(
+                f"the journal {self.path} ends in part of a write that could "
+                "not be taken back; nothing more is written to it"
+            )
         data = memoryview(text.encode("utf-8"))
-        while data:  # a short write is continued
-            written = os.write(self._fd, data)
-            if not written:
-                raise OSError(f"writing the journal {self.path} wrote nothing")
-            data = data[written:]
+        size = len(data)
+        try:
+            while data:  # a short write is continued
+                written = os.write(self._fd, data)
+                if not written:
+                    raise OSError(f"writing the journal {self.path} wrote nothing")
+                data = data[written:]
+        except BaseException:
+            # Part of the lines may be in the file (a full disk): cut them
+            # off, or the same lines written again after them would make one
+            # line of two, which no reader takes.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._broken = True  # (a line after it would join it)
+            raise
+        self._size += size
 
     def written(
         self, entries: list[tuple[int, Index, MetadataJSON | None, bool]]
@@ -112,8 +252,12 @@ class Journal:
 
     def remove(self) -> None:
         """The dataset is complete: the journal is no longer needed."""
-        self.close()
-        self.path.unlink(missing_ok=True)
+        if _CAN_LOCK:  # removed while still locked: `recover` never sees it
+            self.path.unlink(missing_ok=True)
+            self.close()
+        else:  # (Windows: a file open cannot be removed)
+            self.close()
+            self.path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._fd is not None:

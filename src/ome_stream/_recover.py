@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import struct
 import tempfile
@@ -34,8 +33,10 @@ from ._journal import (
     JournalContents,
     find_dataset_journal,
     journal_path,
+    os_absolute,
     read_journal,
     record_recovery,
+    refuse_if_in_use,
 )
 from ._missing import missing_frames
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
@@ -68,7 +69,7 @@ def find_journal(path: Path) -> tuple[Path, Path]:
     found = find_dataset_journal(path)
     if found is not None:
         return found
-    candidate = journal_path(Path(os.path.abspath(path)))
+    candidate = journal_path(os_absolute(path))
     raise FileNotFoundError(
         f"No ome-stream journal beside {path} ({candidate.name}): the dataset "
         "was closed cleanly (nothing to recover) or was not written by ome-stream."
@@ -81,11 +82,16 @@ def recover(path: str | Path) -> RecoveryReport:
     with its journal is recovered there.
 
     Raises FileNotFoundError when there is no journal (nothing to recover),
-    ValueError when the journal is not one ome-stream can use, and
-    OSError(ENOSPC) when the disk has no room for the recovery (saying what
-    to do).
+    BlockingIOError when a stream still writing holds it, ValueError when
+    the journal is not one ome-stream can use, and OSError(ENOSPC) when the
+    disk has no room for the recovery (saying what to do).
     """
     output, journal_file = find_journal(Path(path))
+    # (checked, not held: on SMB mounts locks are mandatory, and recovery
+    # reads and writes the journal through other opens of it)
+    refuse_if_in_use(
+        journal_file, "recover the dataset once that process has closed it or ended"
+    )
     settings, contents = _read(journal_file, output)
     if isinstance(settings.format, OmeZarrFormat):
         with _zarr_room(output):

@@ -30,7 +30,7 @@ from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
 from ._frame_metadata import MetadataJSON, checked_metadata_json
-from ._journal import Journal, journal_path
+from ._journal import Journal, journal_path, refuse_if_in_use
 from ._refs import LOCAL_ONLY
 from ._routing import FrameRouter
 from ._settings import AcquisitionSettings, ScratchFormat
@@ -756,10 +756,12 @@ class OMEStream:
             self._queue.put(_STOP, 0, None)
             self._thread.join()
             journal = self._backend.journal
+            unfinished: BaseException | None = None
             try:
                 with self._backend_lock:
                     self._backend.close()
             except BaseException as exc:
+                unfinished = exc
                 if self._error is None:
                     self._error = exc
                 if journal is not None:
@@ -774,6 +776,29 @@ class OMEStream:
                 self._closed = True
                 _OPEN_STREAMS.discard(self)
                 self._emit(self.events.finished)
+        if unfinished is not None:
+            # (raised even when an earlier failure was: the output is not
+            # what that error said closing would make of it)
+            self._error_reported = True
+            kept = journal is not None and journal.path.is_file()
+            raise WriterError(
+                f"Closing {self.output_path} failed: {unfinished!r}"
+                + (
+                    ""
+                    if unfinished is self._error
+                    else f", after writing failed: {self._error!r}"
+                )
+                + f". {self.frames_written} frames were written; the output is "
+                "not finished"
+                + (
+                    f": its journal is kept, and `ome-stream recover "
+                    f"{self.output_path}` finishes it with the frames the "
+                    "journal records, once the cause is mended (room on the "
+                    "disk, say)."
+                    if kept
+                    else "."
+                )
+            ) from unfinished
         if self._error is not None and not self._error_reported:
             self._error_reported = True
             raise WriterError(
@@ -833,11 +858,23 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     settings.validate_stream_ready()
     settings = settings.model_copy(deep=True)
     backend = create_backend(settings)
-    backend.open()
-    if not isinstance(settings.format, ScratchFormat):
-        backend.journal = Journal(
+    scratch = isinstance(settings.format, ScratchFormat)
+    if not scratch:
+        # another stream still writing there: its files are not replaced
+        refuse_if_in_use(
             journal_path(settings.output_path),
-            settings.model_dump(mode="json"),
-            backend.created,
+            "close that stream first, or choose another root_path",
         )
+    backend.open()
+    if not scratch:
+        try:
+            backend.journal = Journal(
+                journal_path(settings.output_path),
+                settings.model_dump(mode="json"),
+                backend.created,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                backend.close()  # (an empty dataset, its files released)
+            raise
     return OMEStream(settings, backend, FrameRouter(settings))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -52,23 +51,34 @@ def _interrupted(path: Path, problems: list[str]) -> list[str]:
 
 def interrupted_note(path: str | Path) -> str | None:
     """When a journal is beside the dataset `path` is (or is a file of):
-    the run was interrupted or is still going, and the command completing
-    it. Otherwise None."""
+    whether the run is still being written or was interrupted, and the
+    command completing an interrupted one. Otherwise None."""
     import shlex
 
-    from ._journal import find_dataset_journal
+    from ._journal import find_dataset_journal, journal_in_use, os_absolute
 
     found = find_dataset_journal(path)
     if found is None:
         return None
     dataset, journal = found
     given = Path(path)
-    if dataset != Path(os.path.abspath(given)):
+    if dataset != os_absolute(given):
         given = given.parent  # a file of a directory layout: its directory
+    command = f"`ome-stream recover {shlex.quote(str(given))}`"
+    in_use = journal_in_use(journal)
+    if in_use:
+        return (
+            f"{journal.name} is beside it, held by a stream still writing: "
+            "the run is not finished (validate it again once it is closed)."
+        )
+    if in_use is False:
+        return (
+            f"{journal.name} is beside it: the run was interrupted; {command} "
+            "completes it."
+        )
     return (
-        f"{journal.name} is beside it: the run was interrupted (or is still "
-        f"being written); `ome-stream recover {shlex.quote(str(given))}` "
-        "completes it."
+        f"{journal.name} is beside it: the run was interrupted, or is still "
+        f"being written; once its process has ended, {command} completes it."
     )
 
 

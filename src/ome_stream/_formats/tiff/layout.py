@@ -106,6 +106,12 @@ def _is_ours(name: str, stem: str, suffix: str) -> bool:
     )
 
 
+def is_directory_layout_file(path: Path) -> bool:
+    """Whether `path` is named as a file of a directory layout is, in the
+    directory it is in (`<stem>/<stem>_p000.ome.tiff`, the companion)."""
+    return _is_ours(path.name, path.parent.name, TIFF_SUFFIXES[0])
+
+
 def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) -> None:
     """Delete what an earlier run with this root path wrote (overwrite=True):
     our files in `<stem>/`, the other layout's single file, and their

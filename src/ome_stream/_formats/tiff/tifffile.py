@@ -21,6 +21,7 @@ first page on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -448,7 +449,7 @@ class TiffFileBackend(ArrayBackend):
                     (position_index, storage_index, frame_metadata, False)
                 )
             self._refresh_when_due()
-        except Exception as exc:
+        except OSError as exc:
             self._failed_after_the_page(exc)
 
     def skip(self, position_index: int, storage_index: tuple[int, ...]) -> None:
@@ -461,10 +462,10 @@ class TiffFileBackend(ArrayBackend):
             if self.journal is not None:
                 self._journal_later((position_index, storage_index, None, True))
             self._refresh_when_due()
-        except Exception as exc:
+        except OSError as exc:
             self._failed_after_the_page(exc)
 
-    def _failed_after_the_page(self, exc: Exception) -> None:
+    def _failed_after_the_page(self, exc: OSError) -> None:
         """What follows a page's write (its journal line, the interim
         OME-XML) failed, a full disk say: the page is in the file, and is
         counted written; the error is kept as `write_error` (no frame lost
@@ -620,6 +621,8 @@ class TiffFileBackend(ArrayBackend):
     def _refresh_interim_xml(self) -> None:
         started = time.monotonic()
         self._interim_stale = False
+        # (not tried again at every page should it fail: a full disk)
+        self._next_refresh = started + INTERIM_XML_INTERVAL_S
         if self.journal is not None and self._unjournaled:
             # The interim XML describes journaled pages only: `recover`
             # cuts the files after those, and a kill meanwhile must leave
@@ -997,7 +1000,10 @@ class TiffFileBackend(ArrayBackend):
             if self.journal is not None and self._unjournaled:
                 # the pages written last, before the long work of close: a
                 # kill meanwhile must not leave `recover` without them
-                self._journal_now()
+                with contextlib.suppress(OSError):
+                    # (a full disk: the final OME-XML may still fit in its
+                    # room, and a finished file needs no journal)
+                    self._journal_now()
             if not self._user_documents:
                 closing = self._close_texts()
             if closing is None:

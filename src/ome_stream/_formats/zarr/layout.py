@@ -161,8 +161,9 @@ def file_kvstore(path: Path) -> dict[str, str]:
     """The tensorstore key-value store spec of the directory at `path`.
     tensorstore takes no `.` or `..` in a file path ("Invalid file path":
     a store given as `../run.ome.zarr` could not be written, validated or
-    recovered), so the path goes absolute and normalized."""
-    return {"driver": "file", "path": os.path.abspath(path)}
+    recovered), so the path goes absolute, its symbolic links resolved (as
+    the OS resolves `link/..`: after the link)."""
+    return {"driver": "file", "path": os.path.realpath(path)}
 
 
 # the temporaries `write_json_atomic` makes (and tempfile.mkstemp made)
