@@ -995,6 +995,19 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     assert info.series[0].size_t == n
 
 
+def _first_frame_then_the_failure(stream: Any) -> None:
+    """Append the first frame, let the writer take it, and see the next
+    append report the failure after it, with that frame counted."""
+    from ome_stream import WriterError
+
+    stream.append(make_frame(0), frame_metadata={"frame": 0})
+    deadline = time.monotonic() + 30
+    while stream.stats().frames_queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(WriterError, match="written before the failure: 1\\."):
+        stream.append(make_frame(1))
+
+
 @pytest.mark.parametrize("name", ["single", "companion-file"])
 def test_a_full_disk_after_a_page_counts_the_page_written(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -1006,7 +1019,6 @@ def test_a_full_disk_after_a_page_counts_the_page_written(
     closing once space is freed describes it."""
     import errno
 
-    from ome_stream import WriterError
     from ome_stream._formats.tiff import tifffile as tiff_backend
     from ome_stream._validate import validate_dataset
 
@@ -1019,12 +1031,7 @@ def test_a_full_disk_after_a_page_counts_the_page_written(
     stream = create_stream(settings_for(layout, root))  # (writes the companion)
     monkeypatch.setattr(TiffFileBackend, "_rewrite_reserved", full)
     monkeypatch.setattr(TiffFileBackend, "_replace_companion", full)
-    stream.append(make_frame(0), frame_metadata={"frame": 0})
-    deadline = time.monotonic() + 30
-    while stream.stats().frames_queued and time.monotonic() < deadline:
-        time.sleep(0.01)
-    with pytest.raises(WriterError, match="written before the failure: 1\\."):
-        stream.append(make_frame(1))
+    _first_frame_then_the_failure(stream)
     assert stream.frames_written == 1
     monkeypatch.undo()  # space freed
     stream.close()  # (already reported)
@@ -1070,12 +1077,7 @@ def test_a_disk_still_full_at_close(
     else:
         monkeypatch.setattr(TiffFileBackend, "_rewrite_reserved", full)
         monkeypatch.setattr(backend_module, "write_description", full)
-    stream.append(make_frame(0), frame_metadata={"frame": 0})
-    deadline = time.monotonic() + 30
-    while stream.stats().frames_queued and time.monotonic() < deadline:
-        time.sleep(0.01)
-    with pytest.raises(WriterError, match="written before the failure: 1\\."):
-        stream.append(make_frame(1))
+    _first_frame_then_the_failure(stream)
     if fails == "journal":
         stream.close()  # (the failure reported already)
     else:
