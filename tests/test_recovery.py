@@ -1610,3 +1610,23 @@ def test_a_file_of_a_directory_reached_through_a_link_finds_its_journal(
     # a file named otherwise is not one of the dataset's
     (tmp_path / "big" / "run" / "notes.ome.tiff").write_bytes(b"II*\0")
     assert find_dataset_journal(tmp_path / "run" / "notes.ome.tiff") is None
+
+
+def test_a_store_reached_through_a_link_to_it_finds_its_journal(
+    tmp_path: Path,
+) -> None:
+    """`here.ome.zarr` a symbolic link to a killed store: its journal is
+    beside the store, and the recover command named is the link's."""
+    from ome_stream._journal import find_dataset_journal
+
+    root = tmp_path / "real.ome.zarr"
+    _killed_with_metadata(root, 1)
+    link = tmp_path / "here.ome.zarr"
+    link.symlink_to(root, target_is_directory=True)
+    assert find_dataset_journal(link) == (root, journal_path(root))
+    assert interrupted_note(link) == (
+        f"{journal_path(root).name} is beside it: the run was interrupted; "
+        f"`ome-stream recover {link}` completes it."
+    )
+    assert recover(link).frames_recovered == 20
+    assert validate_dataset(root) == []

@@ -58,7 +58,7 @@ def os_absolute(path: str | Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
-def _spellings(path: Path) -> list[Path]:
+def path_spellings(path: Path) -> list[Path]:
     """Where a journal for `path` may be beside: `path` as the OS takes it
     (a stream writes its journal so), or, reached through a symbolic link,
     the path it leads to."""
@@ -74,9 +74,9 @@ def find_dataset_journal(path: str | Path) -> tuple[Path, Path] | None:
     from ._formats.tiff.layout import is_directory_layout_file
 
     path = Path(path)
-    candidates = _spellings(path)
+    candidates = path_spellings(path)
     if path.is_file():
-        for directory in _spellings(path.parent):
+        for directory in path_spellings(path.parent):
             if is_directory_layout_file(directory / path.name):
                 candidates.append(directory)
     for dataset in candidates:

@@ -55,14 +55,14 @@ def interrupted_note(path: str | Path) -> str | None:
     command completing an interrupted one. Otherwise None."""
     import shlex
 
-    from ._journal import find_dataset_journal, journal_in_use, os_absolute
+    from ._journal import find_dataset_journal, journal_in_use, path_spellings
 
     found = find_dataset_journal(path)
     if found is None:
         return None
     dataset, journal = found
     given = Path(path)
-    if dataset != os_absolute(given):
+    if dataset not in path_spellings(given):
         given = given.parent  # a file of a directory layout: its directory
     command = f"`ome-stream recover {shlex.quote(str(given))}`"
     in_use = journal_in_use(journal)
