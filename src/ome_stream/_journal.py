@@ -142,6 +142,16 @@ def _in_use(path: Path, then: str) -> BlockingIOError:
     )
 
 
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is the file at `path` now."""
+    try:
+        here = os.stat(path)
+    except OSError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 # journals open in this process, closed in a child it forks (which would
 # otherwise hold their locks for as long as it lives)
 _OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()
@@ -160,42 +170,80 @@ if hasattr(os, "register_at_fork"):
 
 
 class Journal:
-    """Appends records; each call's lines reach the OS in one write. The
-    file is locked while open (`journal_in_use`): BlockingIOError if another
-    stream holds it."""
+    """Appends records; each call's lines reach the OS in one write.
+
+    Made in two steps: `Journal(path)` opens the file and locks it
+    (BlockingIOError if a stream still writing holds it), before the stream
+    makes its output; `start` then empties it and writes the first record.
+    Locked until closed (`journal_in_use`). Only the process that opened it
+    writes, closes or removes it (not a process forked from it).
+    """
 
     def __init__(
         self,
         path: Path,
-        settings_json: dict[str, Any],
+        settings_json: dict[str, Any] | None = None,
         created: datetime | None = None,
     ) -> None:
+        """`settings_json` given: `start` at once."""
         self.path = path
         self._broken = False
         self._size = 0  # bytes of whole writes
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags, 0o666)
-        try:
-            # locked before it is emptied: never another stream's journal
-            # (a moment's wait for a check by `validate` or `recover`, which
-            # holds a shared lock for as long as it takes to take it)
-            for _ in range(50):
-                if _flock(fd) is not False:
-                    break
-                time.sleep(0.01)
-            else:
-                raise _in_use(path, "close that stream first")
-            os.ftruncate(fd, 0)
-            self._fd: int | None = fd
-            record: dict[str, Any] = {"event": "open", "version": __version__}
-            if created is not None:
-                record["created"] = created.isoformat()
-            self._write({**record, "settings": settings_json})
-        except BaseException:
-            self._fd = None
-            os.close(fd)
-            raise
+        self._pid = os.getpid()
+        self._fd: int | None = None
+        self._made = False  # this journal made the file, or emptied it
+        self._take()
         _OPEN.add(self)
+        if settings_json is not None:
+            try:
+                self.start(settings_json, created)
+            except BaseException:
+                self.abandon()
+                raise
+
+    def _take(self) -> None:
+        """Open the file, made if need be, and lock it: the file that is at
+        the path once locked (a journal being removed meanwhile is not
+        taken). A moment's wait for a check by `validate` or `recover`,
+        which holds a shared lock for as long as it takes to take it."""
+        path = self.path
+        flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        for _ in range(50):
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+                made = True
+            except FileExistsError:
+                try:
+                    fd = os.open(path, flags)
+                except FileNotFoundError:
+                    continue  # (removed meanwhile)
+                made = False
+            if _flock(fd) is not False and _is_at(fd, path):
+                self._fd, self._made = fd, made
+                return
+            os.close(fd)
+            time.sleep(0.01)
+        raise _in_use(path, "close that stream first")
+
+    def start(self, settings_json: dict[str, Any], created: datetime | None) -> None:
+        """Empty the file (a killed run's journal, at an output replaced)
+        and write its first record."""
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        self._made = True
+        self._size = 0
+        record: dict[str, Any] = {"event": "open", "version": __version__}
+        if created is not None:
+            record["created"] = created.isoformat()
+        self._write({**record, "settings": settings_json})
+
+    def abandon(self) -> None:
+        """The stream could not be made: close the journal, and remove it if
+        it made or emptied it (it holds nothing of a run)."""
+        made = self._made
+        self.close()
+        if made and self._pid == os.getpid():
+            self.path.unlink(missing_ok=True)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_text(_ENCODER.encode(record) + "\n")
@@ -252,12 +300,16 @@ class Journal:
 
     def remove(self) -> None:
         """The dataset is complete: the journal is no longer needed."""
-        if _CAN_LOCK:  # removed while still locked: `recover` never sees it
-            self.path.unlink(missing_ok=True)
+        if self._pid != os.getpid():
+            return  # (the parent's, in a forked child)
+        if not _CAN_LOCK:  # (Windows: a file open cannot be removed)
             self.close()
-        else:  # (Windows: a file open cannot be removed)
-            self.close()
             self.path.unlink(missing_ok=True)
+            return
+        try:  # removed while still locked: `recover` never sees it
+            self.path.unlink(missing_ok=True)
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self._fd is not None:

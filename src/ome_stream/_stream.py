@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from psygnal import Signal, SignalGroup
 
 from ._formats import ArrayBackend, create_backend
 from ._frame_metadata import MetadataJSON, checked_metadata_json
-from ._journal import Journal, journal_path, refuse_if_in_use
+from ._journal import Journal, journal_path
 from ._refs import LOCAL_ONLY
 from ._routing import FrameRouter
 from ._settings import AcquisitionSettings, ScratchFormat
@@ -284,6 +285,7 @@ class OMEStream:
         self._error: BaseException | None = None
         self._error_reported = False
         self._closed = False
+        self._forked_from: int | None = None  # (see _forget_streams_in_child)
         self._close_lock = threading.Lock()
         self._backend_lock = threading.RLock()
         self._loop = LoopGeometry(settings.dimensions[:-2])
@@ -514,6 +516,13 @@ class OMEStream:
                 "stream to finish the file with what was written."
             ) from self._error
         if self._closed:
+            if self._forked_from is not None:
+                raise RuntimeError(
+                    f"This stream belongs to process {self._forked_from}, which "
+                    "opened it; a process forked from it cannot write to it "
+                    "(its writer thread is not there). Create a stream in this "
+                    "process."
+                )
             raise RuntimeError("The stream is closed; create a new stream to write.")
 
     # ------------------------------------------------------------ writer thread
@@ -833,6 +842,22 @@ class OMEStream:
 _OPEN_STREAMS: weakref.WeakSet[OMEStream] = weakref.WeakSet()
 
 
+def _forget_streams_in_child() -> None:
+    """In a process forked while streams were open: they are its parent's
+    (their writer threads are not here). Marked closed, never closed here
+    (at exit, that finished the parent's output under it and removed its
+    journal)."""
+    parent = os.getppid()
+    for stream in list(_OPEN_STREAMS):
+        stream._forked_from = parent
+        stream._closed = True
+    _OPEN_STREAMS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_streams_in_child)
+
+
 @atexit.register
 def _close_open_streams() -> None:
     """Finish streams left open at interpreter exit so no queued frame is lost."""
@@ -853,28 +878,29 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     """Create the output described by `settings` and return a stream to it.
 
     Raises FileExistsError if the output exists and `settings.overwrite` is
-    False; ValueError if dimensions or dtype are not set.
+    False; BlockingIOError if another stream is still writing it; ValueError
+    if dimensions or dtype are not set.
     """
     settings.validate_stream_ready()
     settings = settings.model_copy(deep=True)
     backend = create_backend(settings)
-    scratch = isinstance(settings.format, ScratchFormat)
-    if not scratch:
-        # another stream still writing there: its files are not replaced
-        refuse_if_in_use(
-            journal_path(settings.output_path),
-            "close that stream first, or choose another root_path",
-        )
-    backend.open()
-    if not scratch:
-        try:
-            backend.journal = Journal(
-                journal_path(settings.output_path),
-                settings.model_dump(mode="json"),
-                backend.created,
-            )
-        except BaseException:
+    journal = None
+    if not isinstance(settings.format, ScratchFormat):
+        # taken (locked) before anything is made: a stream still writing
+        # there is refused, its files left alone
+        journal = Journal(journal_path(settings.output_path))
+    opened = False
+    try:
+        backend.open()
+        opened = True
+        if journal is not None:
+            journal.start(settings.model_dump(mode="json"), backend.created)
+            backend.journal = journal
+        return OMEStream(settings, backend, FrameRouter(settings))
+    except BaseException:
+        if journal is not None:
+            journal.abandon()
+        if opened:
             with contextlib.suppress(Exception):
                 backend.close()  # (an empty dataset, its files released)
-            raise
-    return OMEStream(settings, backend, FrameRouter(settings))
+        raise

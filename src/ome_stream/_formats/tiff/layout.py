@@ -116,12 +116,22 @@ def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) ->
     """Delete what an earlier run with this root path wrote (overwrite=True):
     our files in `<stem>/`, the other layout's single file, and their
     journals. Files of other names are never touched."""
+    from ..._journal import refuse_if_in_use
+
     fmt = settings.format
     assert isinstance(fmt, OmeTiffFormat)
     single, directory = _other_layouts(settings)
+    # (this stream's own journal is held by it, and emptied, not removed;
+    # the other layout's, if a stream still writes it, refuses the lot)
+    own = journal_path(layout.output_path)
+    others = [journal_path(single), journal_path(directory)]
+    for other in others:
+        if other != own:
+            refuse_if_in_use(other, "close that stream first")
     if single.is_file():
         single.unlink()
-        journal_path(single).unlink(missing_ok=True)
+        if journal_path(single) != own:
+            journal_path(single).unlink(missing_ok=True)
     if directory.is_dir():
         for entry in directory.iterdir():
             if entry.is_file() and _is_ours(entry.name, directory.name, fmt.suffix):
