@@ -1768,11 +1768,16 @@ def test_a_forked_child_leaves_the_parents_stream_alone(tmp_path: Path) -> None:
     if child == 0:  # pragma: no cover - the child
         code = 4
         try:
-            try:
-                stream.append(np.full((8, 8), 9, np.uint16))
-                code = 2
-            except RuntimeError as exc:
-                code = 0 if "belongs to process" in str(exc) else 3
+            for write in (
+                lambda: stream.append(np.full((8, 8), 9, np.uint16)),
+                lambda: stream.set_global_metadata("child", {"x": 1}),
+            ):
+                try:
+                    write()
+                    code = 2
+                    break
+                except RuntimeError as exc:
+                    code = 0 if "belongs to process" in str(exc) else 3
             _close_open_streams()  # (what exiting runs)
         finally:
             os._exit(code)  # (never back into pytest)
@@ -1785,3 +1790,45 @@ def test_a_forked_child_leaves_the_parents_stream_alone(tmp_path: Path) -> None:
     assert validate_dataset(settings.output_path) == []
     with tifffile.TiffFile(settings.output_path) as tif:
         assert [int(page.asarray()[0, 0]) for page in tif.pages] == [1, 2, 3]
+
+
+def test_a_stream_makes_the_directories_its_output_is_in(tmp_path: Path) -> None:
+    """The journal is taken before the output is made: the directories the
+    output goes in are made first (a new dated folder, say)."""
+    from ome_stream import create_stream
+
+    for name, fmt in [
+        ("a.ome.zarr", {}),
+        ("b.ome.tiff", {"prefer_single_file": "always"}),
+        ("c.ome.tiff", {"prefer_single_file": "never"}),
+    ]:
+        settings = _small(tmp_path / "2026-11-23" / "sub" / name, **fmt)
+        with create_stream(settings) as stream:
+            stream.append(np.ones((8, 8), np.uint16))
+        assert validate_dataset(settings.output_path) == [], name
+
+
+def test_an_output_that_exists_keeps_what_is_beside_it(tmp_path: Path) -> None:
+    """create_stream without overwrite on an output that exists: refused,
+    and the journal it took is let go as it was: a killed run's kept, an
+    empty one (left by an attempt killed before its first line) removed,
+    none made."""
+    from ome_stream import create_stream
+
+    settings = _small(tmp_path / "done.ome.zarr")
+    with create_stream(settings) as stream:
+        stream.append(np.ones((8, 8), np.uint16))
+    keep = settings.model_copy(update={"overwrite": False})
+    journal = journal_path(settings.output_path)
+    with pytest.raises(FileExistsError):
+        create_stream(keep)
+    assert not journal.exists()  # (none made)
+    journal.write_bytes(b"")
+    assert interrupted_note(settings.output_path) is None  # (nothing in it)
+    with pytest.raises(FileExistsError):
+        create_stream(keep)
+    assert not journal.exists()  # (an empty one removed)
+    journal.write_bytes(b'{"event":"open"}\n')
+    with pytest.raises(FileExistsError):
+        create_stream(keep)
+    assert journal.read_bytes() == b'{"event":"open"}\n'  # (a run's kept)

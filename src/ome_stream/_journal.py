@@ -81,7 +81,9 @@ def find_dataset_journal(path: str | Path) -> tuple[Path, Path] | None:
                 candidates.append(directory)
     for dataset in candidates:
         journal = journal_path(dataset)
-        if journal.is_file():
+        # (an empty one: a stream starting, or killed before its first
+        # line; nothing to recover from it)
+        if journal.is_file() and journal.stat().st_size:
             return dataset, journal
     return None
 
@@ -238,12 +240,22 @@ class Journal:
         self._write({**record, "settings": settings_json})
 
     def abandon(self) -> None:
-        """The stream could not be made: close the journal, and remove it if
-        it made or emptied it (it holds nothing of a run)."""
+        """The stream could not be made: let the journal go, removed if it
+        holds nothing of a run (this one made or emptied it, or it is empty:
+        made by another attempt that let it go first). Never raises."""
+        if self._pid != os.getpid() or self._fd is None:
+            return
+        empty = False
+        with contextlib.suppress(OSError):
+            empty = os.fstat(self._fd).st_size == 0
+            if (self._made or empty) and _CAN_LOCK and _is_at(self._fd, self.path):
+                self.path.unlink()  # (still locked: no one takes it meanwhile)
         made = self._made
-        self.close()
-        if made and self._pid == os.getpid():
-            self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.close()
+        if (made or empty) and not _CAN_LOCK:  # (Windows: closed first)
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_text(_ENCODER.encode(record) + "\n")

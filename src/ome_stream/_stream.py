@@ -482,6 +482,7 @@ class OMEStream:
             )
         encoded = checked_metadata_json(metadata, argument="metadata")
         checked = json.loads(encoded)
+        self._check_own()
         with self._close_lock:
             if self._closed:
                 with self._backend_lock:
@@ -507,7 +508,19 @@ class OMEStream:
                 " Nothing was lost; this frame was not queued."
             )
 
+    def _check_own(self) -> None:
+        """RuntimeError in a process forked from the one that opened the
+        stream (see _forget_streams_in_child)."""
+        if self._forked_from is not None:
+            raise RuntimeError(
+                f"This stream belongs to process {self._forked_from}, which "
+                "opened it; a process forked from it cannot write to it "
+                "(its writer thread is not there). Create a stream in this "
+                "process."
+            )
+
     def _check_usable(self) -> None:
+        self._check_own()
         if self._error is not None:
             self._error_reported = True
             raise WriterError(
@@ -516,13 +529,6 @@ class OMEStream:
                 "stream to finish the file with what was written."
             ) from self._error
         if self._closed:
-            if self._forked_from is not None:
-                raise RuntimeError(
-                    f"This stream belongs to process {self._forked_from}, which "
-                    "opened it; a process forked from it cannot write to it "
-                    "(its writer thread is not there). Create a stream in this "
-                    "process."
-                )
             raise RuntimeError("The stream is closed; create a new stream to write.")
 
     # ------------------------------------------------------------ writer thread
@@ -746,6 +752,7 @@ class OMEStream:
         """Replace metadata in the form `get_metadata` returns, before or
         after close. It is checked first: nothing is changed when it is not
         valid for the data (TypeError/KeyError/ValueError saying why)."""
+        self._check_own()
         if self._error is not None:
             self._check_usable()
         with self._backend_lock:
@@ -888,7 +895,9 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     if not isinstance(settings.format, ScratchFormat):
         # taken (locked) before anything is made: a stream still writing
         # there is refused, its files left alone
-        journal = Journal(journal_path(settings.output_path))
+        journal_file = journal_path(settings.output_path)
+        journal_file.parent.mkdir(parents=True, exist_ok=True)
+        journal = Journal(journal_file)
     opened = False
     try:
         backend.open()
@@ -898,9 +907,9 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
             backend.journal = journal
         return OMEStream(settings, backend, FrameRouter(settings))
     except BaseException:
-        if journal is not None:
-            journal.abandon()
-        if opened:
+        if opened:  # (before the journal is let go: the output is still ours)
             with contextlib.suppress(Exception):
                 backend.close()  # (an empty dataset, its files released)
+        if journal is not None:
+            journal.abandon()
         raise
