@@ -1832,3 +1832,29 @@ def test_an_output_that_exists_keeps_what_is_beside_it(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         create_stream(keep)
     assert journal.read_bytes() == b'{"event":"open"}\n'  # (a run's kept)
+
+
+def test_an_output_a_live_stream_writes_exists_for_another(tmp_path: Path) -> None:
+    """Without overwrite, an output another stream is still writing is
+    refused as existing (FileExistsError, as for any output that exists:
+    a "next free name" loop goes on), not as held."""
+    from ome_stream import create_stream
+
+    first = _small(tmp_path / "run_001.ome.zarr")
+    with create_stream(first) as stream:
+        stream.append(np.ones((8, 8), np.uint16))
+        taken = first.model_copy(update={"overwrite": False})
+        with pytest.raises(FileExistsError, match="already exists"):
+            create_stream(taken)
+    assert validate_dataset(first.output_path) == []
+
+
+def test_recover_of_a_path_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    """A multi-position OME-TIFF run given as `run.ome.tiff` is written to
+    `run/`: recover of `run.ome.tiff` says the path does not exist and
+    which to give (it said the run was closed cleanly)."""
+    result = CliRunner().invoke(app, ["recover", str(tmp_path / "run.ome.tiff")])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "run.ome.tiff does not exist" in text
+    assert "closed cleanly" not in text

@@ -895,7 +895,15 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     if not isinstance(settings.format, ScratchFormat):
         # taken (locked) before anything is made: a stream still writing
         # there is refused, its files left alone
-        journal_file = journal_path(settings.output_path)
+        output = settings.output_path
+        if not settings.overwrite and (output.exists() or output.is_symlink()):
+            # (as the backend would say: checked before the journal, which
+            # a stream still writing there holds)
+            raise FileExistsError(
+                f"{output} already exists. Pass overwrite=True to replace it, "
+                "or choose another root_path."
+            )
+        journal_file = journal_path(output)
         journal_file.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(journal_file)
     opened = False
