@@ -1809,10 +1809,11 @@ def test_a_stream_makes_the_directories_its_output_is_in(tmp_path: Path) -> None
 
 
 def test_an_output_that_exists_keeps_what_is_beside_it(tmp_path: Path) -> None:
-    """create_stream without overwrite on an output that exists: refused,
-    and the journal it took is let go as it was: a killed run's kept, an
-    empty one (left by an attempt killed before its first line) removed,
-    none made."""
+    """create_stream without overwrite on an output that exists: refused
+    before it takes a journal, so what is beside the output stays as it
+    was: no journal made, a killed run's kept, an empty one (left by an
+    attempt killed before its first line) left and not taken for an
+    interrupted run."""
     from ome_stream import create_stream
 
     settings = _small(tmp_path / "done.ome.zarr")
@@ -1825,9 +1826,11 @@ def test_an_output_that_exists_keeps_what_is_beside_it(tmp_path: Path) -> None:
     assert not journal.exists()  # (none made)
     journal.write_bytes(b"")
     assert interrupted_note(settings.output_path) is None  # (nothing in it)
+    with pytest.raises(FileNotFoundError, match="No ome-stream journal"):
+        recover(settings.output_path)
     with pytest.raises(FileExistsError):
         create_stream(keep)
-    assert not journal.exists()  # (an empty one removed)
+    assert journal.read_bytes() == b""
     journal.write_bytes(b'{"event":"open"}\n')
     with pytest.raises(FileExistsError):
         create_stream(keep)
