@@ -1861,3 +1861,90 @@ def test_recover_of_a_path_that_does_not_exist_says_so(tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert "run.ome.tiff does not exist" in text
     assert "closed cleanly" not in text
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_an_overwrite_that_fails_part_way_gives_up_the_killed_run(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """overwrite=True over a killed run, and the new stream fails after it
+    removed the killed run's files (a full disk): the killed run's journal
+    is not left beside data it no longer describes (validate called the
+    path an interrupted run, and recover said its files were missing).
+    Nothing is left to recover, and the path is free for the next stream."""
+    from ome_stream import create_stream
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+    from ome_stream._formats.zarr.base import ZarrBackend
+
+    root = tmp_path / f"killed{suffix}"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    assert read_journal(journal).frames  # (a run to recover, until replaced)
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if suffix == ".ome.zarr":
+        monkeypatch.setattr(ZarrBackend, "_write_group", full)
+    else:
+        monkeypatch.setattr(TiffFileBackend, "_new_file", full)
+    settings = _small(root, **({"backend": "auto"} if suffix == ".ome.tiff" else {}))
+    with pytest.raises(OSError, match="No space"):
+        create_stream(settings)
+    monkeypatch.undo()
+    assert not root.exists()  # (removed before the failure)
+    assert not journal.exists()
+    assert interrupted_note(root) is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        recover(root)
+    with create_stream(settings.model_copy(update={"overwrite": False})) as stream:
+        stream.append(np.ones((8, 8), np.uint16))
+    assert validate_dataset(root) == []
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_a_recovery_holds_the_journal_until_it_is_done(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While recover works on a killed run, a stream started to replace the
+    dataset (overwrite=True) and a second recovery are refused, nothing
+    changed (they were not: the stream deleted the files under the
+    recovery, which then reported frames that were gone and deleted the
+    new stream's journal), and validate says the run is not finished."""
+    import ome_stream._recover as recovery
+    from ome_stream import create_stream
+
+    root = tmp_path / f"killed{suffix}"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    recovering = "_recover_zarr" if suffix == ".ome.zarr" else "_recover_tiff"
+    real = getattr(recovery, recovering)
+    seen: dict[str, Any] = {}
+
+    def meanwhile(settings: Any, contents: Any) -> Any:
+        before = journal.read_bytes()
+        replacing = _small(
+            root, **({} if suffix == ".ome.zarr" else {"suffix": suffix})
+        )
+        with pytest.raises(BlockingIOError, match="or by a recovery of it") as refused:
+            create_stream(replacing)
+        seen["stream"] = str(refused.value)
+        with pytest.raises(BlockingIOError, match="held by"):
+            recover(root)
+        seen["note"] = interrupted_note(root)
+        assert journal.read_bytes() == before
+        return real(settings, contents)
+
+    monkeypatch.setattr(recovery, recovering, meanwhile)
+    report = recover(root)
+    assert "close that stream (or let the recovery finish) first" in seen["stream"]
+    assert "held by a stream still writing (or a recovery running)" in seen["note"]
+    assert report.frames_recovered == 20
+    assert not journal.exists()
+    assert validate_dataset(root) == []
+    if suffix == ".ome.tiff":
+        (data,) = readers.tifffile_ome_series(root)
+    else:
+        data = readers.read_tensorstore(root / "0")
+    assert data.shape[0] == 20
+    assert all((data[t] == t).all() for t in range(20))

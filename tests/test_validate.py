@@ -156,8 +156,8 @@ def test_a_run_still_open_or_killed_is_named_with_what_to_do(
         ) in problems
         assert problems[-1] == (
             "run.ome-stream-journal.jsonl is beside it, held by a stream still "
-            "writing: the run is not finished (validate it again once it is "
-            "closed)."
+            "writing (or a recovery running): the run is not finished (validate "
+            "it again once it is closed)."
         )
         result = CliRunner().invoke(app, ["validate", str(output)])
         assert result.exit_code == 1
@@ -210,7 +210,7 @@ def test_a_zarr_store_still_being_written_is_valid_with_a_note(
         assert "is a valid, readable dataset." in text
         assert (
             "live.ome.zarr.ome-stream-journal.jsonl is beside it, held by a "
-            "stream still writing: the run is not finished"
+            "stream still writing (or a recovery running): the run is not finished"
         ) in text
     result = CliRunner().invoke(app, ["validate", str(output)])
     assert result.exit_code == 0, result.output

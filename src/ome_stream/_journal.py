@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._frame_metadata import MetadataJSON, encode_metadata
 from ._version import __version__
@@ -139,9 +139,72 @@ def refuse_if_in_use(path: Path, then: str) -> None:
 def _in_use(path: Path, then: str) -> BlockingIOError:
     return BlockingIOError(
         f"{path.name} is held by a stream still writing to "
-        f"{path.name.removesuffix(SUFFIX)} (in this or another process): "
-        f"{then}. Nothing was changed."
+        f"{path.name.removesuffix(SUFFIX)}, or by a recovery of it (in this "
+        f"or another process): {then}. Nothing was changed."
     )
+
+
+class HeldJournal:
+    """A journal opened and locked (exclusive) for a recovery: a stream
+    still writing it, another recovery, or a stream started meanwhile to
+    replace its dataset (overwrite=True) is refused for as long as it is
+    held. Read, appended to and removed through this one open (on SMB
+    mounts, locks are mandatory: another open could not read it)."""
+
+    def __init__(self, path: Path, then: str) -> None:
+        """BlockingIOError (`then`: what to do, for the message) if a stream
+        or a recovery holds it."""
+        self.path = path
+        for _ in range(50):  # (a moment's wait for a check by validate)
+            file: BinaryIO
+            try:
+                try:
+                    file = path.open("r+b")
+                except PermissionError:  # (read-only: can be read and removed)
+                    file = path.open("rb")
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"{path} was removed as recover opened it (the stream "
+                    "writing it closed, or another recovery finished): "
+                    "nothing to recover."
+                ) from None
+            taken = _flock(file.fileno())
+            if taken is None or (taken and _is_at(file.fileno(), path)):
+                self.file: BinaryIO | None = file
+                return
+            file.close()
+            time.sleep(0.01)
+        raise _in_use(path, then)
+
+    def read(self) -> JournalContents:
+        assert self.file is not None
+        self.file.seek(0)
+        contents = _read_lines(self.path, self.file)
+        contents.held = self
+        return contents
+
+    def remove(self) -> None:
+        """The dataset is recovered: remove the journal (while still locked:
+        no one takes it meanwhile), then let it go."""
+        if not _CAN_LOCK:  # (Windows: a file open cannot be removed)
+            self.close()
+            self.path.unlink(missing_ok=True)
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> HeldJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _is_at(fd: int, path: Path) -> bool:
@@ -225,15 +288,21 @@ class Journal:
                 return
             os.close(fd)
             time.sleep(0.01)
-        raise _in_use(path, "close that stream first")
+        raise _in_use(path, "close that stream (or let the recovery finish) first")
 
-    def start(self, settings_json: dict[str, Any], created: datetime | None) -> None:
-        """Empty the file (a killed run's journal, at an output replaced)
-        and write its first record."""
+    def clear(self) -> None:
+        """Empty the file: a killed run's journal at an output being
+        replaced (overwrite=True, or its output gone) is given up before
+        anything of that output is removed, so that a stream failing part
+        way never leaves it beside data it no longer describes."""
         assert self._fd is not None
         os.ftruncate(self._fd, 0)
         self._made = True
         self._size = 0
+
+    def start(self, settings_json: dict[str, Any], created: datetime | None) -> None:
+        """Empty the file (if `clear` has not) and write its first record."""
+        self.clear()
         record: dict[str, Any] = {"event": "open", "version": __version__}
         if created is not None:
             record["created"] = created.isoformat()
@@ -343,6 +412,9 @@ class JournalContents:
     recovery: dict[str, Any] | None = None
     end: int = 0  # the byte after the last line read whole (not a torn tail)
     created: datetime | None = None  # when the acquisition began
+    # the open it was read through, held for a recovery (records appended
+    # through it)
+    held: HeldJournal | None = field(default=None, repr=False, compare=False)
 
     @property
     def lost(self) -> list[tuple[int, Index]]:
@@ -362,37 +434,41 @@ def read_journal(path: Path) -> JournalContents:
     """Parse a journal, a line at a time; a bad last line (torn: the kill
     came mid-write, or garbage a power loss left) is ignored, a bad line
     before it refused."""
+    with path.open("rb") as f:
+        return _read_lines(path, f)
+
+
+def _read_lines(path: Path, f: BinaryIO) -> JournalContents:
     contents: JournalContents | None = None
     bad: int | None = None  # a line that did not parse: fatal unless last
     offset = 0
-    with path.open("rb") as f:
-        for number, line in enumerate(f, start=1):
-            offset += len(line)
-            if not line.strip():
-                continue
-            if bad is not None:
-                raise ValueError(f"{path}: line {bad} is not valid JSON")
-            frame = _frame_line(line) if line.startswith(_FRAME_HEAD) else None
-            if frame is not None:
-                if contents is None:
-                    break  # (not a journal: refused below)
-                contents.frames[frame[0]] = frame[1]
-                contents.end = offset
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                bad = number
-                continue
+    for number, line in enumerate(f, start=1):
+        offset += len(line)
+        if not line.strip():
+            continue
+        if bad is not None:
+            raise ValueError(f"{path}: line {bad} is not valid JSON")
+        frame = _frame_line(line) if line.startswith(_FRAME_HEAD) else None
+        if frame is not None:
             if contents is None:
-                if not isinstance(record, dict) or record.get("event") != "open":
-                    break
-                contents = JournalContents(
-                    settings=record["settings"], created=_datetime(record)
-                )
-            else:
-                _add_record(contents, record)
+                break  # (not a journal: refused below)
+            contents.frames[frame[0]] = frame[1]
             contents.end = offset
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad = number
+            continue
+        if contents is None:
+            if not isinstance(record, dict) or record.get("event") != "open":
+                break
+            contents = JournalContents(
+                settings=record["settings"], created=_datetime(record)
+            )
+        else:
+            _add_record(contents, record)
+        contents.end = offset
     if contents is None:
         raise ValueError(f"{path} is not an ome-stream journal.")
     return contents
@@ -415,7 +491,8 @@ def record_recovery(path: Path, contents: JournalContents, **fields: Any) -> Non
     A torn tail is cut first, so that the record is a whole line after the
     last whole one."""
     data = (_ENCODER.encode({"event": "recover", **fields}) + "\n").encode()
-    with path.open("r+b") as f:
+    held = contents.held.file if contents.held is not None else None
+    with contextlib.nullcontext(held) if held else path.open("r+b") as f:
         if contents.end:
             f.seek(contents.end - 1)
             if f.read(1) != b"\n":  # (a whole record, all but its newline)

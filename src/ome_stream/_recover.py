@@ -29,14 +29,13 @@ import numpy as np
 
 from ._frame_metadata import RecordSpill
 from ._journal import (
+    HeldJournal,
     Index,
     JournalContents,
     find_dataset_journal,
     journal_path,
     os_absolute,
-    read_journal,
     record_recovery,
-    refuse_if_in_use,
 )
 from ._missing import missing_frames
 from ._settings import AcquisitionSettings, OmeTiffFormat, OmeZarrFormat
@@ -93,29 +92,30 @@ def recover(path: str | Path) -> RecoveryReport:
     disk has no room for the recovery (saying what to do).
     """
     output, journal_file = find_journal(Path(path))
-    # (checked, not held: on SMB mounts locks are mandatory, and recovery
-    # reads and writes the journal through other opens of it)
-    refuse_if_in_use(
+    # held (locked) until done: a stream still writing, another recovery,
+    # or a stream started meanwhile to replace the dataset is refused
+    with HeldJournal(
         journal_file, "recover the dataset once that process has closed it or ended"
-    )
-    settings, contents = _read(journal_file, output)
-    if isinstance(settings.format, OmeZarrFormat):
-        with _zarr_room(output):
-            report = _recover_zarr(settings, contents)
-    elif isinstance(settings.format, OmeTiffFormat):
-        report = _recover_tiff(settings, contents)
-    else:
-        raise ValueError(f"Cannot recover format {settings.format.name!r}.")
-    journal_file.unlink()
+    ) as held:
+        settings, contents = _read(held, output)
+        if isinstance(settings.format, OmeZarrFormat):
+            with _zarr_room(output):
+                report = _recover_zarr(settings, contents)
+        elif isinstance(settings.format, OmeTiffFormat):
+            report = _recover_tiff(settings, contents)
+        else:
+            raise ValueError(f"Cannot recover format {settings.format.name!r}.")
+        held.remove()
     return report
 
 
 def _read(
-    journal_file: Path, output: Path
+    held: HeldJournal, output: Path
 ) -> tuple[AcquisitionSettings, JournalContents]:
     """The journal's contents and its settings, moved to `output`."""
+    journal_file = held.path
     try:
-        contents = read_journal(journal_file)
+        contents = held.read()
         settings = AcquisitionSettings.model_validate(contents.settings)
         _check_entries(settings, contents)
     except (ValueError, KeyError, TypeError) as exc:  # (pydantic's included)

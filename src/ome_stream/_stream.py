@@ -906,6 +906,11 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
         journal_file = journal_path(output)
         journal_file.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(journal_file)
+        try:
+            journal.clear()  # (the run it held is being replaced)
+        except BaseException:
+            journal.abandon()
+            raise
     opened = False
     try:
         backend.open()

@@ -68,8 +68,9 @@ def interrupted_note(path: str | Path) -> str | None:
     in_use = journal_in_use(journal)
     if in_use:
         return (
-            f"{journal.name} is beside it, held by a stream still writing: "
-            "the run is not finished (validate it again once it is closed)."
+            f"{journal.name} is beside it, held by a stream still writing (or "
+            "a recovery running): the run is not finished (validate it again "
+            "once it is closed)."
         )
     if in_use is False:
         return (

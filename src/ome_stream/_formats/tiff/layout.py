@@ -127,7 +127,9 @@ def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) ->
     others = [journal_path(single), journal_path(directory)]
     for other in others:
         if other != own:
-            refuse_if_in_use(other, "close that stream first")
+            refuse_if_in_use(
+                other, "close that stream (or let the recovery finish) first"
+            )
     if single.is_file():
         single.unlink()
         if journal_path(single) != own:
