@@ -995,6 +995,67 @@ def test_a_disk_filling_up_leaves_records_matching_the_file(
     assert info.series[0].size_t == n
 
 
+@pytest.mark.parametrize(("compression", "seed"), [("lzw", 1), ("deflate", 2)])
+def test_a_disk_filling_up_during_a_compressed_page_leaves_no_page_too_many(
+    compression: str, seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed page (written by tifffile, which links a page from the
+    one before before it writes it) fails part way: once space is freed
+    and the stream closed, the file ends after its whole pages, and they,
+    the OME-XML and frames_written agree (the file had a page more than
+    its OME-XML, the torn one)."""
+    from ome_stream import WriterError
+    from ome_stream._validate import validate_dataset
+
+    settings = _time_series(tmp_path / "full.ome.tiff", None)
+    settings = settings.model_copy(update={"compression": compression})
+    real = tifffile.FileHandle.write
+    fail_at = random.Random(seed).randrange(10, 60)  # the n-th write that grows
+    state: dict[str, Any] = {"growing": 0, "full": False, "end": {}}
+
+    def filling(self: Any, buffer: Any) -> int:
+        end = state["end"].get(id(self), 0)
+        here = self.tell()
+        if state["full"] and here + len(buffer) > end:
+            state["growing"] += 1
+            if state["growing"] == fail_at:  # part of it, then the error
+                real(self, bytes(buffer)[: len(buffer) // 2])
+            if state["growing"] >= fail_at:
+                raise OSError(28, "No space left on device")
+        written = real(self, buffer)
+        state["end"][id(self)] = max(end, here + written)
+        return written
+
+    monkeypatch.setattr(tifffile.FileHandle, "write", filling)
+    stream = create_stream(settings)
+    state["full"] = True
+
+    def acquire() -> None:
+        for number in range(5000):
+            stream.append(make_frame(number), frame_metadata={"frame": number})
+
+    with pytest.raises(WriterError, match="No space left on device"):
+        acquire()
+    state["full"] = False  # space freed: close finishes the file
+    stream.close()
+
+    assert validate_dataset(settings.output_path) == []
+    with tifffile.TiffFile(settings.output_path) as tif:
+        pages = np.stack([page.asarray() for page in tif.pages])
+    n = len(pages)
+    assert n == stream.frames_written >= 1
+    for number in range(n):
+        np.testing.assert_array_equal(pages[number], make_frame(number))
+    ome = readers.validate_ome_xml(readers.tiff_ome_xml(settings.output_path))
+    assert ome.images[0].pixels.size_t == n
+    assert {t: int(v["frame"]) for (t, _, _), v in plane_table(ome, 0).items()} == {
+        number: number for number in range(n)
+    }
+    info = readers.bioformats_info(settings.output_path)
+    assert info.is_ome_tiff, info.stdout
+    assert info.series[0].size_t == n
+
+
 def _first_frame_then_the_failure(stream: Any) -> None:
     """Append the first frame, let the writer take it, and see the next
     append report the failure after it, with that frame counted."""

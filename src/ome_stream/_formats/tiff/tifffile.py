@@ -114,6 +114,10 @@ class _File:
     # (0: a BinaryOnly reference, in no slots), and the slots once found
     slot_size: int = 0
     slots: DescriptionSlots | None = None
+    # a compressed page failed part way (a full disk): tifffile had already
+    # linked it from the page before; unlinked at release unless a page
+    # written since took its place in the chain
+    torn: bool = False
 
     def find_slots(self, fd: int) -> DescriptionSlots | None:
         """The slots of the first description (`fd`: the file, open), or
@@ -122,6 +126,22 @@ class _File:
         if self.slots is None and self.slot_size:
             self.slots = DescriptionSlots.find(fd, self.slot_size)
         return self.slots
+
+
+def _unlink_torn_page(file: _File) -> None:
+    """End the file after its `pages` whole pages: a compressed page that
+    failed part way is linked from the page before it (tifffile links a
+    page before it writes it), and read as one page too many, or garbage.
+    Nothing is done to a file that does not read as its pages (damaged:
+    validate names it)."""
+    from .pages import ChainCut
+
+    try:
+        cut = ChainCut.plan(file.path, file.pages)
+    except Exception:  # (what a damaged page raises depends on its codec)
+        return
+    cut.apply()
+    file.torn = False
 
 
 @dataclass
@@ -543,8 +563,11 @@ class TiffFileBackend(ArrayBackend):
             # not in the file (a full disk): the records must not say it is,
             # or closing once space is freed describes a page too many
             image.ifds.pop()
+            if file.appender is None and file.pages:
+                file.torn = True
             raise
         file.pages += 1
+        file.torn = False
         self._interim_stale = True
 
     def _write_with_tifffile(self, file: _File, frame: np.ndarray) -> None:
@@ -1041,6 +1064,8 @@ class TiffFileBackend(ArrayBackend):
             if file.writer is not None:
                 file.writer.close()
                 file.writer = None
+                if file.torn:
+                    _unlink_torn_page(file)
             if file.appender is not None:
                 file.appender.close()
                 file.appender = None
