@@ -440,7 +440,6 @@ def test_a_disk_full_while_completing_in_place_keeps_every_page(
     so."""
     import ome_stream._formats.tiff.pages as pages
     import ome_stream._formats.tiff.tifffile as backend_module
-    import ome_stream._recover as recover_module
 
     root = tmp_path / "filling.ome.tiff"
     n_frames = 301 if filled_by == "padding" else PAUSE_FRAMES
@@ -450,10 +449,27 @@ def test_a_disk_full_while_completing_in_place_keeps_every_page(
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    if filled_by == "journal":
-        monkeypatch.setattr(recover_module, "record_recovery", full)
+    if filled_by == "journal":  # (part of its record written, then full)
+        journal = journal_path(root).stat().st_ino
+        real = pages._pwritev
+
+        def journal_full(fd: int, buffers: list[Any], offset: int) -> int:
+            if os.fstat(fd).st_ino == journal:
+                real(fd, [bytes(buffers[0])[:5]], offset)
+                full()
+            return real(fd, buffers, offset)
+
+        monkeypatch.setattr(pages, "_pwritev", journal_full)
     elif filled_by == "padding":  # the blank page completing the last step
-        monkeypatch.setattr(pages, "_pwritev", full)
+        journal = journal_path(root).stat().st_ino
+        real = pages._pwritev
+
+        def tiff_full(fd: int, buffers: list[Any], offset: int) -> int:
+            if os.fstat(fd).st_ino != journal:
+                full()
+            return real(fd, buffers, offset)
+
+        monkeypatch.setattr(pages, "_pwritev", tiff_full)
     else:
         monkeypatch.setattr(backend_module, "write_description", full)
     with pytest.raises(OSError, match="Not enough free space") as info:
@@ -1948,3 +1964,132 @@ def test_a_recovery_holds_the_journal_until_it_is_done(
         data = readers.read_tensorstore(root / "0")
     assert data.shape[0] == 20
     assert all((data[t] == t).all() for t in range(20))
+
+
+def test_an_overwrite_refused_keeps_the_killed_run_it_would_replace(
+    tmp_path: Path,
+) -> None:
+    """A killed single-file run, and a stream still writing the directory
+    layout of the same root path: an overwrite of the single file is
+    refused by that stream, "Nothing was changed", and the killed run's
+    journal is kept whole (the overwrite had emptied it first: the run
+    could no longer be recovered)."""
+    from ome_stream import create_stream
+
+    root = tmp_path / "lay.ome.tiff"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    kept = journal.read_bytes(), root.read_bytes()
+    directory = _small(root, prefer_single_file="never")
+    with create_stream(directory.model_copy(update={"overwrite": False})) as stream:
+        stream.append(np.full((8, 8), 1, np.uint16))
+        single = _small(root, prefer_single_file="always")
+        with pytest.raises(BlockingIOError, match="Nothing was changed"):
+            create_stream(single)
+        assert (journal.read_bytes(), root.read_bytes()) == kept
+    assert validate_dataset(directory.output_path) == []
+    assert recover(root).frames_recovered == 20
+    assert validate_dataset(root) == []
+
+
+def test_the_other_layout_is_given_up_before_its_files_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed run with a file per position, replaced by one file
+    (overwrite=True), and a position's file cannot be removed (open in a
+    viewer on Windows, say): the killed run's journal is gone with the
+    files that were removed (it was left, and validate called the
+    directory an interrupted run that recover could not complete)."""
+    from ome_stream import create_stream
+
+    root = tmp_path / "lay.ome.tiff"
+    _killed_with_metadata(root, 2)
+    directory = tmp_path / "lay"
+    assert journal_path(directory).is_file()
+    stuck = directory / "lay_p001.ome.tiff"
+    real_unlink = Path.unlink
+
+    def busy(self: Path, missing_ok: bool = False) -> None:
+        if self == stuck:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", busy)
+    with pytest.raises(OSError, match="busy"):
+        create_stream(_small(root, prefer_single_file="always"))
+    monkeypatch.undo()
+    assert stuck.exists()
+    assert not journal_path(directory).exists()
+    assert interrupted_note(directory) is None
+    with create_stream(_small(root, prefer_single_file="always")) as stream:
+        stream.append(np.full((8, 8), 1, np.uint16))
+    assert validate_dataset(root) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_during_a_recovery_does_not_hold_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process forked while recover works (a worker pool started by
+    another thread) does not keep the journal locked once the recovery
+    stops: recover, run again, is not refused as "held" while the child
+    lives."""
+    import ome_stream._recover as recovery
+
+    root = tmp_path / "killed.ome.zarr"
+    _killed_with_metadata(root, 1)
+    read, write = os.pipe()
+    children = []
+
+    def fork_then_stop(settings: Any, contents: Any) -> Any:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            os.read(read, 1)
+            os._exit(0)
+        children.append(child)
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(recovery, "_recover_zarr", fork_then_stop)
+    with pytest.raises(RuntimeError, match="stopped"):
+        recover(root)
+    monkeypatch.undo()
+    try:
+        assert recover(root).frames_recovered == 20
+    finally:
+        os.write(write, b"x")
+        for child in children:
+            os.waitpid(child, 0)
+        os.close(read)
+        os.close(write)
+    assert validate_dataset(root) == []
+
+
+def test_a_read_only_journal_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recover of an OME-TIFF records what it found in the journal before
+    it changes the files: a journal it cannot write is named ("read-only
+    ... make it writable"), nothing changed (it said only "truncate")."""
+    import ome_stream._journal as journal_module
+
+    root = tmp_path / "locked.ome.tiff"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    before = journal.read_bytes(), root.read_bytes()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        if Path(path) == journal and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(journal_module.os, "open", read_only)
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "is read-only" in text, text
+    assert "make it writable" in text
+    assert "Nothing was changed" in text
+    assert (journal.read_bytes(), root.read_bytes()) == before
+    assert recover(root).frames_recovered == 20

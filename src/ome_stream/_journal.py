@@ -13,15 +13,17 @@ journal; its presence means the dataset was interrupted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ._frame_metadata import MetadataJSON, encode_metadata
 from ._version import __version__
@@ -129,13 +131,6 @@ def journal_in_use(path: Path) -> bool | None:
     return None if taken is None else not taken
 
 
-def refuse_if_in_use(path: Path, then: str) -> None:
-    """BlockingIOError if a stream still writing holds the journal at
-    `path` (`then`: what to do, for the message)."""
-    if journal_in_use(path):
-        raise _in_use(path, then)
-
-
 def _in_use(path: Path, then: str) -> BlockingIOError:
     return BlockingIOError(
         f"{path.name} is held by a stream still writing to "
@@ -148,40 +143,74 @@ class HeldJournal:
     """A journal opened and locked (exclusive) for a recovery: a stream
     still writing it, another recovery, or a stream started meanwhile to
     replace its dataset (overwrite=True) is refused for as long as it is
-    held. Read, appended to and removed through this one open (on SMB
-    mounts, locks are mandatory: another open could not read it)."""
+    held. Read, appended to and removed through this one descriptor, never
+    another open of the file (on SMB mounts locks are mandatory, and other
+    opens could not read it; on NFS, closing any descriptor of the file
+    lets the lock go)."""
 
     def __init__(self, path: Path, then: str) -> None:
         """BlockingIOError (`then`: what to do, for the message) if a stream
-        or a recovery holds it."""
+        or a recovery holds it; FileNotFoundError if it is gone or empty
+        once taken (nothing to recover)."""
         self.path = path
+        self._pid = os.getpid()
+        self._fd: int | None = None
+        binary = getattr(os, "O_BINARY", 0)
         for _ in range(50):  # (a moment's wait for a check by validate)
-            file: BinaryIO
             try:
                 try:
-                    file = path.open("r+b")
+                    fd, self.writable = os.open(path, os.O_RDWR | binary), True
                 except PermissionError:  # (read-only: can be read and removed)
-                    file = path.open("rb")
+                    fd, self.writable = os.open(path, os.O_RDONLY | binary), False
             except FileNotFoundError:
-                raise FileNotFoundError(
-                    f"{path} was removed as recover opened it (the stream "
-                    "writing it closed, or another recovery finished): "
-                    "nothing to recover."
-                ) from None
-            taken = _flock(file.fileno())
-            if taken is None or (taken and _is_at(file.fileno(), path)):
-                self.file: BinaryIO | None = file
-                return
-            file.close()
+                raise self._nothing("was removed as recover opened it") from None
+            taken = _flock(fd)
+            if taken is None or (taken and _is_at(fd, path)):
+                break
+            os.close(fd)
             time.sleep(0.01)
-        raise _in_use(path, then)
+        else:
+            raise _in_use(path, then)
+        self._fd = fd
+        _OPEN.add(self)
+        if not os.fstat(fd).st_size:  # (emptied by a stream started meanwhile)
+            self.close()
+            raise self._nothing("was emptied as recover opened it")
+
+    def _nothing(self, what: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"{self.path} {what} (the stream writing it closed, or started "
+            "anew, or another recovery finished): nothing to recover."
+        )
 
     def read(self) -> JournalContents:
-        assert self.file is not None
-        self.file.seek(0)
-        contents = _read_lines(self.path, self.file)
+        assert self._fd is not None
+        contents = _read_lines(self.path, _lines(self._fd))
         contents.held = self
         return contents
+
+    def record(self, contents: JournalContents, **fields: Any) -> None:
+        """Append a "recover" record (see `record_recovery`)."""
+        assert self._fd is not None
+        if not self.writable:
+            raise PermissionError(
+                errno.EACCES,
+                f"{self.path.name} is read-only, and recover records in it what "
+                "it found before it changes the files: make it writable and run "
+                "recover again. Nothing was changed",
+                str(self.path),
+            )
+        from ._formats.tiff.pages import _write_fully, read_at
+
+        fd, end = self._fd, contents.end
+        data = (_ENCODER.encode({"event": "recover", **fields}) + "\n").encode()
+        if end and read_at(fd, 1, end - 1) != b"\n":
+            data = b"\n" + data  # (a whole record, all but its newline)
+        os.ftruncate(fd, end)  # (a torn tail)
+        _write_fully(fd, [data], end)
+        os.fsync(fd)
+        contents.recovery = {"event": "recover", **fields}
+        contents.end += len(data)
 
     def remove(self) -> None:
         """The dataset is recovered: remove the journal (while still locked:
@@ -196,15 +225,35 @@ class HeldJournal:
             self.close()
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        if self._fd is not None and self._pid == os.getpid():
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def __enter__(self) -> HeldJournal:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lines(fd: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of the open file `fd` from its start (the last without
+    its newline if it has none), read at their offsets: no other
+    descriptor of the file is opened."""
+    from ._formats.tiff.pages import read_at
+
+    offset, rest = 0, b""
+    while True:
+        data = read_at(fd, chunk, offset)
+        if not data:
+            break
+        offset += len(data)
+        parts = (rest + data).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
 
 
 def _is_at(fd: int, path: Path) -> bool:
@@ -219,7 +268,7 @@ def _is_at(fd: int, path: Path) -> bool:
 
 # journals open in this process, closed in a child it forks (which would
 # otherwise hold their locks for as long as it lives)
-_OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[Journal | HeldJournal] = weakref.WeakSet()
 
 
 def _forget_in_child() -> None:
@@ -228,6 +277,7 @@ def _forget_in_child() -> None:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+    _OPEN.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -438,7 +488,7 @@ def read_journal(path: Path) -> JournalContents:
         return _read_lines(path, f)
 
 
-def _read_lines(path: Path, f: BinaryIO) -> JournalContents:
+def _read_lines(path: Path, f: Iterable[bytes]) -> JournalContents:
     contents: JournalContents | None = None
     bad: int | None = None  # a line that did not parse: fatal unless last
     offset = 0
@@ -489,21 +539,12 @@ def record_recovery(path: Path, contents: JournalContents, **fields: Any) -> Non
     read it), on disk before it returns: what a recovery found before it
     changed anything, for a recovery run again after this one is stopped.
     A torn tail is cut first, so that the record is a whole line after the
-    last whole one."""
-    data = (_ENCODER.encode({"event": "recover", **fields}) + "\n").encode()
-    held = contents.held.file if contents.held is not None else None
-    with contextlib.nullcontext(held) if held else path.open("r+b") as f:
-        if contents.end:
-            f.seek(contents.end - 1)
-            if f.read(1) != b"\n":  # (a whole record, all but its newline)
-                data = b"\n" + data
-        f.truncate(contents.end)
-        f.seek(contents.end)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    contents.recovery = {"event": "recover", **fields}
-    contents.end += len(data)
+    last whole one. Through the open `contents` was read with, if held."""
+    if contents.held is not None:
+        contents.held.record(contents, **fields)
+        return
+    with HeldJournal(path, "let it finish first") as held:
+        held.record(contents, **fields)
 
 
 def _frame_line(line: bytes) -> tuple[tuple[int, Index], MetadataJSON | None] | None:

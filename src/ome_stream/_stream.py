@@ -907,8 +907,11 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
         journal_file.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(journal_file)
         try:
-            journal.clear()  # (the run it held is being replaced)
+            if settings.overwrite:
+                backend.claim()  # (refuses what another stream holds)
+            journal.clear()  # (a killed run it held is given up)
         except BaseException:
+            backend.unclaim()
             journal.abandon()
             raise
     opened = False
@@ -923,6 +926,8 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
         if opened:  # (before the journal is let go: the output is still ours)
             with contextlib.suppress(Exception):
                 backend.close()  # (an empty dataset, its files released)
+        else:
+            backend.unclaim()
         if journal is not None:
             journal.abandon()
         raise

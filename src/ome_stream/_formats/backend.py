@@ -44,6 +44,17 @@ class ArrayBackend(ABC):
         self.write_error: BaseException | None = None
         self.frames_lost = 0
 
+    def claim(self) -> None:
+        """overwrite=True, before the stream gives up a killed run at its
+        output: take what else `open` will replace (OME-TIFF: the other
+        layout's killed run), refusing, with nothing changed, what a stream
+        or a recovery holds. Let go by `open`, or by `unclaim`."""
+        return None
+
+    def unclaim(self) -> None:
+        """Let go what `claim` took (the stream could not start)."""
+        return None
+
     @abstractmethod
     def open(self) -> None:
         """Create the output (files, groups, arrays). Raise FileExistsError if

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..._journal import journal_path
+from ..._journal import HeldJournal, journal_path
 from ..._settings import AcquisitionSettings, OmeTiffFormat
 from ..._settings.formats import TIFF_SUFFIXES
 
@@ -112,36 +112,73 @@ def is_directory_layout_file(path: Path) -> bool:
     return _is_ours(path.name, path.parent.name, TIFF_SUFFIXES[0])
 
 
-def remove_earlier_outputs(settings: AcquisitionSettings, layout: TiffLayout) -> None:
+_LET_IT_FINISH = "close that stream (or let the recovery finish) first"
+
+
+def claim_earlier_outputs(
+    settings: AcquisitionSettings, layout: TiffLayout
+) -> list[HeldJournal]:
+    """The other layout's journal at this root path (a killed run's, of a
+    single file or a directory), locked, before anything is replaced
+    (overwrite=True): refused (BlockingIOError, nothing changed) while a
+    stream or a recovery holds it. `remove_earlier_outputs` removes it
+    first, then that run's files."""
+    own = journal_path(layout.output_path)
+    claimed: list[HeldJournal] = []
+    try:
+        for other in map(journal_path, _other_layouts(settings)):
+            if other == own or not other.is_file():
+                continue
+            try:
+                claimed.append(
+                    HeldJournal(
+                        other, "close that stream (or let the recovery finish) first"
+                    )
+                )
+            except FileNotFoundError:
+                continue  # (gone or empty: nothing of a run to give up)
+    except BaseException:
+        for held in claimed:
+            held.close()
+        raise
+    return claimed
+
+
+def remove_earlier_outputs(
+    settings: AcquisitionSettings,
+    layout: TiffLayout,
+    claimed: list[HeldJournal] | None = None,
+) -> None:
     """Delete what an earlier run with this root path wrote (overwrite=True):
     our files in `<stem>/`, the other layout's single file, and their
-    journals. Files of other names are never touched."""
-    from ..._journal import refuse_if_in_use
-
+    journals (the other layout's `claimed`, or claimed here; given up
+    before its files are removed, so that a removal failing part way
+    leaves no journal beside what it no longer describes). Files of other
+    names are never touched."""
     fmt = settings.format
     assert isinstance(fmt, OmeTiffFormat)
     single, directory = _other_layouts(settings)
-    # (this stream's own journal is held by it, and emptied, not removed;
-    # the other layout's, if a stream still writes it, refuses the lot)
+    if claimed is None:
+        claimed = claim_earlier_outputs(settings, layout)
+    try:
+        for held in claimed:
+            held.remove()
+    finally:
+        for held in claimed:
+            held.close()
+    # (this stream's own journal is held by it, and emptied, not removed)
     own = journal_path(layout.output_path)
-    others = [journal_path(single), journal_path(directory)]
-    for other in others:
+    for other in (journal_path(single), journal_path(directory)):
         if other != own:
-            refuse_if_in_use(
-                other, "close that stream (or let the recovery finish) first"
-            )
+            other.unlink(missing_ok=True)  # (an empty one)
     if single.is_file():
         single.unlink()
-        if journal_path(single) != own:
-            journal_path(single).unlink(missing_ok=True)
     if directory.is_dir():
         for entry in directory.iterdir():
             if entry.is_file() and _is_ours(entry.name, directory.name, fmt.suffix):
                 entry.unlink()
-        if layout.single_file:
-            journal_path(directory).unlink(missing_ok=True)
-            if not any(directory.iterdir()):
-                directory.rmdir()
+        if layout.single_file and not any(directory.iterdir()):
+            directory.rmdir()
 
 
 def read_dataset_ome(path: Path) -> tuple[Any, Path]:

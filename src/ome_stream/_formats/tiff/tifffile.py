@@ -39,10 +39,11 @@ import tifffile
 from ome_types import OME
 
 from ..._frame_metadata import FrameRecords, MetadataJSON, RecordSpill
+from ..._journal import HeldJournal
 from ..._settings import AcquisitionSettings, tiff_axis_letter
 from ..._settings.units import length_in_meters
 from ..backend import ArrayBackend
-from .layout import TiffLayout, remove_earlier_outputs
+from .layout import TiffLayout, claim_earlier_outputs, remove_earlier_outputs
 from .metadata import (
     AnnotationIds,
     check_document,
@@ -178,6 +179,9 @@ class TiffFileBackend(ArrayBackend):
         self.companion_path = self.layout.companion
         self._companion_uuid = str(uuid_module.uuid4())
         self._files: list[_File] = []
+        # the other layout's killed run, held from `claim` until `open`
+        # gives it up (overwrite=True)
+        self._claimed: list[HeldJournal] | None = None
         # every frame's metadata, kept for the OME-XML at close; its file
         # beside the dataset (see ZarrBackend's)
         self._spill = RecordSpill(self.output_path.parent)
@@ -285,6 +289,15 @@ class TiffFileBackend(ArrayBackend):
             return 0
         return math.prod(c or 1 for c in self._loop_counts[1:axis]) if axis else 0
 
+    def claim(self) -> None:
+        self.unclaim()
+        self._claimed = claim_earlier_outputs(self.settings, self.layout)
+
+    def unclaim(self) -> None:
+        claimed, self._claimed = self._claimed, None
+        for held in claimed or ():
+            held.close()
+
     def open(self) -> None:
         settings = self.settings
         layout = self.layout
@@ -295,7 +308,8 @@ class TiffFileBackend(ArrayBackend):
                 "or choose another root_path."
             )
         if settings.overwrite:
-            remove_earlier_outputs(settings, layout)
+            claimed, self._claimed = self._claimed, None
+            remove_earlier_outputs(settings, layout, claimed)
         for path in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
         for index in range(len(self.paths)):
