@@ -2093,3 +2093,48 @@ def test_a_read_only_journal_is_named_with_what_to_do(
     assert "Nothing was changed" in text
     assert (journal.read_bytes(), root.read_bytes()) == before
     assert recover(root).frames_recovered == 20
+
+
+@pytest.mark.parametrize("shards", [False, True])
+def test_a_finished_block_is_journaled_while_frames_keep_coming(
+    shards: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks (or shards) of several frames, frames coming without a
+    pause: a block whose write has finished is journaled at the next frame,
+    not when the next block is written (a chunk of 50 frames at 50
+    frames/s: a second later, and a kill meanwhile had recover report the
+    whole block, on disk, as lost)."""
+    import ome_stream._stream as stream_module
+    from ome_stream import AcquisitionSettings, Dimension, create_stream
+
+    monkeypatch.setattr(stream_module, "IDLE_AFTER_S", 3600.0)  # (no pause)
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / "blocks.ome.zarr"),
+        dimensions=[
+            Dimension(
+                name="t",
+                count=None,
+                chunk_size=5 if shards else 10,
+                shard_size_chunks=2 if shards else None,
+            ),
+            Dimension(name="y", count=16),
+            Dimension(name="x", count=16),
+        ],
+        dtype="uint16",
+    )
+    journal = journal_path(settings.output_path)
+    with create_stream(settings) as stream:
+        backend = stream._backend
+        for t in range(10):  # the first block, then its write
+            stream.append(np.full((16, 16), t, np.uint16))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            stream.stats().frames_queued
+            or not all(c.done() for c, *_ in backend._pending)
+        ):
+            time.sleep(0.005)
+        assert not read_journal(journal).frames  # (written, not yet known)
+        stream.append(np.full((16, 16), 10, np.uint16))
+        while stream.stats().frames_queued and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sorted(read_journal(journal).frames) == [(0, (t,)) for t in range(10)]

@@ -238,6 +238,9 @@ class RegionWriterBackend(ZarrBackend):
         storage_index = entry[0]
         state = self._arrays[position_index]
         self._idle_since = None
+        # writes finished since: journaled now, not at the next block's
+        # write (a chunk of 50 frames at 50 frames/s: a second later)
+        self._complete_finished()
         if self._unbounded_axis is not None:
             needed = storage_index[self._unbounded_axis] + 1
             if state.buffer is not None:
@@ -341,9 +344,15 @@ class RegionWriterBackend(ZarrBackend):
         while (
             len(self._pending) > MAX_WRITES_IN_FLIGHT
             or self._pending_bytes > MAX_BYTES_IN_FLIGHT
-            or (self._pending and self._pending[0][0].done())
         ):
-            self._complete_oldest()  # also journals finished writes promptly
+            self._complete_oldest()
+        self._complete_finished()
+
+    def _complete_finished(self) -> None:
+        """Complete (and journal) the writes finished, oldest first."""
+        pending = self._pending
+        while pending and pending[0][0].done():
+            self._complete_oldest()
 
     def _complete_oldest(self) -> None:
         completion, position_index, entries, nbytes = self._pending.popleft()
@@ -398,8 +407,7 @@ class RegionWriterBackend(ZarrBackend):
         now = time.monotonic()
         if self._idle_since is None:
             self._idle_since = now
-        while self._pending and self._pending[0][0].done():
-            self._complete_oldest()
+        self._complete_finished()
         due = None
         blocks = self._blocks_to_write()
         if blocks:
