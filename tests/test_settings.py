@@ -391,12 +391,14 @@ def test_zarr_rejects_two_channel_like_axes_under_ome_order() -> None:
     dims = [Dimension(name="c", count=2), Dimension(name="angle", count=3), *YX]
     with pytest.raises(ValidationError, match="at most one channel or custom axis"):
         settings(dimensions=dims)
-    assert settings(dimensions=dims, storage_order="acquisition")
+    with pytest.warns(UserWarning, match="in an order OME-Zarr 0.5 does not allow"):
+        assert settings(dimensions=dims, storage_order="acquisition")
 
 
 def test_explicit_storage_order() -> None:
     dims = dims_from_standard_axes({"t": 2, "c": 2, "z": 3, "y": 8, "x": 8})
-    s = settings(dimensions=dims, storage_order=["z", "t", "c", "y", "x"])
+    with pytest.warns(UserWarning, match=r"types \['space', 'time', 'channel'"):
+        s = settings(dimensions=dims, storage_order=["z", "t", "c", "y", "x"])
     assert [d.name for d in s.storage_index_dimensions] == ["z", "t", "c"]
     assert s.storage_index_permutation == (2, 0, 1)
     with pytest.raises(ValidationError, match="must end with the frame dimensions"):
@@ -506,3 +508,22 @@ def test_names_xml_cannot_hold_are_refused(make: Any) -> None:
         make("FOV\ud800")
     fine = "FOV\t1 µ\n"  # tab, newline and non-ASCII are fine
     assert fine in make(fine).model_dump().values()
+
+
+def test_a_zarr_storage_order_ngff_allows_is_taken_without_a_warning() -> None:
+    """A storage order of the user's in the order OME-Zarr 0.5 requires
+    (time, one channel or custom axis, space) is taken as it is; the same
+    dimensions in another order warn when the settings are made."""
+    import warnings
+
+    dims = dims_from_standard_axes({"z": 3, "c": 2, "t": 2, "y": 8, "x": 8})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = settings(dimensions=dims, storage_order=["t", "c", "z", "y", "x"])
+        tiff = settings(
+            root_path="a.ome.tiff", dimensions=dims, storage_order="acquisition"
+        )
+    assert [d.name for d in s.storage_index_dimensions] == ["t", "c", "z"]
+    assert tiff.storage_order == "acquisition"  # (OME-TIFF: any order)
+    with pytest.warns(UserWarning, match="Use storage_order='ome'"):
+        settings(dimensions=dims, storage_order="acquisition")

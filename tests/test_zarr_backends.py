@@ -12,6 +12,7 @@ import importlib.util
 import os
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -417,7 +418,9 @@ def test_requested_backend_not_installed_names_the_extra(
 def test_acquire_zarr_rejects_settings_it_cannot_write(
     overrides: dict[str, Any], fix: str, tmp_path: Path
 ) -> None:
-    settings = _settings(tmp_path, "acquire-zarr", **overrides)
+    with warnings.catch_warnings():  # (the transposed order is not NGFF's)
+        warnings.simplefilter("ignore", UserWarning)
+        settings = _settings(tmp_path, "acquire-zarr", **overrides)
     with pytest.raises(ValueError, match="cannot write these settings") as error:
         create_stream(settings)
     assert fix in str(error.value)
@@ -425,13 +428,19 @@ def test_acquire_zarr_rejects_settings_it_cannot_write(
 
 
 def test_acquire_zarr_writes_acquisition_order_when_asked(tmp_path: Path) -> None:
+    from ome_stream._validate import validate_dataset
+
     case = CASES["chunked_transposed"]  # acquired z, c
-    root = write(
-        case, tmp_path / "a.ome.zarr", "acquire-zarr", storage_order="acquisition"
-    ).output_path
+    with pytest.warns(UserWarning, match="OME-Zarr 0.5 does not allow"):
+        root = write(
+            case, tmp_path / "a.ome.zarr", "acquire-zarr", storage_order="acquisition"
+        ).output_path
     want = case.acquisition_array("uint16")
     np.testing.assert_array_equal(readers.read_tensorstore(root / "0"), want)
     assert readers.zarr_documents(root)["0"]["dimension_names"] == ["z", "c", "y", "x"]
+    # as the warning said
+    (problem,) = validate_dataset(root)
+    assert "OME-Zarr metadata is invalid" in problem
 
 
 # ------------------------------------------------------------ read_frame

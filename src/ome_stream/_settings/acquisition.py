@@ -171,8 +171,11 @@ class AcquisitionSettings(SettingsModel):
             self._check_plate()
             if isinstance(fmt, OmeTiffFormat):
                 self._check_tiff()
-            if isinstance(fmt, OmeZarrFormat) and self.storage_order == "ome":
-                self._check_ngff_axes()
+            if isinstance(fmt, OmeZarrFormat):
+                if self.storage_order == "ome":
+                    self._check_ngff_axes()
+                else:
+                    self._warn_unless_ngff_order()
         return self
 
     def _check_compression(self) -> None:
@@ -283,6 +286,27 @@ class AcquisitionSettings(SettingsModel):
                 "Use a position dimension for the extra axis, or "
                 "storage_order='acquisition' to write a non-compliant array."
             )
+
+    def _warn_unless_ngff_order(self) -> None:
+        """A storage order of the user's that OME-Zarr 0.5 does not allow
+        is written as asked, with a warning when the settings are made (not
+        found out after the acquisition, by a reader refusing the store)."""
+        stored = self.array_storage_dimensions
+        types = [d.type for d in stored]
+        ranks = [_NGFF_TYPE_RANK.get(t, 1) for t in types]
+        n_other = sum(rank == 1 for rank in ranks)
+        if ranks == sorted(ranks) and types.count("time") <= 1 and n_other <= 1:
+            return
+        warnings.warn(
+            f"storage_order={self.storage_order!r} stores the axes "
+            f"{[d.name for d in stored]} (types {types}) in an order OME-Zarr "
+            "0.5 does not allow (time, then one channel or custom axis, then "
+            "space): readers that check the specification, and `ome-stream "
+            "validate`, will refuse the store. Use storage_order='ome' to store "
+            "them as it requires (frames still come in acquisition order).",
+            UserWarning,
+            stacklevel=4,
+        )
 
     # -------------------------------------------------------------- properties
 

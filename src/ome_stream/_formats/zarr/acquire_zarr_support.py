@@ -43,7 +43,8 @@ def acquire_zarr_incompatibility(settings: AcquisitionSettings) -> str | None:
         return (
             "acquire-zarr streams each array along its first acquired dimension "
             f"{acquired[0]!r} and must store it first, but the storage order "
-            f"{stored} moves it. Acquire {stored[0]!r} outermost, use "
-            "storage_order='acquisition', or use backend='tensorstore'."
+            f"{stored} moves it. Acquire {stored[0]!r} outermost, or use "
+            "backend='tensorstore' (storage_order='acquisition' also avoids it, "
+            "in an axis order OME-Zarr readers may refuse)."
         )
     return None
