@@ -1099,7 +1099,10 @@ def test_recover_and_validate_of_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`ome-stream validate .` and `recover .` inside a killed OME-Zarr
-    store ("." has no name to put the journal's beside)."""
+    store ("." has no name to put the journal's beside). The killed store
+    reads, but is not what the run makes until recovered (sized for the
+    whole run, no missing-frame record): validate fails it, naming the
+    recover command (it exited 0, with a note a pipeline would not see)."""
     root = tmp_path / "here.ome.zarr"
     script = PAUSING_WRITER.format(
         tests_parent=str(Path(__file__).parents[1]), n_frames=PAUSE_FRAMES
@@ -1111,10 +1114,15 @@ def test_recover_and_validate_of_the_current_directory(
     problems = validate_dataset(".")
     assert all("Traceback" not in problem for problem in problems)
     # killed: its journal is held by no one
-    assert interrupted_note(".") == (
+    note = (
         "here.ome.zarr.ome-stream-journal.jsonl is beside it: the run was "
         "interrupted; `ome-stream recover .` completes it."
     )
+    assert interrupted_note(".") == note
+    assert problems == [note]
+    result = CliRunner().invoke(app, ["validate", "."])
+    assert result.exit_code == 1
+    assert "`ome-stream recover .` completes it" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["recover", "."])
     assert result.exit_code == 0, result.output
     assert not journal_path(root).exists()

@@ -102,9 +102,26 @@ def test_zarr_with_corrupt_chunk_fails(tmp_path: Path) -> None:
 
 
 def test_nonexistent_path_fails(tmp_path: Path) -> None:
-    assert validate_dataset(tmp_path / "nope") == [
-        f"{tmp_path / 'nope'} does not exist."
-    ]
+    (problem,) = validate_dataset(tmp_path / "nope")
+    assert problem.startswith(f"{tmp_path / 'nope'} does not exist. Give the")
+
+
+def test_the_root_path_of_a_file_per_position_names_its_directory(
+    tmp_path: Path,
+) -> None:
+    """A run with a file per position given as `run.ome.tiff` is written to
+    `run/`: validate, info and recover of `run.ome.tiff` say which to give
+    (they said only that it does not exist)."""
+    out = _write_positions(tmp_path / "run.ome.tiff")
+    assert out == tmp_path / "run"
+    want = f"{tmp_path / 'run.ome.tiff'} does not exist; an OME-TIFF run"
+    (problem,) = validate_dataset(tmp_path / "run.ome.tiff")
+    assert problem.startswith(want)
+    assert f"writes {out}: give that directory" in problem
+    for command in ("validate", "info", "recover"):
+        result = CliRunner().invoke(app, [command, str(tmp_path / "run.ome.tiff")])
+        assert result.exit_code in (1, 2), command
+        assert "give that directory" in " ".join(result.output.split()), command
 
 
 def _write_positions(path: Path, **tiff: str) -> Path:

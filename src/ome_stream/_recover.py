@@ -69,11 +69,9 @@ def find_journal(path: Path) -> tuple[Path, Path]:
     if found is not None:
         return found
     if not (path.exists() or path.is_symlink()):
-        raise FileNotFoundError(
-            f"{path} does not exist. Give the dataset's own path: the OME-Zarr "
-            "store, the OME-TIFF file, or the directory an OME-TIFF run with a "
-            "file per position writes (named as the file, without its suffix)."
-        )
+        from ._validate import does_not_exist
+
+        raise FileNotFoundError(does_not_exist(path))
     candidate = journal_path(os_absolute(path))
     raise FileNotFoundError(
         f"No ome-stream journal beside {path} ({candidate.name}): the dataset "

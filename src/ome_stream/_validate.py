@@ -25,7 +25,7 @@ def validate_dataset(path: str | Path) -> list[str]:
     """Problems found in the dataset at `path` (an empty list: it is valid)."""
     path = Path(path)
     if not path.exists():
-        return [f"{path} does not exist."]
+        return [does_not_exist(path)]
     problems: list[str] = []
     if (path / "zarr.json").is_file():
         problems = _validate_zarr(path)
@@ -43,16 +43,55 @@ def validate_dataset(path: str | Path) -> list[str]:
     return problems + _interrupted(path, problems)
 
 
+def does_not_exist(path: Path) -> str:
+    """What to say of a dataset's path that does not exist: an OME-TIFF run
+    with a file per position, given as `run.ome.tiff`, is written to
+    `run/`."""
+    from ._settings.formats import TIFF_SUFFIXES
+
+    name = path.name
+    for suffix in (*(".ome" + s for s in TIFF_SUFFIXES), *TIFF_SUFFIXES):
+        stem = name[: -len(suffix)]
+        if not (stem and name.lower().endswith(suffix)):
+            continue
+        directory = path.with_name(stem)
+        if directory.is_dir():
+            return (
+                f"{path} does not exist; an OME-TIFF run with a file per "
+                f"position given that path writes {directory}: give that "
+                "directory (or any of its files)."
+            )
+    return (
+        f"{path} does not exist. Give the dataset's own path: the OME-Zarr "
+        "store, the OME-TIFF file, or the directory an OME-TIFF run with a "
+        "file per position writes (named as the file, without its suffix)."
+    )
+
+
 def _interrupted(path: Path, problems: list[str]) -> list[str]:
-    """With problems, what a journal beside the dataset says of them."""
-    note = interrupted_note(path) if problems else None
-    return [] if note is None else [note]
+    """What a journal beside the dataset says: a problem of its own when
+    the run was interrupted (or may have been: the dataset reads, but is
+    not what the run would have made until recovered - an OME-Zarr store
+    sized for the whole run, without its missing-frame record); with
+    problems, the reason for them when a stream is still writing it."""
+    found = _journal_note(path)
+    if found is None:
+        return []
+    note, live = found
+    return [note] if problems or not live else []
 
 
 def interrupted_note(path: str | Path) -> str | None:
     """When a journal is beside the dataset `path` is (or is a file of):
     whether the run is still being written or was interrupted, and the
     command completing an interrupted one. Otherwise None."""
+    found = _journal_note(path)
+    return None if found is None else found[0]
+
+
+def _journal_note(path: str | Path) -> tuple[str, bool] | None:
+    """`interrupted_note`, and whether a stream (or a recovery) holds the
+    journal (False when none does, or that cannot be told)."""
     import shlex
 
     from ._journal import find_dataset_journal, journal_in_use, path_spellings
@@ -71,16 +110,16 @@ def interrupted_note(path: str | Path) -> str | None:
             f"{journal.name} is beside it, held by a stream still writing (or "
             "a recovery running): the run is not finished (validate it again "
             "once it is closed)."
-        )
+        ), True
     if in_use is False:
         return (
             f"{journal.name} is beside it: the run was interrupted; {command} "
             "completes it."
-        )
+        ), False
     return (
         f"{journal.name} is beside it: the run was interrupted, or is still "
         f"being written; once its process has ended, {command} completes it."
-    )
+    ), False
 
 
 def _validate_zarr(root: Path) -> list[str]:
