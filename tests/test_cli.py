@@ -127,3 +127,37 @@ def test_acquire_runs_a_sequence_file_on_the_simulated_microscope(
     data = readers.read_tensorstore(out / "0")
     assert data.shape == (2, 2, 3, 256, 256)
     assert data.all(axis=(3, 4)).all()  # every plane acquired (camera offset > 0)
+    # again to the same output: refused before acquiring (it acquired every
+    # frame and dropped them), the dataset left as it was
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = CliRunner().invoke(app, ["acquire", str(seq_file), "-o", str(out)])
+    assert again.exit_code == 1
+    text = " ".join(again.output.split())
+    assert "already exists" in text
+    assert "--overwrite" in text
+    assert "frame" not in text.lower()  # (nothing acquired, nothing dropped)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_recover_names_lost_frames_as_ranges() -> None:
+    """The frames of a lost shard are named as one range of storage
+    indices per position (they were named one by one: 100 for a shard of
+    100 frames)."""
+    from ome_stream._recover import RecoveryReport
+    from ome_stream.cli import _lost_frames
+
+    report = RecoveryReport(
+        output_path=Path("run.ome.zarr"),
+        format="ome-zarr",
+        frames_recovered=100,
+        frames_skipped=0,
+        frames_lost=[
+            *((0, (t, c)) for t in range(100, 200) for c in range(2)),
+            (1, (5, 0)),
+            (1, (7, 1)),
+        ],
+        shapes=[(200, 2), (10, 2)],
+    )
+    assert _lost_frames(report) == (
+        "position 0 index [100, 0] to [199, 1]; position 1 index [5, 0], [7, 1]"
+    )

@@ -419,7 +419,9 @@ def _acquisition_status(out: Path, suffix: str) -> dict[str, Any]:
         ]
         return status
     ome = readers.validate_ome_xml(
-        readers.tiff_ome_xml(out / f"{out.name}_p000.ome.tiff")
+        readers.tiff_ome_xml(
+            out if out.is_file() else out / f"{out.name}_p000.ome.tiff"
+        )
     )
     assert ome.structured_annotations is not None
     (annotation,) = [
@@ -1023,3 +1025,196 @@ def test_copy_frames_protects_from_a_listener_that_changes_frames(
     assert copies == [True] * 4
     want = np.stack([frame_for(event) for event in seq])
     np.testing.assert_array_equal(readers.read_single_image(path), want)
+
+
+def test_an_output_that_exists_is_refused_before_the_run(tmp_path: Path) -> None:
+    """Without overwrite, an output that exists is refused when the handler
+    is made, before the microscope acquires anything (the whole run was
+    acquired and every frame dropped), and left as it was."""
+    out = tmp_path / "taken.ome.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        OMEStreamHandler(out)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_a_run_whose_dataset_cannot_be_made_is_canceled(
+    attach: bool, tmp_path: Path
+) -> None:
+    """The output appears between the handler's making and the run (another
+    program wrote it): the run's dataset cannot be made. The error is
+    recorded once (it was once per frame), the frames are counted dropped,
+    and a run the handler is attached to is canceled at once: the
+    microscope does not acquire frames that cannot be kept."""
+    out = tmp_path / "late.ome.zarr"
+    handler = OMEStreamHandler(out)
+    out.mkdir()
+    engine = ScriptedEngine()
+    runner = MDARunner()
+    runner.set_engine(engine)
+    if attach:
+        handler.attach(runner)
+        runner.run(SEQ)
+        handler.detach()
+    else:
+        runner.run(SEQ, output=handler)
+    assert [(e.callback, type(e.error)) for e in handler.errors] == [
+        ("sequenceStarted", FileExistsError)
+    ]
+    assert not any(out.iterdir())  # (left as it was)
+    acquired = engine.count + 1
+    assert handler.frames_dropped == acquired
+    if attach:
+        assert acquired <= 1  # (canceled before or at its first event)
+    else:
+        assert acquired == 24  # (an `output=` handler cannot cancel it)
+
+
+def test_a_run_whose_disk_fills_is_canceled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attached, a run whose writing fails (a full disk) is canceled once
+    the failure is seen, the error recorded once: the dataset is closed
+    with what was written, and the frames acquired after the failure are
+    counted dropped."""
+    from ome_stream import WriterError
+    from ome_stream._formats.tiff.tifffile import TiffFileBackend
+
+    failed = threading.Event()
+    real_page = TiffFileBackend._write_page
+    pages: list[int] = []
+
+    def write_page(self: Any, image: Any, frame: Any) -> None:
+        pages.append(1)
+        if len(pages) == 5:
+            failed.set()
+            raise OSError(28, "No space left on device")
+        real_page(self, image, frame)
+
+    monkeypatch.setattr(TiffFileBackend, "_write_page", write_page)
+    engine = _WaitingEngine(7, failed)
+    handler = run_scripted(SEQ, tmp_path / "full.ome.tiff", engine, attach=True)
+    monkeypatch.undo()
+    assert [(e.callback, type(e.error)) for e in handler.errors] == [
+        ("frameReady", WriterError)
+    ]
+    acquired = engine.count + 1
+    assert acquired < 24
+    stream = handler.stream
+    assert stream is not None
+    assert stream.closed
+    assert stream.frames_written == 4
+    assert handler.frames_dropped == acquired - stream.frames_appended
+    out = handler.output_path
+    assert out is not None
+    assert _acquisition_status(out, ".ome.tiff")["frames_written"] == 4
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_grid_tiles_are_recorded_where_the_stage_went(
+    suffix: str, tmp_path: Path
+) -> None:
+    """A grid planned with another field of view than the camera's, its
+    sequence iterated before the run (a progress bar's `len(list(seq))`):
+    useq keeps those events, pymmcore-plus then sets the grid's field of
+    view to the camera's, and the stage goes where the kept events say.
+    Each tile's recorded position is that (it was the grid re-laid with
+    the camera's field of view: tens of micrometers off)."""
+    seq = useq.MDASequence(
+        axis_order="pgc",
+        stage_positions=[{"x": 100, "y": 200, "z": 0, "name": "P1"}],
+        grid_plan={"rows": 2, "columns": 2, "fov_width": 80, "fov_height": 60},
+        channels=["DAPI"],
+    )
+    assert len(list(seq)) == 4  # (iterated before the run)
+    core = simulated_core(image_shape=SHAPE)  # (another field of view)
+    went: list[tuple[float, float]] = []
+    core.mda.events.frameReady.connect(
+        lambda image, event, meta: went.append(
+            (meta["position"]["x"], meta["position"]["y"])
+        )
+    )
+    handler = OMEStreamHandler(tmp_path / f"tiles{suffix}")
+    core.mda.run(seq, output=handler)
+    assert handler.wait_closed(10)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    assert len(set(went)) == 4
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        names = json.loads((out / "OME" / "zarr.json").read_text())["attributes"]
+        recorded = []
+        for name in names["ome"]["series"]:
+            attrs = json.loads((out / name / "zarr.json").read_text())["attributes"]
+            position = attrs["ome_stream"]["position"]
+            recorded.append((position["x_coord"], position["y_coord"]))
+    else:
+        ome = readers.validate_ome_xml(
+            readers.tiff_ome_xml(out / f"{out.name}_p000.ome.tiff")
+        )
+        recorded = [(i.stage_label.x, i.stage_label.y) for i in ome.images]
+    assert [v for xy in recorded for v in xy] == pytest.approx(
+        [v for xy in went for v in xy]
+    )
+
+
+@pytest.mark.parametrize("loops", [3, 2])
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_a_channel_taken_at_some_timepoints_keeps_the_channel_axis(
+    suffix: str, loops: int, tmp_path: Path
+) -> None:
+    """FITC taken every other timepoint (`acquire_every=2`) at one plane
+    (`do_stack=False`), DAPI at every timepoint and plane: the dataset is
+    the t x c x z array, each frame in its place, the frames the sequence
+    never takes recorded missing (they were all laid along one unbounded
+    axis, the channel axis lost). With 2 loops the sequence ends on a
+    frame before the array's last (FITC is not taken at t=1)."""
+    seq = useq.MDASequence(
+        axis_order="tcz",
+        time_plan={"interval": 0, "loops": loops},
+        channels=[
+            {"config": "DAPI"},
+            {"config": "FITC", "acquire_every": 2, "do_stack": False},
+        ],
+        z_plan={"range": 2, "step": 1},
+    )
+    core = simulated_core(image_shape=SHAPE)
+    captured = _capture(core)
+    handler = OMEStreamHandler(tmp_path / f"every{suffix}")
+    core.mda.run(seq, output=handler)
+    assert handler.wait_closed(10)
+    assert handler.errors == []
+    out = handler.output_path
+    assert out is not None
+    taken = {(i["t"], i["c"], i["z"]) for i in (dict(k) for k in captured)}
+    assert len(taken) == 3 * loops + len(range(0, loops, 2))
+    grid = {(t, c, z) for t in range(loops) for c in range(2) for z in range(3)}
+    if suffix == ".ome.zarr":
+        readers.validate_yaozarrs(out)
+        data = readers.read_tensorstore(out / "0")
+        missing = {tuple(i) for i in readers.zarr_missing_frames(out)}
+        channels = [
+            c["label"]
+            for c in readers.zarr_document(out)["attributes"]["ome"]["omero"][
+                "channels"
+            ]
+        ]
+    else:
+        ome = readers.validate_ome_xml(readers.tiff_ome_xml(out))
+        data = readers.tifffile_ome_series(out)[0]
+        missing = {(t, c, z) for z, c, t in readers.tiff_missing_planes(ome)}
+        channels = [c.name for c in ome.images[0].pixels.channels]
+    assert channels == ["DAPI", "FITC"]
+    assert data.shape == (loops, 2, 3, *SHAPE)
+    assert missing == grid - taken
+    for key, frame in captured.items():
+        i = dict(key)
+        np.testing.assert_array_equal(data[i["t"], i["c"], i["z"]], frame)
+    status = _acquisition_status(out, suffix)
+    assert status["finish_reason"] == "finished"
+    assert status["frames_written"] == len(taken)
+    assert status["frames_not_planned"] == len(grid - taken)
+    assert status["frames_never_arrived"] == 0

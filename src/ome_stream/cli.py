@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from ._recover import RecoveryReport
 
 app = typer.Typer(
     help="Stream microscope acquisitions into OME-Zarr and OME-TIFF.",
@@ -154,15 +157,29 @@ def acquire(
     else:
         core = CMMCorePlus()
         core.loadSystemConfiguration(str(config))
-    handler = OMEStreamHandler(out, overwrite=overwrite)
+    try:
+        handler = OMEStreamHandler(out, overwrite=overwrite)
+    except FileExistsError as exc:  # (refused before the microscope moves)
+        console.print(f"[red]{escape(str(exc))}[/] (--overwrite replaces it)")
+        raise typer.Exit(1) from None
     n_frames = sum(1 for _ in sequence)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("acquiring", total=n_frames)
         core.mda.events.frameReady.connect(lambda *_: progress.advance(task))
-        core.mda.run(sequence, output=handler)
+        # attached: a run whose frames cannot be written is canceled
+        handler.attach(core)
+        try:
+            core.mda.run(sequence)
+        finally:
+            handler.detach()
     if handler.errors or handler.settings is None:
         for error in handler.errors:
             console.print(f"[red]{escape(f'{error.callback}: {error.error!r}')}[/]")
+        if handler.frames_dropped:
+            console.print(
+                f"[red]{handler.frames_dropped} frames were acquired after the "
+                "failure and not written; the run was canceled.[/]"
+            )
         raise typer.Exit(1)
     _print_summary(handler.settings.output_path)
 
@@ -173,7 +190,9 @@ def info(
 ) -> None:
     """Summarise a dataset: images, dimensions, channels, frames, metadata."""
     if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist")
+        from ._validate import does_not_exist
+
+        raise typer.BadParameter(does_not_exist(path))
     try:
         _print_summary(path)
     except ValueError as exc:
@@ -197,6 +216,30 @@ def validate(
     note = interrupted_note(path)  # readable as it is, but not complete
     if note is not None:
         console.print(f"[yellow]![/] {escape(note)}")
+
+
+def _lost_frames(report: RecoveryReport) -> str:
+    """A recovery's lost frames, by position, as ranges of storage indices
+    (a shard of 100 frames: one range, not 100 indices)."""
+    from ._missing import ranges_of
+
+    by_position: dict[int, list[tuple[int, ...]]] = {}
+    for position, index in report.frames_lost:
+        by_position.setdefault(position, []).append(tuple(index))
+    parts = []
+    for position, indices in sorted(by_position.items()):
+        shape = report.shapes[position] if position < len(report.shapes) else ()
+        fits = all(
+            len(i) == len(shape) and all(0 <= v < n for v, n in zip(i, shape))
+            for i in indices
+        )
+        ranges = ranges_of(indices, shape) if fits and shape else None
+        if ranges is None:
+            where = ", ".join(str(list(i)) for i in sorted(indices))
+        else:
+            where = ", ".join(str(a) if a == b else f"{a} to {b}" for a, b in ranges)
+        parts.append(f"position {position} index {where}")
+    return "; ".join(parts)
 
 
 @app.command()
@@ -226,10 +269,9 @@ def recover(
             "frames): they are not kept.[/]"
         )
     if report.frames_lost:
-        lost = ", ".join(f"position {p} index {list(i)}" for p, i in report.frames_lost)
         console.print(
             f"[yellow]{len(report.frames_lost)} frames were in open write blocks "
-            f"and are lost: {lost}[/]"
+            f"and are lost: {escape(_lost_frames(report))}[/]"
         )
     problems = validate_dataset(report.output_path)
     for problem in problems:

@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .._settings import AcquisitionSettings, Dimension
-from .._stream import OMEStream, create_stream
+from .._settings import AcquisitionSettings, Dimension, Position
+from .._stream import OMEStream, WriterError, create_stream
 from .._useq import IrregularSequenceError, useq_to_acquisition_settings
 
 logger = logging.getLogger("ome_stream.mmcore")
@@ -60,6 +60,11 @@ class _Run:
     stream: OMEStream
     frame_numbers: FrameNumbers | None
     expected_frames: int | None
+    # channels taken at some timepoints or planes only (`acquire_every`,
+    # `do_stack=False`): the frame number of the sequence's last frame, and
+    # the frames of the array it never takes (skipped, recorded missing)
+    last_frame: int | None = None
+    not_planned: int = 0
     canceled: bool = False
     out_of_order: list[dict[str, int]] = field(default_factory=list)
     first_error: int = 0  # the handler's errors from this one on are the run's
@@ -123,6 +128,72 @@ def _frame_numbers(sequence: Any, dims: list[Dimension]) -> FrameNumbers:
     return FrameNumbers(offsets, outer, per_step)
 
 
+def _stage_xy_of_events(
+    sequence: Any, dims: list[Dimension], numbers: FrameNumbers
+) -> list[Dimension]:
+    """`dims` with each position's x/y where its first event sends the
+    stage. The positions come from the sequence's plans, iterated anew;
+    the runner's events may have been made before: useq keeps a
+    sequence's events once iterated (a progress bar's `len(list(seq))`),
+    and pymmcore-plus sets the grid's field of view to the camera's after
+    that, so its tiles lay out otherwise than the grid plan now says. A
+    position whose x/y the plans leave unknown (random points without a
+    seed) is left so."""
+    axis = next((i for i, d in enumerate(dims) if d.type == "position"), None)
+    if axis is None:
+        return dims
+    positions = [p for p in dims[axis].coords or () if isinstance(p, Position)]
+    if len(positions) != dims[axis].count:
+        return dims
+    stride = math.prod(d.count or 1 for d in dims[axis + 1 : -2])
+    events: Iterable[Any] = filter(_acquires_an_image, sequence)
+    if numbers.outer is not None:  # (one step of an unbounded outer axis)
+        events = itertools.islice(events, numbers.frames_per_step)
+    where: dict[int, tuple[float, float]] = {}
+    for event in events:
+        number = numbers.lookup(_index_key(event.index))
+        if number is None or event.x_pos is None or event.y_pos is None:
+            continue
+        where.setdefault(
+            (number // stride) % len(positions), (event.x_pos, event.y_pos)
+        )
+        if len(where) == len(positions):
+            break
+    corrected = [
+        p
+        if i not in where or p.x_coord is None or p.y_coord is None
+        else p.model_copy(update={"x_coord": where[i][0], "y_coord": where[i][1]})
+        for i, p in enumerate(positions)
+    ]
+    if corrected == positions:
+        return dims
+    fixed = dims[axis].model_copy(update={"coords": corrected})
+    return [*dims[:axis], fixed, *dims[axis + 1 :]]
+
+
+def _every_frame(sequence: Any) -> Any:
+    """`sequence` with every channel taken at every timepoint and plane: the
+    regular array its frames lie in, when channels are taken at some
+    timepoints only (`acquire_every`) or at one plane (`do_stack=False`).
+    The frames it does not take are skipped: recorded missing."""
+    channels = getattr(sequence, "channels", ())
+    if all(c.acquire_every == 1 and c.do_stack for c in channels):
+        return sequence
+    every = [
+        c.model_copy(update={"acquire_every": 1, "do_stack": True}) for c in channels
+    ]
+    return sequence.model_copy(update={"channels": tuple(every)})
+
+
+def _planned_numbers(sequence: Any, numbers: FrameNumbers) -> list[int]:
+    """The frame numbers of the frames `sequence` takes."""
+    found = (
+        numbers.lookup(_index_key(event.index))
+        for event in filter(_acquires_an_image, sequence)
+    )
+    return [number for number in found if number is not None]
+
+
 def _with_cameras(
     dims: list[Dimension], numbers: FrameNumbers | None, cameras: list[str]
 ) -> tuple[list[Dimension], FrameNumbers | None]:
@@ -184,6 +255,14 @@ class OMEStreamHandler:
     nothing else writes to, so by default the handler queues it as it is
     (`append(copy=False)`), saving a copy per frame. Pass `copy_frames=True`
     when another `frameReady` listener changes frames in place.
+
+    An output that exists without `overwrite` is refused here
+    (FileExistsError), before the run. Should the run's dataset fail to be
+    made or written (a full disk), the error is recorded once in `errors`,
+    the run's later frames are counted in `frames_dropped`, and a run the
+    handler is attached to (`attach`) is canceled: the microscope does not
+    go on acquiring frames that cannot be kept. (An `output=` handler has
+    no hold on the runner: its run goes on.)
     """
 
     def __init__(
@@ -200,6 +279,11 @@ class OMEStreamHandler:
         **settings: Any,
     ) -> None:
         self.path = Path(path)
+        if not overwrite and (self.path.exists() or self.path.is_symlink()):
+            raise FileExistsError(
+                f"{self.path} already exists. Pass overwrite=True to replace it, "
+                "or choose another path."
+            )
         self.copy_frames = copy_frames
         self._format = _merge_backend(format, backend, self.path)
         self._chunk_shapes = dict(chunk_shapes or {})
@@ -213,6 +297,12 @@ class OMEStreamHandler:
         self._runner: Any = None  # the MDARunner `attach` connected to
         self.errors: list[HandlerError] = []
         self.settings: AcquisitionSettings | None = None
+        # the current run's dataset could not be made or written: its later
+        # frames are dropped (counted), the error recorded once
+        self._failed: BaseException | None = None
+        self.frames_dropped = 0
+        # set by `_layout` when the sequence leaves frames of its array out
+        self._gaps: tuple[Any, FrameNumbers] | None = None
 
     # ----------------------------------------------------------- properties
 
@@ -275,26 +365,61 @@ class OMEStreamHandler:
         reasons = {"completed": "finished", "canceled": "canceled"}
         return None if told is None else reasons.get(str(told), str(told))
 
-    def _guard(self, name: str, function: Callable[[], None]) -> None:
+    def _guard(
+        self, name: str, function: Callable[[], None], *, fatal: bool = False
+    ) -> None:
         # pymmcore-plus stops calling an `output=` handler for the rest of the
         # run once a callback raises; record and log instead, so one bad frame
-        # never ends the writing of the others.
+        # never ends the writing of the others. An error that leaves the run
+        # nothing to write to (`fatal`, or the stream failed) is recorded
+        # once, and cancels the run the handler is attached to.
         try:
             with self._lock:
                 function()
         except Exception as exc:
             self.errors.append(HandlerError(name, exc))
             logger.exception("ome-stream handler: %s failed", name)
+            if self._failed is None and (fatal or isinstance(exc, WriterError)):
+                self._failed = exc
+                if name == "frameReady":
+                    self.frames_dropped += 1  # (not queued)
+                self._cancel_run()
+
+    def _cancel_run(self) -> None:
+        """Cancel the run the handler is attached to (its frames could not
+        be kept)."""
+        runner = self._runner
+        if runner is None:
+            logger.error(
+                "ome-stream handler: the run's frames cannot be written; they "
+                "are dropped until it ends (attach the handler to have the "
+                "run canceled)"
+            )
+            return
+        logger.error(
+            "ome-stream handler: the run's frames cannot be written; canceling it"
+        )
+        try:
+            runner.cancel()
+        except Exception:
+            logger.exception("ome-stream handler: canceling the run failed")
 
     # ------------------------------------------------------- MDA callbacks
 
     def sequenceStarted(self, sequence: Any, metadata: Any = None) -> None:
-        self._guard("sequenceStarted", lambda: self._start(sequence, metadata or {}))
+        self._failed = None
+        self.frames_dropped = 0
+        self._guard(
+            "sequenceStarted", lambda: self._start(sequence, metadata or {}), fatal=True
+        )
 
     def eventStarted(self, event: Any) -> None:
         """Nothing to do: frames are placed by their own `event.index`."""
 
     def frameReady(self, image: Any, event: Any, metadata: Any = None) -> None:
+        if self._failed is not None:
+            self.frames_dropped += 1  # (the error is recorded once)
+            return
         self._guard("frameReady", lambda: self._frame(image, event, metadata or {}))
         run = self._run
         if run is not None and run.expected_frames is not None:
@@ -341,7 +466,9 @@ class OMEStreamHandler:
         if len(cameras) != n_cameras or len(set(cameras)) != n_cameras:
             cameras = [f"camera{n}" for n in range(n_cameras)]
         pixel_size = info.get("pixel_size_um") or None
+        self._gaps = None
         dims, plate, frame_numbers = self._layout(sequence, width, height, pixel_size)
+        gaps = self._gaps
         if n_cameras > 1:
             dims, frame_numbers = _with_cameras(dims, frame_numbers, cameras)
         settings = AcquisitionSettings(
@@ -355,6 +482,14 @@ class OMEStreamHandler:
         stream = create_stream(settings)
         self.settings = stream.settings
         self._run = _Run(stream, frame_numbers, settings.num_frames)
+        if gaps is not None and settings.num_frames is not None:
+            taken = [
+                number * n_cameras + camera
+                for number in _planned_numbers(*gaps)
+                for camera in range(n_cameras)
+            ]
+            self._run.last_frame = max(taken, default=None)
+            self._run.not_planned = settings.num_frames - len(taken)
         relay = threading.current_thread()
         self._run.first_error = len(self.errors)
         if type(relay).__name__ == "MDARelayThread":  # called as `output=`
@@ -380,9 +515,10 @@ class OMEStreamHandler:
         placeholder = type(sequence).__name__ == "GeneratorMDASequence"
         sizes = {} if placeholder else getattr(sequence, "sizes", None) or {}
         if any(sizes.values()):
+            every = _every_frame(sequence)
             try:
                 converted = useq_to_acquisition_settings(
-                    sequence,
+                    every,
                     width,
                     height,
                     pixel_size_um=pixel_size,
@@ -397,7 +533,10 @@ class OMEStreamHandler:
                 )
             else:
                 dims = converted["dimensions"]
-                return dims, converted["plate"], _frame_numbers(sequence, dims)
+                numbers = _frame_numbers(every, dims)
+                dims = _stage_xy_of_events(sequence, dims, numbers)
+                self._gaps = None if every is sequence else (sequence, numbers)
+                return dims, converted["plate"], numbers
         y_chunk = self._chunk_shapes.get("y")
         x_chunk = self._chunk_shapes.get("x")
         scale = pixel_size if pixel_size and pixel_size > 0 else None
@@ -437,6 +576,12 @@ class OMEStreamHandler:
         if gap:
             stream.skip(frames=gap)
         stream.append(frame, frame_metadata=frame_metadata, copy=copy)
+        if number == run.last_frame and run.expected_frames is not None:
+            # the sequence's last frame: the frames after it in the array are
+            # ones it never takes
+            rest = run.expected_frames - stream.frames_appended
+            if rest > 0:
+                stream.skip(frames=rest)
 
     def _close_when_relay_ends(self, relay: threading.Thread, run: _Run) -> None:
         """Close `run` once pymmcore-plus's relay thread has ended, if
@@ -488,6 +633,8 @@ class OMEStreamHandler:
             "frames_written": appended - stream.frames_skipped,
             "frames_skipped": stream.frames_skipped,
             "frames_never_arrived": never_arrived,
+            # (channels taken at some timepoints or planes only; skipped)
+            "frames_not_planned": run.not_planned,
             "frames_out_of_order_dropped": run.out_of_order,
             "handler_errors": [
                 f"{e.callback}: {e.error!r}" for e in self.errors[run.first_error :]
