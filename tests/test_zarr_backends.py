@@ -1202,3 +1202,44 @@ def test_every_file_is_made_with_the_umask(
     assert len(modes) > 2  # and the chunk files
     assert set(modes.values()) == {"0o640"}, modes
     assert readers.zarr_document(root)["attributes"]["lab"] == {"room": 1}
+
+
+def test_write_blocks_beyond_the_queue_bound_are_named_at_the_start(
+    tmp_path: Path,
+) -> None:
+    """Chunks of several frames keep a block per image in memory beside the
+    queue's bound: when those alone exceed it, create_stream says so, with
+    the figures and what to change (memory grew past the bound silently);
+    frame-sized chunks hold none and say nothing."""
+    from ome_stream import AcquisitionSettings, Dimension, Position, create_stream
+
+    def settings(chunk: int | None, name: str) -> AcquisitionSettings:
+        return AcquisitionSettings(
+            root_path=str(tmp_path / name),
+            dimensions=[
+                Dimension(name="t", count=None, chunk_size=chunk),
+                Dimension(
+                    name="p",
+                    type="position",
+                    coords=[Position(name=f"p{i}") for i in range(4)],
+                ),
+                Dimension(name="y", count=64),
+                Dimension(name="x", count=64),
+            ],
+            dtype="uint16",
+            max_queue_bytes=100_000,
+        )
+
+    with pytest.warns(
+        UserWarning, match="Each of the 4 images keeps a write block"
+    ) as seen:
+        stream = create_stream(settings(10, "blocks.ome.zarr"))
+    with stream:
+        for i in range(8):
+            stream.append(np.full((64, 64), i, np.uint16))
+    assert "at least 0 MB" not in str(seen[0].message)
+    assert "Use smaller chunks or shards" in str(seen[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with create_stream(settings(None, "frames.ome.zarr")) as stream:
+            stream.append(np.ones((64, 64), np.uint16))

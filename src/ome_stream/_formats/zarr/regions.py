@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -191,6 +192,7 @@ class RegionWriterBackend(ZarrBackend):
             self._chunk_io = ThreadPoolExecutor(
                 CHUNK_FILE_THREADS, thread_name_prefix="ome-stream-chunk-io"
             )
+        self._warn_of_blocks_beyond_the_bound()
         for image in self._images:
             array = self._create_array(image.location, initial + frame_shape)
             buffer = None
@@ -214,6 +216,32 @@ class RegionWriterBackend(ZarrBackend):
             self._arrays.append(
                 _ArrayState(array, list(initial + frame_shape), buffer, chunk_files)
             )
+
+    def _warn_of_blocks_beyond_the_bound(self) -> None:
+        """Open write blocks are held beside the queue's bound (one per
+        chunk or shard being filled, whatever the run's length): say so
+        when the stream starts if an image's one each already exceeds it."""
+        if not self._buffered:
+            return
+        settings = self.settings
+        held = len(self._images) * self._block_bytes
+        if held <= settings.max_queue_bytes:
+            return
+
+        def mb(n: int) -> str:
+            return f"{n / 2**20:.{0 if n >= 10 * 2**20 else 1}f} MB"
+
+        warnings.warn(
+            f"Each of the {len(self._images)} images keeps a write block of "
+            f"{mb(self._block_bytes)} in memory while its chunk or shard "
+            f"({math.prod(self._block_shape)} frames) fills: at least "
+            f"{mb(held)} beside max_queue_bytes="
+            f"{mb(settings.max_queue_bytes)}. Use smaller chunks or "
+            "shards along the slow axes (or fewer positions per stream) to "
+            "bound memory more tightly.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     # ---------------------------------------------------------------- frames
 
