@@ -24,6 +24,7 @@ from ome_stream import (
 from ome_stream._journal import journal_path
 from ome_stream._validate import validate_dataset
 from ome_stream.cli import app
+from tests import _readers as readers
 
 
 def _write(path: Path, skipped: tuple[int, ...] = (), **options: Any) -> Path:
@@ -600,3 +601,23 @@ def test_tiff_summary_of_what_is_not_ome_xml_is_a_clear_error(
     result = CliRunner().invoke(app, ["info", str(tmp_path / "hand.companion.ome")])
     assert result.exit_code == 1
     assert message in _text(result.output)
+
+
+def test_sizes_that_contradict_the_planes_mapped_fail(tmp_path: Path) -> None:
+    """An OME-TIFF edited outside ome-stream whose SizeT no longer matches
+    the planes its TiffData map: validate fails it, as Bio-Formats refuses
+    it ("ZCT size vs image count mismatch"); it said the file was valid."""
+    out = _write(tmp_path / "sizes.ome.tiff")
+    assert validate_dataset(out) == []
+    with tifffile.TiffFile(out) as tif:
+        xml = tif.ome_metadata
+    assert xml is not None
+    assert 'SizeT="3"' in xml
+    tifffile.tiffcomment(out, xml.replace('SizeT="3"', 'SizeT="4"').encode())
+    problems = validate_dataset(out)
+    assert any(
+        "SizeZ x SizeC x SizeT = 1 x 2 x 4 = 8 planes, but its TiffData map 6" in p
+        for p in problems
+    ), problems
+    with pytest.raises(readers.BioFormatsError, match="ZCT size vs image count"):
+        readers.bioformats_info(out)

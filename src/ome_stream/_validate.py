@@ -305,6 +305,32 @@ def _validate_companion(file: Path) -> list[str]:
     return problems
 
 
+def _plane_counts(file: Path, ome: Any) -> list[str]:
+    """Each Image's SizeZ x SizeC x SizeT against the planes its TiffData
+    map (Bio-Formats refuses a file where they differ: "ZCT size vs image
+    count mismatch")."""
+    problems = []
+    for image in ome.images:
+        pixels = image.pixels
+        sizes = pixels.size_z * pixels.size_c * pixels.size_t
+        # (a TiffData without PlaneCount maps one plane, or, alone with no
+        # IFD, every plane of the image)
+        blocks = pixels.tiff_data_blocks
+        if len(blocks) == 1 and blocks[0].plane_count is None:
+            continue
+        mapped = sum(
+            1 if block.plane_count is None else block.plane_count for block in blocks
+        )
+        if blocks and mapped != sizes:
+            problems.append(
+                f"{file.name}: Image {image.id} ({image.name or 'unnamed'}) is "
+                f"SizeZ x SizeC x SizeT = {pixels.size_z} x {pixels.size_c} x "
+                f"{pixels.size_t} = {sizes} planes, but its TiffData map "
+                f"{mapped}: readers such as Bio-Formats refuse it."
+            )
+    return problems
+
+
 def _validate_tiff(file: Path) -> list[str]:
     """The file's own OME-XML (full or a BinaryOnly reference) against the
     schema; the full metadata's TiffData for this file against its pages;
@@ -335,6 +361,8 @@ def _validate_tiff(file: Path) -> list[str]:
                     return [f"{file.name}: {exc}"]
             else:
                 ome, holder = own, file
+            if holder == file:  # (each Image once: in the file holding it)
+                problems += _plane_counts(file, ome)
             expected = 0
             for image in ome.images:
                 for block in image.pixels.tiff_data_blocks:
