@@ -161,3 +161,23 @@ def test_recover_names_lost_frames_as_ranges() -> None:
     assert _lost_frames(report) == (
         "position 0 index [100, 0] to [199, 1]; position 1 index [5, 0], [7, 1]"
     )
+
+
+def test_acquire_names_a_hardware_error_without_a_traceback(tmp_path: Path) -> None:
+    """A sequence naming a channel preset the microscope does not have: the
+    run stops at its first event; acquire says why in a line, and where
+    the dataset is (it printed pymmcore-plus's traceback)."""
+    seq_file = tmp_path / "seq.yaml"
+    seq_file.write_text("channels: [{config: Bogus}]\n")
+    out = tmp_path / "bogus.ome.zarr"
+    result = CliRunner().invoke(app, ["acquire", str(seq_file), "-o", str(out)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "The acquisition stopped:" in text
+    assert '"Bogus" does not exist' in text
+    assert "0 frames were written to" in text
+    assert "Traceback" not in result.output
+    assert (
+        readers.zarr_document(out)["attributes"]["acquisition_status"]["finish_reason"]
+        == "errored"
+    )

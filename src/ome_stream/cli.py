@@ -168,10 +168,27 @@ def acquire(
         core.mda.events.frameReady.connect(lambda *_: progress.advance(task))
         # attached: a run whose frames cannot be written is canceled
         handler.attach(core)
+        stopped: Exception | None = None
         try:
             core.mda.run(sequence)
+        except Exception as exc:  # (the hardware: a preset that does not exist)
+            stopped = exc
         finally:
             handler.detach()
+    if stopped is not None:
+        handler.wait_closed(30)
+        written = handler.stream.frames_written if handler.stream else 0
+        console.print(
+            f"[red]The acquisition stopped: {escape(str(stopped))}[/]"
+            + (
+                f"\n{written} frames were written to "
+                f"{escape(str(handler.output_path))}; it is closed, and its "
+                "acquisition_status records how the run ended."
+                if handler.output_path is not None
+                else ""
+            )
+        )
+        raise typer.Exit(1)
     if handler.errors or handler.settings is None:
         for error in handler.errors:
             console.print(f"[red]{escape(f'{error.callback}: {error.error!r}')}[/]")
