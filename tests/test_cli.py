@@ -156,7 +156,7 @@ def test_recover_names_lost_frames_as_ranges() -> None:
             (1, (5, 0)),
             (1, (7, 1)),
         ],
-        shapes=[(200, 2), (10, 2)],
+        shapes=[(200, 2, 16, 16), (10, 2, 16, 16)],  # (as recover gives them)
     )
     assert _lost_frames(report) == (
         "position 0 index [100, 0] to [199, 1]; position 1 index [5, 0], [7, 1]"

@@ -3,6 +3,7 @@ deterministic runs with a scripted engine on a bare MDARunner."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -1218,3 +1219,146 @@ def test_a_channel_taken_at_some_timepoints_keeps_the_channel_axis(
     assert status["frames_written"] == len(taken)
     assert status["frames_not_planned"] == len(grid - taken)
     assert status["frames_never_arrived"] == 0
+
+
+class _NaNSummaryEngine(ScriptedEngine):
+    """Its summary metadata holds a NaN, which JSON metadata refuses."""
+
+    def setup_sequence(self, sequence: useq.MDASequence) -> dict[str, Any]:
+        return {**super().setup_sequence(sequence), "focus": float("nan")}
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_summary_metadata_that_cannot_be_kept_does_not_stop_the_run(
+    attach: bool, tmp_path: Path
+) -> None:
+    """The dataset is made, then the summary metadata cannot be stored (a
+    NaN): the error is recorded, and every frame is still written (the run
+    was canceled, or every frame dropped)."""
+    handler = run_scripted(SEQ, tmp_path / "nan.ome.zarr", _NaNSummaryEngine(), attach)
+    assert [e.callback for e in handler.errors] == [
+        "sequenceStarted (summary metadata)"
+    ]
+    assert handler.frames_dropped == 0
+    stream = handler.stream
+    assert stream is not None
+    assert stream.frames_written == 24
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "taken"),
+    [
+        ("run.ome.tiff", {}, "run"),  # (a file per position: run/)
+        ("run", {"format": "ome-zarr"}, "run.ome.zarr"),
+    ],
+)
+def test_the_output_a_run_would_write_is_checked_when_the_handler_is_made(
+    path: str, options: dict[str, Any], taken: str, tmp_path: Path
+) -> None:
+    """The handler's path is not always where a run writes: a multi-position
+    OME-TIFF writes the directory named as the file, a path without suffix
+    gains the format's. Either, existing, is refused when the handler is
+    made (it was acquired in full and dropped)."""
+    (tmp_path / taken).mkdir()
+    with pytest.raises(FileExistsError, match=f"{taken} already exists"):
+        OMEStreamHandler(tmp_path / path, **options)
+    OMEStreamHandler(tmp_path / path, overwrite=True, **options)  # (as asked)
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_frames_never_taken_are_not_counted_as_never_arrived(
+    attach: bool, tmp_path: Path
+) -> None:
+    """FITC at every other timepoint, and the run's last snap fails: the
+    status counts that one frame as never arrived, not the frames the
+    sequence never takes (those are `frames_not_planned`). Attached, the
+    runner says the run completed; as `output=`, it is "incomplete"."""
+    seq = useq.MDASequence(
+        axis_order="tcz",
+        time_plan={"interval": 0, "loops": 2},
+        channels=[{"config": "DAPI"}, {"config": "FITC", "acquire_every": 2}],
+        z_plan={"range": 2, "step": 1},
+    )
+    n_events = len(list(seq.model_copy(deep=True)))  # 9 of the 12 frames
+    assert n_events == 9
+    engine = ScriptedEngine(fail_snap=[n_events - 1])
+    handler = run_scripted(seq, tmp_path / f"last{attach}.ome.zarr", engine, attach)
+    assert handler.wait_closed(10)
+    out = handler.output_path
+    assert out is not None
+    status = _acquisition_status(out, ".ome.zarr")
+    assert status["frames_not_planned"] == 3
+    assert status["frames_never_arrived"] == 1
+    assert status["frames_written"] == 8
+    assert status["finish_reason"] == ("finished" if attach else "incomplete")
+
+
+def test_tiles_laid_out_before_the_run_are_written_as_they_came(
+    tmp_path: Path,
+) -> None:
+    """A grid whose number of tiles depends on the field of view, its
+    sequence iterated before the run: the runner takes the tiles of the
+    planned field of view, the grid plan then gives the camera's. The
+    frames do not fit the array the plans give now: each is written as it
+    comes, along one axis (with its event index), and the log says why
+    (images stood empty, the run "incomplete")."""
+    seq = useq.MDASequence(
+        axis_order="gc",
+        grid_plan={"width": 100, "height": 60, "fov_width": 60, "fov_height": 60},
+        channels=["DAPI"],
+    )
+    tiles = len(list(seq))  # (kept by useq: the runner takes these)
+    core = simulated_core(image_shape=SHAPE)  # (another field of view)
+    handler = OMEStreamHandler(tmp_path / "edges.ome.zarr")
+    with _logged() as logged:
+        core.mda.run(seq, output=handler)
+        assert handler.wait_closed(10)
+    assert handler.errors == []
+    assert "do not lay out as its plans now do" in "".join(logged)
+    stream = handler.stream
+    assert stream is not None
+    assert stream.frames_written == tiles
+    out = handler.output_path
+    assert out is not None
+    assert readers.read_tensorstore(out / "0").shape[0] == tiles
+
+
+def test_a_settings_warning_does_not_stop_the_run(tmp_path: Path) -> None:
+    """A storage order OME-Zarr does not allow warns at create_stream;
+    where warnings are errors (as in this test suite), the handler logs it
+    and writes the run (it was recorded as the start's failure: the run
+    canceled, or every frame dropped)."""
+    handler = OMEStreamHandler(
+        tmp_path / "order.ome.zarr", storage_order=["c", "t", "p", "z", "y", "x"]
+    )
+    runner = MDARunner()
+    runner.set_engine(ScriptedEngine())
+    handler.attach(runner)
+    with _logged() as logged:
+        runner.run(SEQ)
+    handler.detach()
+    assert handler.errors == []
+    assert "OME-Zarr 0.5 does not allow" in "".join(logged)
+    stream = handler.stream
+    assert stream is not None
+    assert stream.frames_written == 24
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[list[str]]:
+    """The messages the handler logs at WARNING or above meanwhile."""
+    import logging
+
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("ome_stream.mmcore")
+    keep = Keep(logging.WARNING)
+    logger.addHandler(keep)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(keep)

@@ -2146,3 +2146,62 @@ def test_a_finished_block_is_journaled_while_frames_keep_coming(
         while stream.stats().frames_queued and time.monotonic() < deadline:
             time.sleep(0.005)
         assert sorted(read_journal(journal).frames) == [(0, (t,)) for t in range(10)]
+
+
+def test_a_journal_recover_cannot_use_is_named_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """A killed run whose journal is damaged (or from another version):
+    validate fails the dataset and says the journal cannot be used, and to
+    delete it to keep the dataset as it is (it said `recover` completes
+    it, which then refused); recover says the same; once it is deleted,
+    the dataset validates as it is."""
+    root = tmp_path / "damaged.ome.zarr"
+    _killed_with_metadata(root, 1)
+    journal = journal_path(root)
+    journal.write_bytes(b"{not json\n" + journal.read_bytes())
+    (problem,) = validate_dataset(root)
+    assert "journal cannot be used to recover it" in problem
+    assert "delete the journal to keep it so" in problem
+    result = CliRunner().invoke(app, ["recover", str(root)])
+    assert result.exit_code == 1
+    assert "delete the journal to keep the dataset so" in " ".join(
+        result.output.split()
+    )
+    journal.unlink()
+    assert validate_dataset(root) == []
+
+
+ORDER_WRITER = r"""
+import sys, time, warnings
+import numpy as np
+from ome_stream import AcquisitionSettings, create_stream, dims_from_standard_axes
+
+warnings.simplefilter("ignore")  # (the order's warning, said at create_stream)
+settings = AcquisitionSettings(
+    root_path=sys.argv[1],
+    dimensions=dims_from_standard_axes({"t": 4, "z": 2, "c": 2, "y": 8, "x": 8}),
+    dtype="uint16",
+    storage_order="acquisition",
+)
+stream = create_stream(settings)
+for i in range(6):
+    stream.append(np.full((8, 8), i, np.uint16))
+while stream.frames_written < 6:
+    time.sleep(0.001)
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_recover_of_a_store_in_an_order_ngff_does_not_allow_does_not_warn(
+    tmp_path: Path,
+) -> None:
+    """A store written in an order OME-Zarr does not allow (warned when it
+    was made), killed: recover takes its journaled settings without
+    warning again (where warnings are errors, as here, it raised)."""
+    root = tmp_path / "order.ome.zarr"
+    kill_when_ready(ORDER_WRITER, str(root), ready="written", after=0.1)
+    assert read_journal(journal_path(root)).frames
+    report = recover(root)  # (warnings are errors here)
+    assert report.frames_recovered == 6

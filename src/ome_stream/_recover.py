@@ -56,6 +56,8 @@ class RecoveryReport:
     """(position, storage index) of frames that reached the writer but not
     the file: the open write blocks (chunks/shards) at the moment of the kill."""
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+    """Each image's array shape as recovered (OME-Zarr; the frame's y, x
+    last), or its page count (OME-TIFF)."""
     pages_not_journaled: int = 0
     """OME-TIFF: complete pages the files held past the ones the journal
     lists (written in the last moments before the kill, so with no record
@@ -124,7 +126,8 @@ def _read(
             f"The journal {journal_file.name} cannot be used to recover "
             f"{output.name}: {detail}. It was damaged or not written by this "
             "version of ome-stream; nothing was changed. The pixels in the "
-            "files are still readable as they are."
+            "files are still readable as they are: delete the journal to keep "
+            "the dataset so."
         ) from exc
     if not output.exists():
         raise FileNotFoundError(

@@ -891,6 +891,9 @@ def create_stream(settings: AcquisitionSettings) -> OMEStream:
     settings.validate_stream_ready()
     settings = settings.model_copy(deep=True)
     backend = create_backend(settings)
+    problem = settings.ngff_order_problem()
+    if problem is not None:
+        warnings.warn(problem, UserWarning, stacklevel=2)
     journal = None
     if not isinstance(settings.format, ScratchFormat):
         # taken (locked) before anything is made: a stream still writing

@@ -105,6 +105,13 @@ def _journal_note(path: str | Path) -> tuple[str, bool] | None:
         given = given.parent  # a file of a directory layout: its directory
     command = f"`ome-stream recover {shlex.quote(str(given))}`"
     in_use = journal_in_use(journal)
+    unusable = None if in_use else _unusable(journal)
+    if unusable is not None:
+        return (
+            f"{journal.name} is beside it: the run was interrupted, and its "
+            f"journal cannot be used to recover it ({unusable}). The dataset is "
+            "as the run left it; delete the journal to keep it so."
+        ), False
     if in_use:
         return (
             f"{journal.name} is beside it, held by a stream still writing (or "
@@ -119,7 +126,28 @@ def _journal_note(path: str | Path) -> tuple[str, bool] | None:
     return (
         f"{journal.name} is beside it: the run was interrupted, or is still "
         f"being written; once its process has ended, {command} completes it."
-    ), False
+    ), True  # (cannot be told: noted, not failed)
+
+
+def _unusable(journal: Path) -> str | None:
+    """Why `recover` could not use the journal (its first record damaged,
+    or not of this version's settings), or None. The first line only: the
+    rest is for recover to check."""
+    import warnings
+
+    from ._settings import AcquisitionSettings
+
+    try:
+        with journal.open("rb") as f:
+            record = json.loads(f.readline())
+        if not isinstance(record, dict) or record.get("event") != "open":
+            return "it does not start with the run's settings"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            AcquisitionSettings.model_validate(record["settings"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return str(exc).splitlines()[0].rstrip(".")
+    return None
 
 
 def _validate_zarr(root: Path) -> list[str]:

@@ -162,7 +162,9 @@ def acquire(
     except FileExistsError as exc:  # (refused before the microscope moves)
         console.print(f"[red]{escape(str(exc))}[/] (--overwrite replaces it)")
         raise typer.Exit(1) from None
-    n_frames = sum(1 for _ in sequence)
+    # (a copy: useq keeps a sequence's events once iterated, and the run
+    # sets the grid's field of view to the camera's after this)
+    n_frames = sum(1 for _ in sequence.model_copy(deep=True))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("acquiring", total=n_frames)
         core.mda.events.frameReady.connect(lambda *_: progress.advance(task))
@@ -246,6 +248,7 @@ def _lost_frames(report: RecoveryReport) -> str:
     parts = []
     for position, indices in sorted(by_position.items()):
         shape = report.shapes[position] if position < len(report.shapes) else ()
+        shape = shape[: len(indices[0])]  # (the index axes: not y, x)
         fits = all(
             len(i) == len(shape) and all(0 <= v < n for v, n in zip(i, shape))
             for i in indices

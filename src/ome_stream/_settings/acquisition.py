@@ -171,11 +171,8 @@ class AcquisitionSettings(SettingsModel):
             self._check_plate()
             if isinstance(fmt, OmeTiffFormat):
                 self._check_tiff()
-            if isinstance(fmt, OmeZarrFormat):
-                if self.storage_order == "ome":
-                    self._check_ngff_axes()
-                else:
-                    self._warn_unless_ngff_order()
+            if isinstance(fmt, OmeZarrFormat) and self.storage_order == "ome":
+                self._check_ngff_axes()
         return self
 
     def _check_compression(self) -> None:
@@ -287,25 +284,32 @@ class AcquisitionSettings(SettingsModel):
                 "storage_order='acquisition' to write a non-compliant array."
             )
 
-    def _warn_unless_ngff_order(self) -> None:
-        """A storage order of the user's that OME-Zarr 0.5 does not allow
-        is written as asked, with a warning when the settings are made (not
-        found out after the acquisition, by a reader refusing the store)."""
+    def ngff_order_problem(self) -> str | None:
+        """OME-Zarr: why the axes as stored are not in an order OME-Zarr 0.5
+        allows (time, then one channel or custom axis, then 2-3 space axes),
+        or None. A storage order of the user's that breaks it is written as
+        asked; `create_stream` warns (it was found out after the
+        acquisition, by a reader refusing the store)."""
+        if not isinstance(self.format, OmeZarrFormat) or not self.dimensions:
+            return None
         stored = self.array_storage_dimensions
         types = [d.type for d in stored]
         ranks = [_NGFF_TYPE_RANK.get(t, 1) for t in types]
-        n_other = sum(rank == 1 for rank in ranks)
-        if ranks == sorted(ranks) and types.count("time") <= 1 and n_other <= 1:
-            return
-        warnings.warn(
+        counts = (
+            types.count("time") <= 1
+            and sum(rank == 1 for rank in ranks) <= 1
+            and 2 <= types.count("space") <= 3
+        )
+        if ranks == sorted(ranks) and counts:
+            return None
+        return (
             f"storage_order={self.storage_order!r} stores the axes "
-            f"{[d.name for d in stored]} (types {types}) in an order OME-Zarr "
-            "0.5 does not allow (time, then one channel or custom axis, then "
-            "space): readers that check the specification, and `ome-stream "
+            f"{[d.name for d in stored]} (types {types}) as OME-Zarr 0.5 does "
+            "not allow (time, then one channel or custom axis, then 2-3 space "
+            "axes): readers that check the specification, and `ome-stream "
             "validate`, will refuse the store. Use storage_order='ome' to store "
-            "them as it requires (frames still come in acquisition order).",
-            UserWarning,
-            stacklevel=4,
+            "them as it requires (frames still come in acquisition order), or "
+            "a position dimension for an extra axis."
         )
 
     # -------------------------------------------------------------- properties

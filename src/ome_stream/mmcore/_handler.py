@@ -17,10 +17,12 @@ leaves a recorded gap and later frames still land where they belong.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +67,7 @@ class _Run:
     # the frames of the array it never takes (skipped, recorded missing)
     last_frame: int | None = None
     not_planned: int = 0
+    planned: list[int] | None = None  # the frame numbers it takes, in order
     canceled: bool = False
     out_of_order: list[dict[str, int]] = field(default_factory=list)
     first_error: int = 0  # the handler's errors from this one on are the run's
@@ -138,30 +141,42 @@ def _stage_xy_of_events(
     and pymmcore-plus sets the grid's field of view to the camera's after
     that, so its tiles lay out otherwise than the grid plan now says. A
     position whose x/y the plans leave unknown (random points without a
-    seed) is left so."""
+    seed) is left so. IrregularSequenceError when the events do not fit
+    the positions one to one (a grid whose number of tiles depends on the
+    field of view: `GridFromEdges`, `GridWidthHeight`)."""
     axis = next((i for i, d in enumerate(dims) if d.type == "position"), None)
-    if axis is None:
-        return dims
-    positions = [p for p in dims[axis].coords or () if isinstance(p, Position)]
-    if len(positions) != dims[axis].count:
-        return dims
-    stride = math.prod(d.count or 1 for d in dims[axis + 1 : -2])
+    positions = [] if axis is None else list(dims[axis].coords or ())
+    stride = 0 if axis is None else math.prod(d.count or 1 for d in dims[axis + 1 : -2])
     events: Iterable[Any] = filter(_acquires_an_image, sequence)
     if numbers.outer is not None:  # (one step of an unbounded outer axis)
         events = itertools.islice(events, numbers.frames_per_step)
-    where: dict[int, tuple[float, float]] = {}
+    where: dict[int, tuple[float | None, float | None]] = {}
+    tile_of: dict[int, Any] = {}  # position -> the (p, g) of its events
     for event in events:
-        number = numbers.lookup(_index_key(event.index))
-        if number is None or event.x_pos is None or event.y_pos is None:
+        key = _index_key(event.index)
+        number = numbers.lookup(key)
+        if number is None:
+            raise _tiles_moved(f"event {dict(key)} has no place in the array")
+        if axis is None:
             continue
-        where.setdefault(
-            (number // stride) % len(positions), (event.x_pos, event.y_pos)
+        position = (number // stride) % len(positions)
+        tile = (event.index.get("p", 0), event.index.get("g", 0))
+        if tile_of.setdefault(position, tile) != tile:
+            raise _tiles_moved(f"events {tile_of[position]} and {tile} share an image")
+        where.setdefault(position, (event.x_pos, event.y_pos))
+    if axis is None:
+        return dims
+    if len(tile_of) != len(positions):
+        raise _tiles_moved(
+            f"its events visit {len(tile_of)} positions, its plans give "
+            f"{len(positions)}"
         )
-        if len(where) == len(positions):
-            break
     corrected = [
         p
-        if i not in where or p.x_coord is None or p.y_coord is None
+        if not isinstance(p, Position)
+        or None in where[i]
+        or p.x_coord is None
+        or p.y_coord is None
         else p.model_copy(update={"x_coord": where[i][0], "y_coord": where[i][1]})
         for i, p in enumerate(positions)
     ]
@@ -169,6 +184,15 @@ def _stage_xy_of_events(
         return dims
     fixed = dims[axis].model_copy(update={"coords": corrected})
     return [*dims[:axis], fixed, *dims[axis + 1 :]]
+
+
+def _tiles_moved(detail: str) -> IrregularSequenceError:
+    return IrregularSequenceError(
+        f"the sequence's events do not lay out as its plans now do ({detail}): "
+        "useq keeps the events of a sequence once iterated, and pymmcore-plus "
+        "then set the grid's field of view to the camera's. Iterate a copy "
+        "(sequence.model_copy(deep=True)) before a run, not the sequence"
+    )
 
 
 def _every_frame(sequence: Any) -> Any:
@@ -279,13 +303,15 @@ class OMEStreamHandler:
         **settings: Any,
     ) -> None:
         self.path = Path(path)
-        if not overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise FileExistsError(
-                f"{self.path} already exists. Pass overwrite=True to replace it, "
-                "or choose another path."
-            )
         self.copy_frames = copy_frames
         self._format = _merge_backend(format, backend, self.path)
+        if not overwrite:
+            for output in self._outputs():
+                if output.exists() or output.is_symlink():
+                    raise FileExistsError(
+                        f"{output} already exists. Pass overwrite=True to replace "
+                        "it, or choose another path."
+                    )
         self._chunk_shapes = dict(chunk_shapes or {})
         self._shard_shapes = dict(shard_shapes or {})
         self._options: dict[str, Any] = {"overwrite": overwrite, **settings}
@@ -409,9 +435,14 @@ class OMEStreamHandler:
     def sequenceStarted(self, sequence: Any, metadata: Any = None) -> None:
         self._failed = None
         self.frames_dropped = 0
+        summary = metadata or {}
         self._guard(
-            "sequenceStarted", lambda: self._start(sequence, metadata or {}), fatal=True
+            "sequenceStarted", lambda: self._start(sequence, summary), fatal=True
         )
+        if self._failed is None and summary:  # (the dataset is there: not fatal)
+            self._guard(
+                "sequenceStarted (summary metadata)", partial(self._summary, summary)
+            )
 
     def eventStarted(self, event: Any) -> None:
         """Nothing to do: frames are placed by their own `event.index`."""
@@ -471,38 +502,66 @@ class OMEStreamHandler:
         gaps = self._gaps
         if n_cameras > 1:
             dims, frame_numbers = _with_cameras(dims, frame_numbers, cameras)
-        settings = AcquisitionSettings(
-            root_path=str(self.path),
-            dimensions=dims,
-            plate=plate,
-            dtype=str(info.get("dtype", "uint16")),
-            **self._format_option(),
-            **self._options,
-        )
-        stream = create_stream(settings)
-        self.settings = stream.settings
-        self._run = _Run(stream, frame_numbers, settings.num_frames)
-        if gaps is not None and settings.num_frames is not None:
+        taken = None
+        if gaps is not None:
             taken = [
                 number * n_cameras + camera
                 for number in _planned_numbers(*gaps)
                 for camera in range(n_cameras)
             ]
-            self._run.last_frame = max(taken, default=None)
-            self._run.not_planned = settings.num_frames - len(taken)
+        # (warnings, e.g. of memory, logged: on this thread they would reach
+        # no one, and where warnings are errors they would stop the run)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            settings = AcquisitionSettings(
+                root_path=str(self.path),
+                dimensions=dims,
+                plate=plate,
+                dtype=str(info.get("dtype", "uint16")),
+                **self._format_option(),
+                **self._options,
+            )
+            stream = create_stream(settings)
+        for warning in caught:
+            logger.warning("ome-stream handler: %s", warning.message)
+        self.settings = stream.settings
+        run = self._run = _Run(stream, frame_numbers, settings.num_frames)
+        run.first_error = len(self.errors)
         relay = threading.current_thread()
-        self._run.first_error = len(self.errors)
         if type(relay).__name__ == "MDARelayThread":  # called as `output=`
-            self._run.watcher = threading.Thread(
+            run.watcher = threading.Thread(
                 target=self._close_when_relay_ends,
-                args=(relay, self._run),
+                args=(relay, run),
                 name="ome-stream-relay-watch",
             )
-            self._run.watcher.start()
-        if summary:
-            stream.set_global_metadata(
+            run.watcher.start()
+        if taken is not None and settings.num_frames is not None:
+            run.planned = sorted(taken)
+            run.last_frame = run.planned[-1] if run.planned else None
+            run.not_planned = settings.num_frames - len(taken)
+
+    def _summary(self, summary: Mapping[str, Any]) -> None:
+        run = self._run
+        if run is not None and not run.stream.closed:
+            run.stream.set_global_metadata(
                 "pymmcore_plus", {"summary_metadata": _to_builtins(summary)}
             )
+
+    def _outputs(self) -> set[Path]:
+        """Where a run may write: the format's output path for one position
+        and for several (OME-TIFF: the file, or a directory of them)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (a format inferred: said at the run)
+            probe = AcquisitionSettings(
+                root_path=str(self.path),
+                dimensions=[Dimension(name="y", count=1), Dimension(name="x", count=1)],
+                dtype="uint16",
+                **self._format_option(),
+            )
+        return {
+            probe.format.get_output_path(str(self.path), num_positions=n)
+            for n in (1, 2)
+        }
 
     def _format_option(self) -> dict[str, Any]:
         return {} if self._format is None else {"format": self._format}
@@ -525,6 +584,9 @@ class OMEStreamHandler:
                     chunk_shapes=self._chunk_shapes or None,
                     shard_shapes=self._shard_shapes or None,
                 )
+                dims = converted["dimensions"]
+                numbers = _frame_numbers(every, dims)
+                dims = _stage_xy_of_events(sequence, dims, numbers)
             except IrregularSequenceError as exc:
                 logger.warning(
                     "%s; writing every frame along an unbounded axis instead, with "
@@ -532,9 +594,6 @@ class OMEStreamHandler:
                     exc,
                 )
             else:
-                dims = converted["dimensions"]
-                numbers = _frame_numbers(every, dims)
-                dims = _stage_xy_of_events(sequence, dims, numbers)
                 self._gaps = None if every is sequence else (sequence, numbers)
                 return dims, converted["plate"], numbers
         y_chunk = self._chunk_shapes.get("y")
@@ -616,6 +675,8 @@ class OMEStreamHandler:
         never_arrived = (
             None if run.expected_frames is None else run.expected_frames - appended
         )
+        if run.planned is not None:  # (the frames it never takes are not due)
+            never_arrived = len(run.planned) - bisect.bisect_left(run.planned, appended)
         # No signal says an engine error ended the run: attached, the runner
         # says; as `output=`, it shows as frames that never came (as do
         # events at the end that gave no frame, which no later frame shows)
