@@ -783,7 +783,9 @@ def test_real_mda_with_grid_plan(suffix: str, tmp_path: Path) -> None:
         readers.validate_ome_zarr_models(out)
         series = json.loads((out / "OME" / "zarr.json").read_text())["attributes"]
         names = series["ome"]["series"]
-        assert len(names) == 4
+        # the tiles' names, as OME-TIFF names their Images (they were
+        # "left_r0_c0_0_0": the cell twice)
+        assert names == ["left_r0_c0", "left_r0_c1", "right_r0_c0", "right_r0_c1"]
         for name, (_key, image_events) in zip(names, sorted(images.items())):
             first = image_events[0]
             assert name.startswith(first.pos_name.split("_")[0])
@@ -803,6 +805,12 @@ def test_real_mda_with_grid_plan(suffix: str, tmp_path: Path) -> None:
         assert info.is_ome_tiff
         assert info.warnings == []
         assert len(info.series) == 4
+        assert [image.name for image in info.ome.images] == [
+            "left_r0_c0",
+            "left_r0_c1",
+            "right_r0_c0",
+            "right_r0_c1",
+        ]
         for s, (_key, image_events) in enumerate(sorted(images.items())):
             first = image_events[0]
             image = info.ome.images[s]

@@ -46,7 +46,10 @@ class ImageLocation:
 def series_name(position: Position) -> str:
     """A path-safe, readable name for a position's image group."""
     name = position.name
-    if position.grid_row is not None:
+    cell = f"r{position.grid_row}_c{position.grid_column}"
+    if position.grid_row is not None and not name.endswith(cell):
+        # (a name given to several tiles: told apart by their cells; one
+        # naming its cell already, as useq's tiles do, is kept as it is)
         name = f"{name}_{position.grid_row}_{position.grid_column}"
     safe = _UNSAFE.sub("_", name).strip("._") or "image"
     return safe
