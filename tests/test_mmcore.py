@@ -121,11 +121,17 @@ class ScriptedEngine:
 
 
 def run_scripted(
-    seq: Any, path: Path, engine: ScriptedEngine, attach: bool = False
+    seq: Any,
+    path: Path,
+    engine: ScriptedEngine,
+    attach: bool = False,
+    handler: OMEStreamHandler | None = None,
 ) -> OMEStreamHandler:
+    """Run `seq` on `engine` into a handler (made for `path` if not given),
+    attached to the runner or as its `output=`."""
     runner = MDARunner()
     runner.set_engine(engine)
-    handler = OMEStreamHandler(path)
+    handler = OMEStreamHandler(path) if handler is None else handler
     if attach:
         handler.attach(runner)
         runner.run(seq)
@@ -1061,14 +1067,7 @@ def test_a_run_whose_dataset_cannot_be_made_is_canceled(
     handler = OMEStreamHandler(out)
     out.mkdir()
     engine = ScriptedEngine()
-    runner = MDARunner()
-    runner.set_engine(engine)
-    if attach:
-        handler.attach(runner)
-        runner.run(SEQ)
-        handler.detach()
-    else:
-        runner.run(SEQ, output=handler)
+    run_scripted(SEQ, out, engine, attach, handler)
     assert [(e.callback, type(e.error)) for e in handler.errors] == [
         ("sequenceStarted", FileExistsError)
     ]

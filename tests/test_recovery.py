@@ -2112,10 +2112,31 @@ def test_a_finished_block_is_journaled_while_frames_keep_coming(
     not when the next block is written (a chunk of 50 frames at 50
     frames/s: a second later, and a kill meanwhile had recover report the
     whole block, on disk, as lost)."""
+    import threading
+
     import ome_stream._stream as stream_module
     from ome_stream import AcquisitionSettings, Dimension, create_stream
+    from ome_stream._formats.zarr.tensorstore import TensorStoreBackend
 
     monkeypatch.setattr(stream_module, "IDLE_AFTER_S", 3600.0)  # (no pause)
+    finished = threading.Event()  # (the block's write, told done from here)
+    real_write = TensorStoreBackend._write_region
+
+    class Later:
+        def __init__(self, future: Any) -> None:
+            self.future = future
+
+        def done(self) -> bool:
+            return finished.is_set() and bool(self.future.done())
+
+        def result(self) -> Any:
+            finished.wait(30)
+            return self.future.result()
+
+    def write_region(self: Any, array: Any, region: Any, data: Any) -> Any:
+        return Later(real_write(self, array, region, data))
+
+    monkeypatch.setattr(TensorStoreBackend, "_write_region", write_region)
     settings = AcquisitionSettings(
         root_path=str(tmp_path / "blocks.ome.zarr"),
         dimensions=[
@@ -2136,12 +2157,12 @@ def test_a_finished_block_is_journaled_while_frames_keep_coming(
         for t in range(10):  # the first block, then its write
             stream.append(np.full((16, 16), t, np.uint16))
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            stream.stats().frames_queued
-            or not all(c.done() for c, *_ in backend._pending)
-        ):
+        while stream.stats().frames_queued and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert not read_journal(journal).frames  # (written, not yet known)
+        assert not read_journal(journal).frames  # (in flight: not journaled)
+        finished.set()
+        while not all(c.done() for c, *_ in backend._pending):
+            time.sleep(0.005)
         stream.append(np.full((16, 16), 10, np.uint16))
         while stream.stats().frames_queued and time.monotonic() < deadline:
             time.sleep(0.005)
