@@ -161,20 +161,11 @@ def _tiff(path: Path) -> DatasetSummary:
             )
         )
     highlights = {
-        namespace: {key: _value(text) for key, text in values.items()}
+        namespace: values
         for namespace, values in outline.annotations.values()
         if not namespace.endswith("missing-frames") and namespace != "pymmcore_plus"
     }
     return DatasetSummary("OME-TIFF", images, highlights)
-
-
-def _value(text: str) -> Any:
-    """A global-metadata value as stored in a MapAnnotation: JSON, or a
-    string as it is (shown as OME-Zarr shows the same value: 60, not '60')."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 @dataclass
