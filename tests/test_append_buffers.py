@@ -657,7 +657,9 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
     def refuse_frame_2() -> Any:
         """Frames 0 and 1 fill the queue; frame 2 is refused; then the
         writer goes on."""
-        with pytest.warns(UserWarning, match="keeps a write block"):  # (tiny queue)
+        with pytest.warns(
+            UserWarning, match="Write blocks filled at once"
+        ):  # (tiny queue)
             stream = create_stream(settings)
         stream.append(_frame(0) | 1)
         stream.append(_frame(1) | 1)

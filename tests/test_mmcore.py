@@ -1267,9 +1267,27 @@ def test_the_output_a_run_would_write_is_checked_when_the_handler_is_made(
     gains the format's. Either, existing, is refused when the handler is
     made (it was acquired in full and dropped)."""
     (tmp_path / taken).mkdir()
+    if taken == "run":  # (an earlier run's directory: its files)
+        (tmp_path / "run" / "run_p000.ome.tiff").write_bytes(b"II*\0")
     with pytest.raises(FileExistsError, match=f"{taken} already exists"):
         OMEStreamHandler(tmp_path / path, **options)
     OMEStreamHandler(tmp_path / path, overwrite=True, **options)  # (as asked)
+
+
+def test_a_directory_of_another_use_beside_a_tiff_path_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """`cells/` holding other files, and a handler for `cells.ome.tiff`: a
+    run of one position writes the file only, so the handler is not
+    refused (it was: suggesting overwrite=True, which would replace
+    `cells/` if the run had several positions)."""
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "notes.txt").write_text("mine")
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 2})
+    handler = run_scripted(seq, tmp_path / "cells.ome.tiff", ScriptedEngine())
+    assert handler.errors == []
+    assert handler.output_path == tmp_path / "cells.ome.tiff"
+    assert (tmp_path / "cells" / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("attach", [True, False])

@@ -2189,6 +2189,14 @@ def test_a_journal_recover_cannot_use_is_named_with_what_to_do(
     assert "delete the journal to keep the dataset so" in " ".join(
         result.output.split()
     )
+    # settings this version cannot take: named by field, with a hint
+    lines = journal.read_bytes().split(b"\n", 2)
+    record = json.loads(lines[1])
+    record["settings"]["dtype"] = "complex256"
+    journal.write_bytes(json.dumps(record).encode() + b"\n" + lines[2])
+    (problem,) = validate_dataset(root)
+    assert "its settings' dtype" in problem, problem
+    assert "another version of ome-stream" in problem
     journal.unlink()
     assert validate_dataset(root) == []
 

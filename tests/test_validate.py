@@ -603,6 +603,22 @@ def test_tiff_summary_of_what_is_not_ome_xml_is_a_clear_error(
     assert message in _text(result.output)
 
 
+def test_sizes_in_a_companion_file_are_checked_too(tmp_path: Path) -> None:
+    """The companion-file layout keeps the full OME-XML in `<stem>.companion.ome`:
+    its sizes are checked against its TiffData as a TIFF's are (it was not
+    checked at all)."""
+    out = _write_positions(
+        tmp_path / "run.ome.tiff", multi_file_metadata="companion-file"
+    )
+    assert validate_dataset(out) == []
+    companion = out / "run.companion.ome"
+    xml = companion.read_text(encoding="utf-8")
+    assert 'SizeT="2"' in xml
+    companion.write_text(xml.replace('SizeT="2"', 'SizeT="3"', 1), encoding="utf-8")
+    problems = validate_dataset(out)
+    assert any("but its TiffData map" in p for p in problems), problems
+
+
 def test_sizes_that_contradict_the_planes_mapped_fail(tmp_path: Path) -> None:
     """An OME-TIFF edited outside ome-stream whose SizeT no longer matches
     the planes its TiffData map: validate fails it, as Bio-Formats refuses

@@ -1228,16 +1228,59 @@ def test_write_blocks_beyond_the_queue_bound_are_named_at_the_start(
             max_queue_bytes=100_000,
         )
 
+    # t outermost, positions inside: a block per position fills at once
     with pytest.warns(
-        UserWarning, match="Each of the 4 images keeps a write block"
+        UserWarning, match="at once in this acquisition order: 4 of 80 KB"
     ) as seen:
         stream = create_stream(settings(10, "blocks.ome.zarr"))
     with stream:
         for i in range(8):
             stream.append(np.full((64, 64), i, np.uint16))
-    assert "at least 0 MB" not in str(seen[0].message)
-    assert "Use smaller chunks or shards" in str(seen[0].message)
+    message = str(seen[0].message)
+    assert "320 KB held beside max_queue_bytes=98 KB" in message
+    assert "Use smaller chunks or shards" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with create_stream(settings(None, "frames.ome.zarr")) as stream:
             stream.append(np.ones((64, 64), np.uint16))
+
+
+def test_write_blocks_filled_one_position_at_a_time_are_not_warned_of(
+    tmp_path: Path,
+) -> None:
+    """Positions outermost: one position's blocks fill at a time, however
+    many positions there are, so blocks within the bound are not warned of
+    (it counted a block per image); blocks along z with channels inside
+    are counted per channel (it said nothing)."""
+    from ome_stream import AcquisitionSettings, Dimension, Position, create_stream
+
+    positions = [Position(name=f"p{i}") for i in range(20)]
+    outer = AcquisitionSettings(
+        root_path=str(tmp_path / "outer.ome.zarr"),
+        dimensions=[
+            Dimension(name="p", type="position", coords=positions),
+            Dimension(name="t", count=10, chunk_size=10),
+            Dimension(name="y", count=64),
+            Dimension(name="x", count=64),
+        ],
+        dtype="uint16",
+        max_queue_bytes=100_000,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_stream(outer).close()
+    inner = AcquisitionSettings(
+        root_path=str(tmp_path / "zc.ome.zarr"),
+        dimensions=[
+            Dimension(name="z", count=8, chunk_size=4, type="space"),
+            Dimension(name="c", coords=["A", "B", "C", "D"]),
+            Dimension(name="y", count=32),
+            Dimension(name="x", count=32),
+        ],
+        dtype="uint16",
+        max_queue_bytes=20_000,
+    )
+    with pytest.warns(
+        UserWarning, match="at once in this acquisition order: 4 of 8 KB"
+    ):
+        create_stream(inner).close()

@@ -135,6 +135,8 @@ def _unusable(journal: Path) -> str | None:
     rest is for recover to check."""
     import warnings
 
+    from pydantic import ValidationError
+
     from ._settings import AcquisitionSettings
 
     try:
@@ -145,6 +147,13 @@ def _unusable(journal: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             AcquisitionSettings.model_validate(record["settings"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "settings"
+        return (
+            f"its settings' {where}: {first['msg']}; from another version of "
+            "ome-stream? That version recovers it"
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return str(exc).splitlines()[0].rstrip(".")
     return None
@@ -330,7 +339,7 @@ def _validate_companion(file: Path) -> list[str]:
                     f"{file.name}: {image.id} refers to {block.uuid.file_name}, "
                     "which is missing."
                 )
-    return problems
+    return problems + _plane_counts(file, ome)
 
 
 def _plane_counts(file: Path, ome: Any) -> list[str]:

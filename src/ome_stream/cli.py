@@ -162,14 +162,19 @@ def acquire(
     except FileExistsError as exc:  # (refused before the microscope moves)
         console.print(f"[red]{escape(str(exc))}[/] (--overwrite replaces it)")
         raise typer.Exit(1) from None
-    # (a copy: useq keeps a sequence's events once iterated, and the run
-    # sets the grid's field of view to the camera's after this)
-    n_frames = sum(1 for _ in sequence.model_copy(deep=True))
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("acquiring", total=n_frames)
+        task = progress.add_task("acquiring", total=None)
         core.mda.events.frameReady.connect(lambda *_: progress.advance(task))
         # attached: a run whose frames cannot be written is canceled
         handler.attach(core)
+
+        def count_frames(*_: object) -> None:
+            # (after the handler laid the run out, with the camera's field
+            # of view: a grid's tiles are known only then)
+            if handler.settings is not None:
+                progress.update(task, total=handler.settings.num_frames)
+
+        core.mda.events.sequenceStarted.connect(count_frames)
         stopped: Exception | None = None
         try:
             core.mda.run(sequence)

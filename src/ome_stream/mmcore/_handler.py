@@ -145,8 +145,13 @@ def _stage_xy_of_events(
     the positions one to one (a grid whose number of tiles depends on the
     field of view: `GridFromEdges`, `GridWidthHeight`)."""
     axis = next((i for i, d in enumerate(dims) if d.type == "position"), None)
-    positions = [] if axis is None else list(dims[axis].coords or ())
-    stride = 0 if axis is None else math.prod(d.count or 1 for d in dims[axis + 1 : -2])
+    if axis is None:
+        return dims  # (no positions: no tiles to fit, nor x/y to take)
+    # Only a grid's tiles can move (its field of view set after its events
+    # were made): without one, the walk ends once every position is seen.
+    gridded = _has_grid(sequence)
+    positions = list(dims[axis].coords or ())
+    stride = math.prod(d.count or 1 for d in dims[axis + 1 : -2])
     events: Iterable[Any] = filter(_acquires_an_image, sequence)
     if numbers.outer is not None:  # (one step of an unbounded outer axis)
         events = itertools.islice(events, numbers.frames_per_step)
@@ -157,15 +162,13 @@ def _stage_xy_of_events(
         number = numbers.lookup(key)
         if number is None:
             raise _tiles_moved(f"event {dict(key)} has no place in the array")
-        if axis is None:
-            continue
         position = (number // stride) % len(positions)
         tile = (event.index.get("p", 0), event.index.get("g", 0))
         if tile_of.setdefault(position, tile) != tile:
             raise _tiles_moved(f"events {tile_of[position]} and {tile} share an image")
         where.setdefault(position, (event.x_pos, event.y_pos))
-    if axis is None:
-        return dims
+        if not gridded and len(where) == len(positions):
+            break
     if len(tile_of) != len(positions):
         raise _tiles_moved(
             f"its events visit {len(tile_of)} positions, its plans give "
@@ -184,6 +187,16 @@ def _stage_xy_of_events(
         return dims
     fixed = dims[axis].model_copy(update={"coords": corrected})
     return [*dims[:axis], fixed, *dims[axis + 1 :]]
+
+
+def _has_grid(sequence: Any) -> bool:
+    """Whether the sequence, or a position's sub-sequence, has a grid."""
+    if getattr(sequence, "grid_plan", None) is not None:
+        return True
+    return any(
+        getattr(getattr(p, "sequence", None), "grid_plan", None) is not None
+        for p in getattr(sequence, "stage_positions", None) or ()
+    )
 
 
 def _tiles_moved(detail: str) -> IrregularSequenceError:
@@ -307,11 +320,10 @@ class OMEStreamHandler:
         self._format = _merge_backend(format, backend, self.path)
         if not overwrite:
             for output in self._outputs():
-                if output.exists() or output.is_symlink():
-                    raise FileExistsError(
-                        f"{output} already exists. Pass overwrite=True to replace "
-                        "it, or choose another path."
-                    )
+                raise FileExistsError(
+                    f"{output} already exists. Pass overwrite=True to replace "
+                    "it, or choose another path."
+                )
         self._chunk_shapes = dict(chunk_shapes or {})
         self._shard_shapes = dict(shard_shapes or {})
         self._options: dict[str, Any] = {"overwrite": overwrite, **settings}
@@ -547,9 +559,12 @@ class OMEStreamHandler:
                 "pymmcore_plus", {"summary_metadata": _to_builtins(summary)}
             )
 
-    def _outputs(self) -> set[Path]:
-        """Where a run may write: the format's output path for one position
-        and for several (OME-TIFF: the file, or a directory of them)."""
+    def _outputs(self) -> list[Path]:
+        """What a run would replace: the format's output for one position,
+        and for several (OME-TIFF: a directory of files) if it exists as
+        an earlier run's (a directory of another use is not refused here:
+        a run of one position does not touch it; one of several is
+        refused when it starts)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (a format inferred: said at the run)
             probe = AcquisitionSettings(
@@ -558,10 +573,15 @@ class OMEStreamHandler:
                 dtype="uint16",
                 **self._format_option(),
             )
-        return {
-            probe.format.get_output_path(str(self.path), num_positions=n)
-            for n in (1, 2)
-        }
+        single = probe.format.get_output_path(str(self.path), num_positions=1)
+        several = probe.format.get_output_path(str(self.path), num_positions=2)
+        found = [single] if single.exists() or single.is_symlink() else []
+        if several != single and several.is_dir():
+            from .._formats.tiff.layout import is_directory_layout_file
+
+            if any(is_directory_layout_file(f) for f in several.iterdir()):
+                found.append(several)
+        return found
 
     def _format_option(self) -> dict[str, Any]:
         return {} if self._format is None else {"format": self._format}

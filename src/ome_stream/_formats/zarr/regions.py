@@ -224,24 +224,45 @@ class RegionWriterBackend(ZarrBackend):
         if not self._buffered:
             return
         settings = self.settings
-        held = len(self._images) * self._block_bytes
+        n_open = self._blocks_open_at_once()
+        held = n_open * self._block_bytes
         if held <= settings.max_queue_bytes:
             return
 
         def mb(n: int) -> str:
+            if n < 2**20:
+                return f"{n / 2**10:.0f} KB"
             return f"{n / 2**20:.{0 if n >= 10 * 2**20 else 1}f} MB"
 
         warnings.warn(
-            f"Each of the {len(self._images)} images keeps a write block of "
-            f"{mb(self._block_bytes)} in memory while its chunk or shard "
-            f"({math.prod(self._block_shape)} frames) fills: at least "
-            f"{mb(held)} beside max_queue_bytes="
-            f"{mb(settings.max_queue_bytes)}. Use smaller chunks or "
-            "shards along the slow axes (or fewer positions per stream) to "
-            "bound memory more tightly.",
+            "Write blocks filled at once in this acquisition order: "
+            f"{n_open} of {mb(self._block_bytes)} (a chunk or shard of "
+            f"{math.prod(self._block_shape)} frames each), {mb(held)} held "
+            f"beside max_queue_bytes={mb(settings.max_queue_bytes)}. Use smaller "
+            "chunks or shards along the slow axes (or fewer positions per "
+            "stream) to bound memory more tightly.",
             UserWarning,
             stacklevel=2,
         )
+
+    def _blocks_open_at_once(self) -> int:
+        """Write blocks being filled at the same time: frames come in
+        acquisition order, so while the slowest dimension that a block
+        spans several steps of runs through one block's steps, every
+        faster dimension runs through all of its blocks (every position,
+        for a position dimension)."""
+        settings = self.settings
+        names = [d.name for d in settings.storage_index_dimensions]
+        block = dict(zip(names, self._block_shape))
+        loops = list(settings.dimensions[:-2])  # (acquisition order)
+        spans = [i for i, d in enumerate(loops) if block.get(d.name, 1) > 1]
+        if not spans:
+            return 0
+        n_open = 1
+        for dim in loops[spans[0] + 1 :]:
+            count = dim.count or 1
+            n_open *= count if dim.type == "position" else -(-count // block[dim.name])
+        return n_open
 
     # ---------------------------------------------------------------- frames
 
