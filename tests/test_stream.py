@@ -841,3 +841,64 @@ def test_frame_metadata_is_kept_compactly_for_the_whole_run(
         assert len(planes) == n
         assert planes[-1].delta_t == pytest.approx((n - 1) * 0.1)
         assert planes[-1].position_z == pytest.approx(3.0)
+
+
+def _until(condition: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("suffix", [".ome.tiff", ".ome.zarr"])
+def test_frames_on_disk_counts_what_a_kill_would_keep(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stats().frames_on_disk` counts the frames in the files and in the
+    journal - what `recover` keeps if the process dies now -, apart from
+    frames_written, which counts frames still in a chunk being filled:
+    OME-Zarr chunks of 10 frames hold 5 frames written, none on disk,
+    until the block is written; OME-TIFF pages are on disk once
+    journaled. Equal to frames_written once closed; the progress signal
+    carries it."""
+    import ome_stream._formats.zarr.regions as regions
+
+    monkeypatch.setattr(regions, "PAUSE_WRITE_S", 3600.0)  # (no pause write)
+    chunked = suffix == ".ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(tmp_path / f"safe{suffix}"),
+        dimensions=[
+            Dimension(name="t", count=20, chunk_size=10 if chunked else None),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    seen: list[Any] = []
+    stream = create_stream(settings)
+    stream.events.progress.connect(seen.append)
+    for i in range(5):
+        stream.append(make_frame(i))
+    _until(lambda: stream.stats().frames_written == 5)
+    journal = journal_path(settings.output_path)
+    if chunked:
+        time.sleep(0.1)  # (the writer idles: nothing more is written)
+        assert stream.stats().frames_on_disk == 0
+        assert read_journal(journal).frames == {}
+    else:
+        _until(lambda: stream.stats().frames_on_disk == 5)
+        assert stream.stats().frames_on_disk == 5
+        assert len(read_journal(journal).frames) == 5
+    for i in range(5, 12):  # (the first chunk fills, and is written)
+        stream.append(make_frame(i))
+    expected = 10 if chunked else 12
+    _until(lambda: stream.stats().frames_on_disk == expected)
+    assert stream.stats().frames_on_disk == expected
+    assert len(read_journal(journal).frames) == expected
+    _until(lambda: bool(seen))  # (at most every 0.2 s, and at a pause)
+    finished: list[Any] = []
+    stream.events.finished.connect(finished.append)
+    stream.close()
+    assert stream.stats().frames_on_disk == stream.frames_written == 12
+    assert seen  # (progress carried it, never ahead of what was written)
+    assert all(s.frames_on_disk <= s.frames_written for s in seen)
+    assert [s.frames_on_disk for s in finished] == [12]

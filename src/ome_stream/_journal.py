@@ -307,6 +307,7 @@ class Journal:
         self._pid = os.getpid()
         self._fd: int | None = None
         self._made = False  # this journal made the file, or emptied it
+        self.frames_recorded = 0  # frames journaled as written (in the files)
         self._take()
         _OPEN.add(self)
         if settings_json is not None:
@@ -419,6 +420,7 @@ class Journal:
                 ]
             )
         )
+        self.frames_recorded += sum(not entry[3] for entry in entries)
 
     def skip(self, position: int, index: Index) -> None:
         self._write_text(_line("skip", position, index))

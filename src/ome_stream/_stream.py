@@ -59,6 +59,11 @@ class StreamStats:
     bytes_queued: int
     bytes_written: int
     elapsed_s: float  # since the stream was created
+    # in the files and journaled: what a process killed now keeps
+    # (`recover`). Behind frames_written while frames wait in a chunk or
+    # shard being filled (OME-Zarr), or for the next journal batch
+    # (OME-TIFF: a few milliseconds); equal to it once closed.
+    frames_on_disk: int = 0
 
     @property
     def mb_per_s(self) -> float:
@@ -349,7 +354,15 @@ class OMEStream:
             bytes_queued=self._queue.queued_bytes,
             bytes_written=self._bytes_written_now(),
             elapsed_s=time.monotonic() - self._started,
+            frames_on_disk=self._frames_on_disk(),
         )
+
+    def _frames_on_disk(self) -> int:
+        written = self.frames_written
+        journal = self._backend.journal
+        if journal is None or (self._closed and self._error is None):
+            return written  # (in memory; or finished)
+        return min(journal.frames_recorded, written)
 
     # ------------------------------------------------------------------ writing
 
