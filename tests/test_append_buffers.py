@@ -684,3 +684,41 @@ def test_a_frame_refused_by_a_full_queue_leaves_no_trace_in_its_block(
     got = readers.read_tensorstore(settings.output_path / "0")
     expected = np.stack([_frame(0) | 1, _frame(1) | 1, _frame(0) * 0, _frame(3) | 1])
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_page_larger_than_a_write_piece_is_written_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No system call writes more than WRITE_PIECE_BYTES of a page's pixels
+    (large writes are slow on Linux VMs: see backend.py); the stream's
+    OME-TIFF reads back whole in tifffile and Bio-Formats."""
+    piece = 1000
+    monkeypatch.setattr(tiff_pages, "WRITE_PIECE_BYTES", piece)
+    real = tiff_pages.os.pwritev
+    sizes: list[int] = []
+
+    def recording(fd: int, buffers: list[Any], offset: int) -> int:
+        sizes.append(sum(memoryview(b).nbytes for b in buffers))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(tiff_pages.os, "pwritev", recording)
+    root = tmp_path / "a.ome.tiff"
+    shape = (40, 64)  # 5 120 bytes a page
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(name="t", count=5),
+            Dimension(name="y", count=shape[0]),
+            Dimension(name="x", count=shape[1]),
+        ],
+        dtype="uint16",
+    )
+    frames = np.random.default_rng(7).integers(0, 4000, (5, *shape), np.uint16)
+    with create_stream(settings) as stream:
+        for frame in frames:
+            stream.append(frame)
+    monkeypatch.undo()
+    assert sizes  # pages after the first went through the appender
+    assert max(sizes) <= piece
+    np.testing.assert_array_equal(tifffile.imread(root), frames)
+    np.testing.assert_array_equal(readers.bioformats_pixels(root)[:, 0, 0], frames)

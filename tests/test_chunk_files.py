@@ -284,3 +284,57 @@ def test_stored_chunks_lists_chunk_keys_only(tmp_path: Path) -> None:
         ("c/0/0/0", (slice(0, 1), *whole)),
         ("c/1/0/0", (slice(1, 2), *whole)),
     ]
+
+
+@pytest.mark.parametrize(
+    "t", [{"chunk_size": 3}, {"shard_size_chunks": 3}], ids=["chunks", "shards"]
+)
+def test_chunk_and_shard_files_are_written_in_pieces(
+    t: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No system call writes more than WRITE_PIECE_BYTES of a chunk or shard
+    file (large writes are slow on Linux VMs: see backend.py); the files
+    still read back whole."""
+    piece = 1000
+    monkeypatch.setattr(chunkfiles, "WRITE_PIECE_BYTES", piece)
+    temporaries: dict[int, list[int]] = {}  # fd: its writes' sizes
+    files: list[list[int]] = []
+    real_open, real_write = chunkfiles.os.open, chunkfiles.os.write
+    real_close = chunkfiles.os.close
+
+    def opening(path: Any, *args: Any) -> int:
+        fd = real_open(path, *args)
+        if str(path).endswith(chunkfiles.PARTIAL_SUFFIX):
+            temporaries[fd] = []
+            files.append(temporaries[fd])
+        return fd
+
+    def writing(fd: int, data: Any) -> int:
+        if fd in temporaries:
+            temporaries[fd].append(len(memoryview(data).cast("B")))
+        return real_write(fd, data)
+
+    def closing(fd: int) -> None:
+        temporaries.pop(fd, None)
+        real_close(fd)
+
+    monkeypatch.setattr(chunkfiles.os, "open", opening)
+    monkeypatch.setattr(chunkfiles.os, "write", writing)
+    monkeypatch.setattr(chunkfiles.os, "close", closing)
+    root = tmp_path / "a.ome.zarr"
+    settings = _settings(root, n_t=6, t=t)
+    assert writes_whole_chunks(settings) or writes_whole_shards(settings)
+    with create_stream(settings) as stream:
+        for i in range(12):
+            stream.append(make_frame(i, shape=SHAPE))
+    monkeypatch.undo()
+    block = 3 * SHAPE[0] * SHAPE[1] * 2  # three frames' bytes a file at least
+    assert len(files) == 4  # 2 blocks along t x 2 channels
+    for written in files:
+        assert max(written) <= piece
+        assert sum(written) >= block
+    expected = np.stack([make_frame(i, shape=SHAPE) for i in range(12)])
+    expected = expected.reshape(6, 2, *SHAPE)
+    np.testing.assert_array_equal(readers.read_tensorstore(root / "0"), expected)
+    np.testing.assert_array_equal(readers.read_zarr_python(root / "0"), expected)
+    assert validate_dataset(root) == []

@@ -22,6 +22,16 @@ from .._frame_metadata import MetadataJSON
 from .._journal import Journal
 from .._settings import AcquisitionSettings
 
+# Pixels go to files in writes of at most this many bytes. On Linux 6.x a
+# larger write lets the page cache take large folios (2 MB and up) for it,
+# and on a virtual machine whose memory is backed lazily by its host these
+# came from memory the guest had not touched recently: writing 2048 x 2048
+# uint16 frames (8 MB) one write each ran at 260-940 MB/s, in pieces of 1 MB
+# at 2 900-3 400 MB/s, and 2 MB pieces at 560-2 100 MB/s (alternated runs,
+# docs/performance.md). Pieces cost one more system call per MB, nothing
+# measurable elsewhere.
+WRITE_PIECE_BYTES = 2**20
+
 
 class ArrayBackend(ABC):
     """Writes routed frames and the metadata describing them."""

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 
+from ..backend import WRITE_PIECE_BYTES
+
 # more than the IFD of a page takes, with its entries and the values stored
 # after them (PageAppender's and tifffile's pages: a dozen or two of tags)
 _IFD_MAX_BYTES = 4096
@@ -568,8 +570,9 @@ class PageAppender:
         nbytes = frame.nbytes
         at = self._ifd_room()
         pixels = self._end
-        # Most writes are whole at once; _write_fully continues a short one.
-        if _pwritev(self._fd, [frame], pixels) != nbytes:
+        # Most writes are whole at once; _write_fully continues a short one
+        # and writes a large frame in pieces (WRITE_PIECE_BYTES).
+        if nbytes > WRITE_PIECE_BYTES or _pwritev(self._fd, [frame], pixels) != nbytes:
             _write_fully(self._fd, [frame], pixels)
         # (odd sizes are padded: the next pixels start on a word boundary)
         self._end = pixels + nbytes + nbytes % 2
@@ -657,7 +660,8 @@ _HAS_PWRITEV = hasattr(os, "pwritev")
 def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int:
     """Write the buffers at `offset`, one after the other, of which the
     first `done` bytes are written already; return the bytes written in all
-    (a short write - rare on a local disk - is continued)."""
+    (a short write - rare on a local disk - is continued). At most
+    WRITE_PIECE_BYTES go to each system call."""
     views = [memoryview(b).cast("B") for b in buffers]
     total = sum(v.nbytes for v in views)
     written = done
@@ -669,10 +673,21 @@ def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int
             views[0] = views[0][written:]
         if done >= total:
             return total
-        written = _pwritev(fd, views, offset + done)
+        written = _pwritev(fd, _first_bytes(views, WRITE_PIECE_BYTES), offset + done)
         if not written:
             raise OSError(f"writing at byte {offset + done} of a TIFF wrote nothing")
         done += written
+
+
+def _first_bytes(views: list[memoryview], limit: int) -> list[memoryview]:
+    """The first `limit` bytes of the views (all of them if fewer)."""
+    first = []
+    for view in views:
+        if limit <= 0:
+            break
+        first.append(view[:limit])
+        limit -= first[-1].nbytes
+    return first
 
 
 def read_at(fd: int, size: int, offset: int) -> bytes:
