@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import numpy as np
 import pytest
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -128,3 +131,61 @@ def test_the_recovery_benchmark_runs(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in lines] == ["run 1", "run 2", "median"]
     assert "for 300 frames" in lines[0]
     assert list(tmp_path.iterdir()) == []  # each run's dataset removed
+
+
+def test_the_write_size_probe_runs(tmp_path: Path) -> None:
+    """`benchmarks/write_pieces.py` writes the same bytes whole and in
+    pieces, one median per piece size, and leaves nothing behind."""
+    script = RUN.parent / "write_pieces.py"
+    args = ["--dir", str(tmp_path), "--file-mb", "0.3", "--files", "3"]
+    args += ["--pieces", "0,64", "--rounds", "2", "--threads", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("3 writes of 0.3 MB to 3 files")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "one call",
+        "64 KiB pieces",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("one_file", [False, True], ids=["files", "one-file"])
+def test_the_write_size_probe_writes_every_byte(
+    one_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the probe times is a whole write: its pieces put every byte in
+    place (checked here by keeping the files)."""
+    spec = importlib.util.spec_from_file_location(
+        "write_pieces", RUN.parent / "write_pieces.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    data = np.random.default_rng(1).integers(0, 4096, 70_001, dtype=np.uint16)
+    real_rmtree = shutil.rmtree
+
+    def keeping_files(path: Any) -> None:  # (the probe removes its own)
+        for file in Path(path).iterdir():
+            file.rename(tmp_path / f"kept-{file.name}")
+        real_rmtree(path)
+
+    monkeypatch.setattr(probe.shutil, "rmtree", keeping_files)
+    rate = probe.one_round(tmp_path, data, 3, 4096, 2, one_file)
+    assert rate > 0
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kept-"))
+    if one_file:
+        assert names == ["kept-all"]
+        whole = np.fromfile(tmp_path / "kept-all", np.uint16)
+        np.testing.assert_array_equal(whole, np.tile(data, 3))
+    else:
+        assert names == ["kept-0", "kept-1", "kept-2"]
+        for name in names:
+            np.testing.assert_array_equal(np.fromfile(tmp_path / name, np.uint16), data)
