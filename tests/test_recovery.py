@@ -1389,7 +1389,7 @@ def test_journal_lines_are_plain_json_read_back_exactly(tmp_path: Path) -> None:
     )
     journal.written([(2, (4, 4), None, False)])
     journal.skip(2, (5, 0))
-    journal.received(1, (6, 1))
+    journal.received([(1, (6, 1))])
     journal.close()
     lines = path.read_text(encoding="utf-8").splitlines()
     # every line is standard JSON (other tools may read the journal)

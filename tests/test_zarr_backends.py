@@ -1284,3 +1284,52 @@ def test_write_blocks_filled_one_position_at_a_time_are_not_warned_of(
         UserWarning, match="at once in this acquisition order: 4 of 8 KB"
     ):
         create_stream(inner).close()
+
+
+@pytest.mark.parametrize("blocks", ["shards", "chunks"])
+def test_frames_taken_into_open_blocks_are_journaled_in_batches(
+    blocks: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "received" journal lines (which frames an open block holds, for
+    recover to name those a kill loses) are written a batch at a time, not
+    one system call a frame (each cost the writer the GIL), and still all
+    reach the journal while the stream waits for more frames."""
+    from ome_stream._journal import Journal
+
+    calls: list[int] = []
+    real = Journal.received
+
+    def counting(self: Journal, entries: list[Any]) -> None:
+        calls.append(len(entries))
+        real(self, entries)
+
+    monkeypatch.setattr(Journal, "received", counting)
+    root = tmp_path / "batched.ome.zarr"
+    settings = AcquisitionSettings(
+        root_path=str(root),
+        dimensions=[
+            Dimension(
+                name="t",
+                count=1000,
+                chunk_size=1 if blocks == "shards" else 500,
+                **({"shard_size_chunks": 500} if blocks == "shards" else {}),
+            ),
+            Dimension(name="y", count=FRAME[0]),
+            Dimension(name="x", count=FRAME[1]),
+        ],
+        dtype="uint16",
+    )
+    frames = [make_frame(i) for i in range(400)]
+    with create_stream(settings) as stream:
+        for frame in frames:
+            stream.append(frame)
+        deadline = time.monotonic() + 30
+        while sum(calls) < 400 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        journal = read_journal(journal_path(root))
+        assert journal.received == {(0, (i,)) for i in range(400)}
+        assert journal.frames == {}  # (all in the open block)
+        assert len(calls) < 400 / 4  # batches of several frames
+    np.testing.assert_array_equal(
+        readers.read_zarr_python(root / "0")[:400], np.stack(frames)
+    )

@@ -5,8 +5,9 @@ A small append-only JSON-lines file beside the data
 settings; then one line per frame once its pixels are in the file (handed to
 the operating system, so a killed process cannot lose them), one per skipped
 frame, one per global-metadata call, and - for buffered (chunked or sharded)
-Zarr - one per frame received into a write block, so that recovery can name
-exactly the frames an interrupted block lost. A clean `close` deletes the
+Zarr - one per frame received into a write block (written a batch at a
+time, see regions.RECEIVED_EVERY_S), so that recovery can name exactly the
+frames an interrupted block lost. A clean `close` deletes the
 journal; its presence means the dataset was interrupted.
 """
 
@@ -425,8 +426,9 @@ class Journal:
     def skip(self, position: int, index: Index) -> None:
         self._write_text(_line("skip", position, index))
 
-    def received(self, position: int, index: Index) -> None:
-        self._write_text(_line("received", position, index))
+    def received(self, entries: list[tuple[int, Index]]) -> None:
+        """Record frames taken into a write block: (position, index)."""
+        self._write_text("".join([_line("received", p, i) for p, i in entries]))
 
     def global_metadata(self, namespace: str, metadata: dict[str, Any]) -> None:
         self._write({"event": "global", "namespace": namespace, "data": metadata})

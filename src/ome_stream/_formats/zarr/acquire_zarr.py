@@ -178,7 +178,7 @@ class AcquireZarrBackend(ZarrBackend):
         self._keep_recent(position_index, storage_index, frame)
         if self.journal is not None:
             # acquire-zarr does not say when the pixels reach the file
-            self.journal.received(position_index, storage_index)
+            self.journal.received([(position_index, storage_index)])
 
     def _keep_recent(
         self, position_index: int, storage_index: tuple[int, ...], frame: np.ndarray
