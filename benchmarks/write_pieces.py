@@ -1,13 +1,13 @@
 """How the size of each `write` call changes the speed of writing a file.
 
-ome-stream writes pixels in calls of at most `WRITE_PIECE_BYTES` (1 MB;
+ome-stream writes pixels in calls of at most `WRITE_PIECE_BYTES` (1 MiB;
 `src/ome_stream/_formats/backend.py` says why). This probe writes the same
 bytes to new files one call per file, or in pieces of the sizes given,
 alternating the sizes from round to round, and prints MB/s per round and
 the median per size. Nothing of ome-stream is used: it measures the
 machine.
 
-    python benchmarks/write_pieces.py                     # 40 files of 12.8 MB
+    python benchmarks/write_pieces.py --dir DIR           # 40 files of 13.1 MB
     python benchmarks/write_pieces.py --file-mb 8.4 --files 100 --one-file
     python benchmarks/write_pieces.py --threads 4 --pieces 0,1024,256
 """
@@ -25,17 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
+_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+
 
 def _write(fd: int, data: memoryview, piece: int, offset: int | None) -> None:
-    """All of `data`, in calls of at most `piece` bytes (0: one call)."""
+    """All of `data`, in calls of at most `piece` bytes (0: one call), at
+    `offset` (None: where the file is)."""
     step = piece or len(data)
+    if offset is not None:
+        os.lseek(fd, offset, os.SEEK_SET)  # (then plain writes: no pwrite on Windows)
     done = 0
     while done < len(data):
-        part = data[done : done + step]
-        if offset is None:
-            done += os.write(fd, part)
-        else:
-            done += os.pwrite(fd, part, offset + done)
+        written = os.write(fd, data[done : done + step])
+        if written <= 0:
+            raise OSError(
+                f"a write of {min(step, len(data) - done)} bytes wrote nothing"
+            )
+        done += written
 
 
 def one_round(
@@ -47,7 +53,7 @@ def one_round(
     try:
         start = time.perf_counter()
         if one:
-            fd = os.open(work / "all", os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = os.open(work / "all", _FLAGS, 0o644)
             try:
                 for i in range(files):
                     _write(fd, view, piece, i * len(view))
@@ -56,7 +62,7 @@ def one_round(
         else:
 
             def write_file(i: int) -> None:
-                fd = os.open(work / str(i), os.O_WRONLY | os.O_CREAT, 0o644)
+                fd = os.open(work / str(i), _FLAGS, 0o644)
                 try:
                     _write(fd, view, piece, None)
                 finally:
@@ -72,8 +78,19 @@ def one_round(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
-    parser.add_argument("--file-mb", type=float, default=12.8, help="bytes a write")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="where to write: the disk the data goes to (the default, the "
+        "temporary directory, may be in memory: tmpfs)",
+    )
+    parser.add_argument(
+        "--file-mb",
+        type=float,
+        default=13.1,
+        help="MB (10^6 bytes) per file; the default: a shard of 100 256² uint16 frames",
+    )
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--one-file", action="store_true", help="append to one file")

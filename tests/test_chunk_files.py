@@ -295,8 +295,10 @@ def test_chunk_and_shard_files_are_written_in_pieces(
     """No system call writes more than WRITE_PIECE_BYTES of a chunk or shard
     file (large writes are slow on Linux VMs: see backend.py); the files
     still read back whole."""
+    from ome_stream._formats import backend
+
     piece = 1000
-    monkeypatch.setattr(chunkfiles, "WRITE_PIECE_BYTES", piece)
+    monkeypatch.setattr(backend, "WRITE_PIECE_BYTES", piece)
     temporaries: dict[int, list[int]] = {}  # fd: its writes' sizes
     files: list[list[int]] = []
     real_open, real_write = chunkfiles.os.open, chunkfiles.os.write
@@ -329,7 +331,7 @@ def test_chunk_and_shard_files_are_written_in_pieces(
             stream.append(make_frame(i, shape=SHAPE))
     monkeypatch.undo()
     block = 3 * SHAPE[0] * SHAPE[1] * 2  # three frames' bytes a file at least
-    assert len(files) == 4  # 2 blocks along t x 2 channels
+    assert len(files) >= 4  # 2 blocks along t x 2 channels (+ pause writes)
     for written in files:
         assert max(written) <= piece
         assert sum(written) >= block

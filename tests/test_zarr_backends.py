@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -1300,8 +1301,8 @@ def test_frames_taken_into_open_blocks_are_journaled_in_batches(
     real = Journal.received
 
     def counting(self: Journal, entries: list[Any]) -> None:
-        calls.append(len(entries))
         real(self, entries)
+        calls.append(len(entries))  # (once in the file)
 
     monkeypatch.setattr(Journal, "received", counting)
     root = tmp_path / "batched.ome.zarr"
@@ -1332,4 +1333,46 @@ def test_frames_taken_into_open_blocks_are_journaled_in_batches(
         assert len(calls) < 400 / 4  # batches of several frames
     np.testing.assert_array_equal(
         readers.read_zarr_python(root / "0")[:400], np.stack(frames)
+    )
+
+
+def test_a_block_s_frames_are_journaled_before_its_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard's "received" lines are in the journal before the shard's
+    write starts (a kill during a slow write would lose those frames, and
+    recover must name them), however soon after each other its frames came,
+    and while the writer waits for that write."""
+    from ome_stream._formats.zarr import chunkfiles, regions
+
+    monkeypatch.setattr(regions, "RECEIVED_EVERY_S", 3600.0)  # (never by time)
+    monkeypatch.setattr(regions, "MAX_WRITES_IN_FLIGHT", 0)  # (the writer waits)
+    writing = threading.Event()
+    release = threading.Event()
+    real_store = chunkfiles.ChunkFiles._store
+
+    def slow_store(self: Any, coords: Any, buffers: Any) -> None:
+        writing.set()
+        release.wait(30)
+        real_store(self, coords, buffers)
+
+    monkeypatch.setattr(chunkfiles.ChunkFiles, "_store", slow_store)
+    shape = (256, 512)  # (256 KB frames: shards written straight to their files)
+    root = tmp_path / "slow.ome.zarr"
+    settings = _blocks_along_t(root, True, shape)
+    stream = create_stream(settings)
+    try:
+        for number in range(8):  # one shard of 4 time points x 2 channels
+            stream.append(make_frame(number, shape=shape))
+        assert writing.wait(30)
+        journal = read_journal(journal_path(root))
+        assert journal.frames == {}
+        # channel 0's shard (frames 0, 2, 4, 6) is being written
+        assert {(0, (t, 0)) for t in range(4)} <= journal.received
+    finally:
+        release.set()
+        stream.close()
+    np.testing.assert_array_equal(
+        readers.read_zarr_python(root / "0"),
+        np.stack([make_frame(n, shape=shape) for n in range(8)]).reshape(4, 2, *shape),
     )

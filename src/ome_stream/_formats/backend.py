@@ -22,14 +22,17 @@ from .._frame_metadata import MetadataJSON
 from .._journal import Journal
 from .._settings import AcquisitionSettings
 
-# Pixels go to files in writes of at most this many bytes. On Linux 6.x a
-# larger write lets the page cache take large folios (2 MB and up) for it,
-# and on a virtual machine whose memory is backed lazily by its host these
-# came from memory the guest had not touched recently: writing 2048 x 2048
-# uint16 frames (8 MB) one write each ran at 260-940 MB/s, in pieces of 1 MB
-# at 2 900-3 400 MB/s, and 2 MB pieces at 560-2 100 MB/s (alternated runs,
-# docs/performance.md). Pieces cost one more system call per MB, nothing
-# measurable elsewhere.
+# Pixels that ome-stream writes itself (uncompressed OME-TIFF pages after
+# a file's first, OME-Zarr chunks and shards written straight to their
+# files) go out in system calls of at most this many bytes. On Linux 6.x a
+# larger write lets the page cache take 2 MiB folios for it, which on a
+# virtual machine whose memory its host backs lazily was up to ten times
+# slower: 2048 x 2048 uint16 frames (8 MiB) written one call each ran at
+# 260-940 MB/s, in 1 MiB pieces at 2 900-3 400 MB/s, in 2 MiB pieces at
+# 560-2 100 MB/s (benchmarks/write_pieces.py, docs/performance.md). The
+# cost: a thread takes the GIL back after each piece, which a caller busy in
+# Python delays (up to the switch interval, 5 ms). Modules read it at call
+# time (`backend.WRITE_PIECE_BYTES`), so that one setting governs all.
 WRITE_PIECE_BYTES = 2**20
 
 

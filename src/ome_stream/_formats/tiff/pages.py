@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 
-from ..backend import WRITE_PIECE_BYTES
+from .. import backend
 
 # more than the IFD of a page takes, with its entries and the values stored
 # after them (PageAppender's and tifffile's pages: a dozen or two of tags)
@@ -571,8 +571,11 @@ class PageAppender:
         at = self._ifd_room()
         pixels = self._end
         # Most writes are whole at once; _write_fully continues a short one
-        # and writes a large frame in pieces (WRITE_PIECE_BYTES).
-        if nbytes > WRITE_PIECE_BYTES or _pwritev(self._fd, [frame], pixels) != nbytes:
+        # and writes a large frame in pieces (backend.WRITE_PIECE_BYTES).
+        if (
+            nbytes > backend.WRITE_PIECE_BYTES
+            or _pwritev(self._fd, [frame], pixels) != nbytes
+        ):
             _write_fully(self._fd, [frame], pixels)
         # (odd sizes are padded: the next pixels start on a word boundary)
         self._end = pixels + nbytes + nbytes % 2
@@ -661,7 +664,7 @@ def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int
     """Write the buffers at `offset`, one after the other, of which the
     first `done` bytes are written already; return the bytes written in all
     (a short write - rare on a local disk - is continued). At most
-    WRITE_PIECE_BYTES go to each system call."""
+    backend.WRITE_PIECE_BYTES go to each system call."""
     views = [memoryview(b).cast("B") for b in buffers]
     total = sum(v.nbytes for v in views)
     written = done
@@ -673,7 +676,9 @@ def _write_fully(fd: int, buffers: list[Any], offset: int, done: int = 0) -> int
             views[0] = views[0][written:]
         if done >= total:
             return total
-        written = _pwritev(fd, _first_bytes(views, WRITE_PIECE_BYTES), offset + done)
+        written = _pwritev(
+            fd, _first_bytes(views, backend.WRITE_PIECE_BYTES), offset + done
+        )
         if not written:
             raise OSError(f"writing at byte {offset + done} of a TIFF wrote nothing")
         done += written

@@ -40,7 +40,7 @@ import google_crc32c
 import numpy as np
 
 from ..._settings import AcquisitionSettings
-from ..backend import WRITE_PIECE_BYTES
+from .. import backend
 from .arrays import chunk_shape, shard_shape
 
 PARTIAL_SUFFIX = ".partial"
@@ -179,7 +179,7 @@ class ChunkFiles:
             for buffer in buffers:
                 view = np.ascontiguousarray(buffer).data.cast("B")
                 while view:
-                    written = os.write(fd, view[:WRITE_PIECE_BYTES])
+                    written = os.write(fd, view[: backend.WRITE_PIECE_BYTES])
                     if written <= 0:
                         raise OSError(f"no bytes written to {temporary}")
                     view = view[written:]

@@ -60,13 +60,14 @@ IDLE_POLL_MAX_S = 0.1
 # overlap them, as tensorstore's own I/O threads do.
 CHUNK_FILE_THREADS = 4
 # The "received" journal lines of frames taken into a write block are
-# written together, at most RECEIVED_EVERY_S after the first of them (or
-# once the writer has been idle IDLE_AFTER_S): one system call per batch,
-# not per frame. Each call made the writer thread give up the GIL and take
-# it back from `append` (256² frames to shards of 100, copied: 4 400-6 100
-# frames/s against 6 100-8 100, 4 alternated runs each). A kill loses the
-# records of at most the frames of that time, which recover then does not
-# name - as it cannot name the frames still in the stream's queue.
+# written together: once RECEIVED_EVERY_S have passed since the first of
+# them (at the next frame), before any block is written, and when the
+# writer goes idle (IDLE_AFTER_S). One system call per batch, not per
+# frame: each call made the writer thread give up the GIL and take it back
+# from `append` (4 000 256² frames to shards of 100, copied: medians 4 600
+# against 5 700 frames/s, docs/performance.md). A kill leaves unnamed by
+# recover at most the frames that arrived in that time, as it leaves those
+# still in the stream's queue.
 RECEIVED_EVERY_S = 0.02
 # Unbounded axes grow ahead of the data (then are trimmed at close) so the
 # array metadata is not rewritten for every frame.
@@ -351,6 +352,9 @@ class RegionWriterBackend(ZarrBackend):
         block: np.ndarray,
         entries: list[_Entry],
     ) -> None:
+        # (first: the frames a kill during this write would lose must be
+        # named, and `_submit` may wait for earlier writes)
+        self._journal_received()
         state = self._arrays[position_index]
         limits = list(state.shape)
         if self._closed and self._unbounded_axis is not None:
