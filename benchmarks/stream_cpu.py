@@ -5,7 +5,10 @@ On a shared two-core VM the rate of a run varies two- or threefold from
 minute to minute; the process's CPU time (user and system) varies less, and
 alternating the trees run by run spreads the machine's moods over both.
 Each run is a fresh process writing frames made before timing (random
-values, one pool of 64 frames) to a new directory, then removed.
+values, a pool of at most 64 frames and 256 MiB) to a new directory, then
+removed; a two-frame dataset written first, untimed, pays the backend's
+imports. The CPU times are the process's (all its threads), not the
+kernel's writeback threads'.
 
     python benchmarks/stream_cpu.py --frames 4000 --side 256 --shard 100
     python benchmarks/stream_cpu.py --frames 100 --side 2048 --no-copy
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+POOL_BYTES = 256 * 2**20  # frames made before timing, reused in turn
 
 
 def child(args: argparse.Namespace) -> None:
@@ -41,8 +45,9 @@ def child(args: argparse.Namespace) -> None:
     from ome_stream import AcquisitionSettings, Dimension, create_stream
 
     side = args.side
+    pooled = max(1, min(64, args.frames, POOL_BYTES // (2 * side * side)))
     pool = np.random.default_rng(0).integers(
-        100, 4000, size=(min(64, args.frames), side, side), dtype=np.uint16
+        100, 4000, size=(pooled, side, side), dtype=np.uint16
     )
     t: dict[str, Any] = {}
     if args.chunk:
@@ -51,20 +56,31 @@ def child(args: argparse.Namespace) -> None:
         t = {"chunk_size": args.chunk or 1, "shard_size_chunks": args.shard}
     suffix = ".ome.zarr" if args.format == "ome-zarr" else ".ome.tiff"
     work = Path(tempfile.mkdtemp(dir=args.dir, prefix="stream-cpu-"))
-    try:
-        settings = AcquisitionSettings(
-            root_path=str(work / f"run{suffix}"),
+
+    def settings(name: str, frames: int) -> AcquisitionSettings:
+        return AcquisitionSettings(
+            root_path=str(work / f"{name}{suffix}"),
             dimensions=[
-                Dimension(name="t", count=args.frames, type="time", **t),
+                Dimension(name="t", count=frames, type="time", **t),
                 Dimension(name="y", count=side, type="space"),
                 Dimension(name="x", count=side, type="space"),
             ],
             dtype="uint16",
             format=args.format,
         )
+
+    try:
+        # untimed: a few frames first, so that the backend's imports and
+        # first-use costs (tensorstore, tifffile, the OME model) are paid
+        # before timing, as benchmarks/run.py does
+        with create_stream(settings("warm-up", 2)) as stream:
+            for frame in pool[:1].repeat(2, axis=0):
+                stream.append(frame)
+        shutil.rmtree(work / f"warm-up{suffix}")
+        run_settings = settings("run", args.frames)
         before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
-        with create_stream(settings) as stream:
+        with create_stream(run_settings) as stream:
             for i in range(args.frames):
                 stream.append(pool[i % len(pool)], copy=args.copy)
         elapsed = time.perf_counter() - start
@@ -98,12 +114,19 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where to write")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.frames < 1:
+        parser.error("--frames must be at least 1")
     if args.child:
         child(args)
         return
     trees: dict[str, Path] = {"this": HERE.parent / "src"}
     if args.against:
         trees["against"] = args.against.resolve()
+        if not (trees["against"] / "ome_stream" / "__init__.py").is_file():
+            parser.error(
+                f"--against {args.against}: no ome_stream package there; give "
+                "the src directory of a checkout"
+            )
     forwarded = [a for a in sys.argv[1:] if a not in ("--child",)]
     forwarded = _without_option(forwarded, "--against")
     forwarded = _without_option(forwarded, "--runs")
@@ -111,7 +134,8 @@ def main() -> None:
     for run in range(args.runs):
         order = list(trees) if run % 2 == 0 else list(trees)[::-1]
         for name in order:
-            env = {**os.environ, "PYTHONPATH": str(trees[name])}
+            path = [str(trees[name]), os.environ.get("PYTHONPATH", "")]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", *forwarded],
                 env=env,

@@ -92,7 +92,12 @@ def main() -> None:
         help="MB (10^6 bytes) per file; the default: a shard of 100 256² uint16 frames",
     )
     parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="files written at once (not with --one-file)",
+    )
     parser.add_argument("--one-file", action="store_true", help="append to one file")
     parser.add_argument(
         "--pieces", default="0,1024,2048", help="KiB per call, 0: one call"
@@ -110,9 +115,10 @@ def main() -> None:
             )
             results[piece].append(rate)
     where = "one file" if args.one_file else f"{args.files} files"
+    threads = 1 if args.one_file else args.threads
     print(
         f"{args.files} writes of {size / 1e6:.1f} MB to {where} in {args.dir} "
-        f"({args.threads} thread(s)), MB/s per round:"
+        f"({threads} thread(s)), MB/s per round:"
     )
     for piece, rates in results.items():
         label = "one call" if not piece else f"{piece // 1024} KiB pieces"

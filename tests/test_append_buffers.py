@@ -727,7 +727,7 @@ def test_a_page_larger_than_a_write_piece_is_written_in_pieces(
         for frame in frames:
             stream.append(frame)
     monkeypatch.undo()
-    assert sizes  # pages after the first went through the appender
+    assert sum(sizes) >= 4 * frames[0].nbytes  # the pages after the first
     assert max(sizes) <= piece
     np.testing.assert_array_equal(tifffile.imread(root), frames)
     np.testing.assert_array_equal(readers.bioformats_pixels(root)[:, 0, 0], frames)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -170,14 +170,13 @@ def test_the_write_size_probe_writes_every_byte(
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     data = np.random.default_rng(1).integers(0, 4096, 70_001, dtype=np.uint16)
-    real_rmtree = shutil.rmtree
 
     def keeping_files(path: Any) -> None:  # (the probe removes its own)
         for file in Path(path).iterdir():
             file.rename(tmp_path / f"kept-{file.name}")
-        real_rmtree(path)
+        shutil.rmtree(path)
 
-    monkeypatch.setattr(probe.shutil, "rmtree", keeping_files)
+    monkeypatch.setattr(probe, "shutil", SimpleNamespace(rmtree=keeping_files))
     rate = probe.one_round(tmp_path, data, 3, 4096, 2, one_file)
     assert rate > 0
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kept-"))
@@ -215,3 +214,63 @@ def test_the_stream_cpu_probe_runs_and_alternates_trees(tmp_path: Path) -> None:
     assert "copy=False; 2 runs per tree" in lines[0]
     assert sum("frames/s:" in line for line in lines) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_stream_cpu_probe_refuses_a_tree_without_ome_stream(tmp_path: Path) -> None:
+    """`--against` given a directory that holds no ome_stream (a checkout's
+    root instead of its src) is refused before any run."""
+    script = RUN.parent / "stream_cpu.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--frames", "10", "--against", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no ome_stream package there" in proc.stderr
+
+
+def test_the_stream_cpu_probe_imports_the_tree_it_names(tmp_path: Path) -> None:
+    """A tree whose ome_stream is not the one a run imports is caught (here
+    a package that is no ome_stream at all: its run fails), and options
+    given either way are not passed on to the runs."""
+    spec = importlib.util.spec_from_file_location(
+        "stream_cpu", RUN.parent / "stream_cpu.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    argv = [
+        "--frames",
+        "4",
+        "--against=/x",
+        "--runs",
+        "3",
+        "--no-copy",
+        "--against",
+        "/y",
+    ]
+    assert probe._without_option(
+        probe._without_option(argv, "--against"), "--runs"
+    ) == [
+        "--frames",
+        "4",
+        "--no-copy",
+    ]
+    fake = tmp_path / "src" / "ome_stream"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not the real one')\n")
+    args = ["--frames", "4", "--side", "16", "--runs", "1"]
+    args += ["--against", str(tmp_path / "src"), "--dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(RUN.parent / "stream_cpu.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "a run of against failed" in proc.stderr
+    assert "not the real one" in proc.stderr

@@ -1295,8 +1295,10 @@ def test_frames_taken_into_open_blocks_are_journaled_in_batches(
     recover to name those a kill loses) are written a batch at a time, not
     one system call a frame (each cost the writer the GIL), and still all
     reach the journal while the stream waits for more frames."""
+    from ome_stream._formats.zarr import regions
     from ome_stream._journal import Journal
 
+    monkeypatch.setattr(regions, "PAUSE_WRITE_S", 3600.0)  # (a stall: no pause write)
     calls: list[int] = []
     real = Journal.received
 

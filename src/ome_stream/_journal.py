@@ -5,9 +5,10 @@ A small append-only JSON-lines file beside the data
 settings; then one line per frame once its pixels are in the file (handed to
 the operating system, so a killed process cannot lose them), one per skipped
 frame, one per global-metadata call, and - for buffered (chunked or sharded)
-Zarr - one per frame received into a write block (written a batch at a
-time, see regions.RECEIVED_EVERY_S), so that recovery can name exactly the
-frames an interrupted block lost. A clean `close` deletes the
+Zarr - one per frame received into a write block, so that recovery can
+name the frames an interrupted block lost (all but those of the last
+~20-40 ms: the lines are written a batch at a time, see
+regions.RECEIVED_EVERY_S). A clean `close` deletes the
 journal; its presence means the dataset was interrupted.
 """
 

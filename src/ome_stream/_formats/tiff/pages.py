@@ -466,10 +466,11 @@ class PageAppender:
     The pixels of successive pages follow one another; their IFDs go in
     blocks among them (a block starts where the next pixels would, which
     then follow it; see IFD_BLOCK_BYTES). A page costs three writes: its
-    pixels, its IFD, then four or eight bytes that link the previous IFD to
-    it. A page is linked only once it is complete, so a reader of a killed
-    file never follows a link to a partial page; the IFDs' offsets grow
-    along the chain.
+    pixels (in pieces of at most `backend.WRITE_PIECE_BYTES`), its IFD,
+    then four or eight bytes that link the previous IFD to it. A page is
+    linked only once it is complete, so a reader of a killed file never
+    follows a link to a partial page; the IFDs' offsets grow along the
+    chain.
 
     Packing each page's IFD in Python is what limits tifffile to about 5000
     pages/s of 256 x 256.

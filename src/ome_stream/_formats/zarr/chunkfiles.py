@@ -4,10 +4,11 @@ Without compression or sharding a Zarr v3 chunk file is nothing but the
 chunk's bytes, little-endian, C order (zarr v3 core spec, "bytes" codec), at
 the key `c/<i>/<j>/...` (the "default" chunk key encoding). When every write
 covers whole chunks, as the region backends' writes do once a chunk spans the
-whole frame, a chunk can be written with one `write` instead of going through
-a library: on tmpfs that took 2048² frames from ~0.7x to ~0.8x a raw write,
-with a third less CPU (docs/performance.md). Files are written by a few
-threads (`regions.py`), so that the file system's per-file work overlaps.
+whole frame, a chunk can be written with plain `write`s (of at most
+`backend.WRITE_PIECE_BYTES` each) instead of going through a library: on
+tmpfs that took 2048² frames from ~0.7x to ~0.8x a raw write, with a third
+less CPU (docs/performance.md). Files are written by a few threads
+(`regions.py`), so that the file system's per-file work overlaps.
 Readers see the same array; only a chunk equal to the fill value, which
 tensorstore would leave out, is stored.
 
@@ -16,7 +17,7 @@ Uncompressed shards of whole frames are written the same way
 an index of (offset, length) pairs with its CRC-32C (zarr v3
 "sharding_indexed" codec, index at the end). With one chunk per frame the
 inner chunks are the write block's bytes as they are, so a shard of 100
-256 x 256 frames is a 13 MB write (and one of its index), without
+256 x 256 frames is 13 MB of writes (and one of its index), without
 tensorstore's copies while it encodes the shard: 4000 such frames went from
 12 300 to 13 900 frames/s here (12 600 to 14 800 with `append(copy=False)`;
 medians of 5 alternated runs), and varied less from run to run. Shards

@@ -18,7 +18,7 @@ class TensorStoreBackend(RegionWriterBackend):
 
     Whole uncompressed chunks of whole frames, and uncompressed shards of
     them, bypass tensorstore (`chunkfiles.py`): such a file is the chunks'
-    bytes (and a shard's index), and one `write` each is faster than
+    bytes (and a shard's index), and plain writes are faster than
     tensorstore's chunk cache, encoding copies and thread hand-offs.
     Everything else (compression, chunks within a frame) is tensorstore's.
     """
