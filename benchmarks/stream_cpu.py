@@ -58,8 +58,9 @@ def child(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(dir=args.dir, prefix="stream-cpu-"))
 
     def settings(name: str, frames: int) -> AcquisitionSettings:
+        (work / name).mkdir()
         return AcquisitionSettings(
-            root_path=str(work / f"{name}{suffix}"),
+            root_path=str(work / name / f"run{suffix}"),
             dimensions=[
                 Dimension(name="t", count=frames, type="time", **t),
                 Dimension(name="y", count=side, type="space"),
@@ -76,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
         with create_stream(settings("warm-up", 2)) as stream:
             for frame in pool[:1].repeat(2, axis=0):
                 stream.append(frame)
-        shutil.rmtree(work / f"warm-up{suffix}")
+        shutil.rmtree(work / "warm-up")
         run_settings = settings("run", args.frames)
         before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()

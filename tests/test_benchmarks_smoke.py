@@ -190,7 +190,10 @@ def test_the_write_size_probe_writes_every_byte(
             np.testing.assert_array_equal(np.fromfile(tmp_path / name, np.uint16), data)
 
 
-def test_the_stream_cpu_probe_runs_and_alternates_trees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["ome-zarr", "ome-tiff"])
+def test_the_stream_cpu_probe_runs_and_alternates_trees(
+    fmt: str, tmp_path: Path
+) -> None:
     """`benchmarks/stream_cpu.py` times one configuration in fresh
     processes, against a second source tree when asked (here the same
     one), checks that each run imported the tree it names, and leaves
@@ -199,6 +202,7 @@ def test_the_stream_cpu_probe_runs_and_alternates_trees(tmp_path: Path) -> None:
     src = RUN.parent.parent / "src"
     args = ["--frames", "40", "--side", "32", "--shard", "10", "--runs", "2"]
     args += ["--against", str(src), "--dir", str(tmp_path), "--no-copy"]
+    args += ["--format", fmt]
     proc = subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True,
@@ -208,9 +212,7 @@ def test_the_stream_cpu_probe_runs_and_alternates_trees(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(
-        "40 32² uint16 frames to ome-zarr, t chunks 1, shards 10"
-    )
+    assert lines[0].startswith(f"40 32² uint16 frames to {fmt}, t chunks 1, shards 10")
     assert "copy=False; 2 runs per tree" in lines[0]
     assert sum("frames/s:" in line for line in lines) == 2
     assert list(tmp_path.iterdir()) == []
