@@ -19,14 +19,31 @@ import pytest
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_run", RUN)
+def _load_script(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _load_runner() -> ModuleType:
+    return _load_script(RUN, "_bench_run")
+
+
+def _run_script(
+    name: str, args: list[str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run benchmarks/`name` with `args` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, str(RUN.parent / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +134,8 @@ def test_render_rewrites_the_tables(report: dict, tmp_path: Path) -> None:
 def test_the_recovery_benchmark_runs(tmp_path: Path) -> None:
     """`benchmarks/recover_tiff.py` kills a writer and times `recover`; it
     refuses to report a run that did not recover every frame."""
-    script = RUN.parent / "recover_tiff.py"
     args = ["--frames", "300", "--metadata", "--repeat", "2", "--dir", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run_script("recover_tiff.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["run 1", "run 2", "median"]
@@ -136,16 +146,9 @@ def test_the_recovery_benchmark_runs(tmp_path: Path) -> None:
 def test_the_write_size_probe_runs(tmp_path: Path) -> None:
     """`benchmarks/write_pieces.py` writes the same bytes whole and in
     pieces, one median per piece size, and leaves nothing behind."""
-    script = RUN.parent / "write_pieces.py"
     args = ["--dir", str(tmp_path), "--file-mb", "0.3", "--files", "3"]
     args += ["--pieces", "0,64", "--rounds", "2", "--threads", "2"]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _run_script("write_pieces.py", args, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("3 writes of 0.3 MB to 3 files")
@@ -162,13 +165,7 @@ def test_the_write_size_probe_writes_every_byte(
 ) -> None:
     """What the probe times is a whole write: its pieces put every byte in
     place (checked here by keeping the files)."""
-    spec = importlib.util.spec_from_file_location(
-        "write_pieces", RUN.parent / "write_pieces.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _load_script(RUN.parent / "write_pieces.py", "_write_pieces")
     data = np.random.default_rng(1).integers(0, 4096, 70_001, dtype=np.uint16)
 
     def keeping_files(path: Any) -> None:  # (the probe removes its own)
@@ -198,18 +195,11 @@ def test_the_stream_cpu_probe_runs_and_alternates_trees(
     processes, against a second source tree when asked (here the same
     one), checks that each run imported the tree it names, and leaves
     nothing behind."""
-    script = RUN.parent / "stream_cpu.py"
     src = RUN.parent.parent / "src"
     args = ["--frames", "40", "--side", "32", "--shard", "10", "--runs", "2"]
     args += ["--against", str(src), "--dir", str(tmp_path), "--no-copy"]
     args += ["--format", fmt]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run_script("stream_cpu.py", args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"40 32² uint16 frames to {fmt}, t chunks 1, shards 10")
@@ -221,14 +211,7 @@ def test_the_stream_cpu_probe_runs_and_alternates_trees(
 def test_the_stream_cpu_probe_refuses_a_tree_without_ome_stream(tmp_path: Path) -> None:
     """`--against` given a directory that holds no ome_stream (a checkout's
     root instead of its src) is refused before any run."""
-    script = RUN.parent / "stream_cpu.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--frames", "10", "--against", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _run_script("stream_cpu.py", ["--frames", "10", "--against", str(tmp_path)])
     assert proc.returncode == 2
     assert "no ome_stream package there" in proc.stderr
 
@@ -237,42 +220,17 @@ def test_the_stream_cpu_probe_imports_the_tree_it_names(tmp_path: Path) -> None:
     """A tree whose ome_stream is not the one a run imports is caught (here
     a package that is no ome_stream at all: its run fails), and options
     given either way are not passed on to the runs."""
-    spec = importlib.util.spec_from_file_location(
-        "stream_cpu", RUN.parent / "stream_cpu.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    argv = [
-        "--frames",
-        "4",
-        "--against=/x",
-        "--runs",
-        "3",
-        "--no-copy",
-        "--against",
-        "/y",
-    ]
-    assert probe._without_option(
-        probe._without_option(argv, "--against"), "--runs"
-    ) == [
-        "--frames",
-        "4",
-        "--no-copy",
-    ]
+    probe = _load_script(RUN.parent / "stream_cpu.py", "_stream_cpu")
+    argv = ["--frames", "4", "--against=/x", "--runs", "3", "--no-copy"]
+    argv += ["--against", "/y"]
+    kept = probe._without_option(probe._without_option(argv, "--against"), "--runs")
+    assert kept == ["--frames", "4", "--no-copy"]
     fake = tmp_path / "src" / "ome_stream"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('not the real one')\n")
     args = ["--frames", "4", "--side", "16", "--runs", "1"]
     args += ["--against", str(tmp_path / "src"), "--dir", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, str(RUN.parent / "stream_cpu.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run_script("stream_cpu.py", args)
     assert proc.returncode != 0
     assert "a run of against failed" in proc.stderr
     assert "not the real one" in proc.stderr
