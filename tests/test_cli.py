@@ -56,6 +56,26 @@ def _t2_c2_settings(path: Path, channels: list[str]) -> AcquisitionSettings:
     )
 
 
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tiff"])
+def test_output_to_a_pipe_keeps_each_message_and_path_on_one_line(
+    suffix: str, tmp_path: Path
+) -> None:
+    """Output that is not a terminal is not wrapped: a path longer than a
+    line stays whole (grep, scripts), as does the message around it."""
+    where = tmp_path / ("a_directory_name_long_enough_to_wrap_" * 3)
+    settings = _t2_c2_settings(where / f"run{suffix}", ["DAPI", "GFP"])
+    with create_stream(settings) as stream:
+        stream.append(np.ones((8, 8), np.uint8))
+    path = settings.output_path
+    assert len(str(path)) > 120
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"✓ {path} is a valid, readable dataset." in result.output.splitlines()
+    result = CliRunner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.output
+
+
 def test_info_summarises_both_formats(tmp_path: Path) -> None:
     for suffix in (".ome.zarr", ".ome.tiff"):
         settings = _t2_c2_settings(tmp_path / f"d{suffix}", ["DAPI", "GFP"])

@@ -30,6 +30,10 @@ MISSING_RANGES_SHOWN = 20
 @app.callback()
 def _root() -> None:
     """Stream microscope acquisitions into OME-Zarr and OME-TIFF."""
+    # Output that is not a terminal (a pipe, a file, a captured run) is not
+    # wrapped: each message stays on one line, with its paths whole, for
+    # grep and scripts; a terminal wraps at word boundaries as usual.
+    console.soft_wrap = not console.is_terminal
 
 
 @app.command()
