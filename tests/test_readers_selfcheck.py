@@ -5,8 +5,8 @@ tools (tifffile and ome-types for OME-TIFF, yaozarrs' writers on top of
 zarr-python / TensorStore for OME-Zarr v0.5) from arrays whose every plane is
 distinct, so a wrong axis order or a swapped series cannot pass.
 
-Bio-Formats runs in a JVM (~0.8 s per call), so the JVM results are computed
-once per module and shared between tests.
+Bio-Formats runs in a JVM (~0.3-0.8 s per call), so the JVM results are
+computed once per module and shared between tests.
 """
 
 from __future__ import annotations
@@ -258,6 +258,30 @@ def test_bioformats_info_rich_metadata(tiffs: TiffCases) -> None:
     assert "OMETiffReader" in info.stderr
     assert info.returncode == 0
     assert info.elapsed > 0
+
+
+def test_bioformats_class_archive_is_made_once_then_used(
+    tiffs: TiffCases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run of a tool dumps its classes to an archive, later runs
+    map it; a damaged archive is ignored. Each run reads the same."""
+    monkeypatch.setattr(rd, "_CDS_DIR", tmp_path / "cds")
+    path = tiffs.rich.path
+    first = rd.bioformats_info(path)
+    assert any(a.startswith("-XX:ArchiveClassesAtExit=") for a in first.command)
+    (archive,) = (tmp_path / "cds").iterdir()  # the dump renamed into place
+    assert archive.name.startswith("ImageInfo-")
+    assert archive.stat().st_size > 2**20
+    second = rd.bioformats_info(path)
+    assert f"-XX:SharedArchiveFile={archive}" in second.command
+    archive.chmod(0o644)
+    archive.write_bytes(b"not an archive")
+    third = rd.bioformats_info(path)
+    assert f"-XX:SharedArchiveFile={archive}" in third.command
+    for info in (first, second, third):
+        assert info.warnings == []
+        assert info.ome_xml == tiffs.rich.info.ome_xml
+        assert info.stdout.count("\n") == tiffs.rich.info.stdout.count("\n")
 
 
 def test_bioformats_pixels_non_default_dimension_order(tiffs: TiffCases) -> None:
